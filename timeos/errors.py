@@ -1,0 +1,132 @@
+"""The whole TimeOS exception tree. Every error has a stable wire `code` and a CLI `exit_code`.
+
+    TimeOSError                      code          exit
+    ├── UsageError                   usage            2   bad CLI arguments or request shape
+    ├── RulesError                   rules_invalid    1   rule files failed validation (many problems)
+    ├── ScheduleError                invalid_schedule 1   a cron / every / at / timezone value is wrong
+    ├── PayloadError                 invalid_payload  1   payload not a JSON object, too big, too deep
+    ├── IdempotencyConflict          idempotency_conflict 1  same key, different payload
+    ├── NotFound                     not_found        1   unknown job, event or rule
+    ├── InvalidState                 invalid_state    1   e.g. cancelling a job that already ran
+    ├── ConditionFailed              condition_failed 1   a `when:` errored on one payload (counts as false)
+    ├── StoreError                   store_error      1   SQLite failed (translated once, in store.py)
+    └── DaemonUnreachable            daemon_unreachable 3 no timeosd on the socket
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class TimeOSError(Exception):
+    """Root of every error TimeOS raises on purpose."""
+
+    code = "error"
+    exit_code = 1
+    http_status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_wire(self) -> dict[str, object]:
+        """Render as the JSON error body used on the socket API."""
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class UsageError(TimeOSError):
+    code = "usage"
+    exit_code = 2
+    http_status = 400
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One validation problem, located as `file:line:col`."""
+
+    where: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}" if self.where else self.message
+
+
+class RulesError(TimeOSError):
+    code = "rules_invalid"
+    http_status = 422
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+    def to_wire(self) -> dict[str, object]:
+        body = super().to_wire()
+        body["error"]["problems"] = [str(p) for p in self.problems]  # type: ignore[index]
+        return body
+
+
+class ScheduleError(TimeOSError):
+    code = "invalid_schedule"
+    http_status = 400
+
+
+class PayloadError(TimeOSError):
+    code = "invalid_payload"
+    http_status = 400
+
+
+class IdempotencyConflict(TimeOSError):
+    code = "idempotency_conflict"
+    http_status = 409
+
+
+class NotFound(TimeOSError):
+    code = "not_found"
+    http_status = 404
+
+
+class InvalidState(TimeOSError):
+    code = "invalid_state"
+    http_status = 409
+
+
+class ConditionFailed(TimeOSError):
+    code = "condition_failed"
+    http_status = 422
+
+
+class StoreError(TimeOSError):
+    code = "store_error"
+    http_status = 500
+
+
+class DaemonUnreachable(TimeOSError):
+    code = "daemon_unreachable"
+    exit_code = 3
+    http_status = 503
+
+
+ALL_ERRORS: tuple[type[TimeOSError], ...] = (
+    TimeOSError,
+    UsageError,
+    RulesError,
+    ScheduleError,
+    PayloadError,
+    IdempotencyConflict,
+    NotFound,
+    InvalidState,
+    ConditionFailed,
+    StoreError,
+    DaemonUnreachable,
+)
+
+_BY_CODE = {cls.code: cls for cls in ALL_ERRORS}
+
+
+def from_wire(code: str, message: str) -> TimeOSError:
+    """Rebuild the error the daemon sent, so the CLI exits with the right code."""
+    cls = _BY_CODE.get(code, TimeOSError)
+    if cls is RulesError:
+        return RulesError([Problem("", line) for line in message.splitlines()])
+    err = cls(message)
+    return err

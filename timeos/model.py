@@ -1,0 +1,281 @@
+"""Frozen dataclasses and StrEnums shared by every layer: rules, actions, triggers, events, jobs.
+
+Built once at the boundary (rules.py, store.py, api.py) and trusted inside.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, time, timedelta
+from typing import Any, Protocol
+from zoneinfo import ZoneInfo
+
+
+class JobStatus(enum.StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    DEAD = "dead"
+    CANCELLED = "cancelled"
+
+
+WAITING_STATUSES = (JobStatus.PENDING, JobStatus.RETRYING)
+FINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED)
+
+
+class Outcome(enum.StrEnum):
+    """How one attempt ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # retryable
+    PERMANENT = "permanent"  # not retryable: straight to the dead letter queue
+    TIMEOUT = "timeout"  # retryable
+    INTERRUPTED = "interrupted"  # daemon died or shut down mid-run: retryable
+
+
+class ActionKind(enum.StrEnum):
+    COMMAND = "command"
+    HTTP = "http"
+    PYTHON = "python"
+    EMIT = "emit"
+
+
+# ---- rules and actions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff: `backoff` doubling per attempt up to `max_backoff`, with jitter."""
+
+    max_attempts: int = 3
+    backoff: timedelta = timedelta(seconds=10)
+    max_backoff: timedelta = timedelta(hours=1)
+    jitter: float = 0.2  # +/- fraction of the delay
+
+
+DEFAULT_RETRY = RetryPolicy()
+DEFAULT_ACTION_TIMEOUT = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    argv: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class HttpSpec:
+    url: str
+    method: str = "POST"
+    headers: tuple[tuple[str, str], ...] = ()  # ${VAR} already expanded at load
+
+
+@dataclass(frozen=True, slots=True)
+class PythonSpec:
+    target: str  # "module:function"
+    function: Callable[..., Any] = field(compare=False, repr=False)
+
+
+@dataclass(frozen=True, slots=True)
+class EmitSpec:
+    event_type: str
+
+
+ActionSpec = CommandSpec | HttpSpec | PythonSpec | EmitSpec
+
+
+@dataclass(frozen=True, slots=True)
+class Action:
+    name: str
+    kind: ActionKind
+    spec: ActionSpec
+    timeout: timedelta = DEFAULT_ACTION_TIMEOUT
+    retry: RetryPolicy | None = None
+    where: str = ""  # file:line:col of its definition
+
+
+class Condition(Protocol):
+    """A compiled `when:` expression (see conditions.py)."""
+
+    source: str
+
+    def evaluate(self, payload: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
+        """True when the rule applies; raise ConditionFailed on a runtime error."""
+        ...
+
+
+class GapPolicy(enum.StrEnum):
+    RUN_AFTER = "run_after"
+    SKIP = "skip"
+
+
+class FoldPolicy(enum.StrEnum):
+    FIRST = "first"
+    LAST = "last"
+    BOTH = "both"
+
+
+class MissedPolicy(enum.StrEnum):
+    SKIP = "skip"
+    ONCE = "once"
+    ALL = "all"
+
+
+class OverlapPolicy(enum.StrEnum):
+    SKIP = "skip"
+    QUEUE = "queue"
+    ALLOW = "allow"
+
+
+@dataclass(frozen=True, slots=True)
+class DstPolicy:
+    gap: GapPolicy = GapPolicy.RUN_AFTER
+    fold: FoldPolicy = FoldPolicy.FIRST
+
+
+@dataclass(frozen=True, slots=True)
+class EventTrigger:
+    """`on_event: TYPE` with `offset:` and, optionally, a local `at:` time after the offset."""
+
+    event_type: str
+    offset: timedelta = timedelta(0)
+    at: time | None = None
+    timezone_expr: Condition | None = None  # CEL giving a zone name from the payload
+
+
+@dataclass(frozen=True, slots=True)
+class CronTrigger:
+    """`cron:`, or `every: monday` + `at:` compiled to the equivalent fixed-time cron."""
+
+    expression: str
+
+
+@dataclass(frozen=True, slots=True)
+class IntervalTrigger:
+    """`every: 30m`: elapsed time, anchored at the rule's first activation."""
+
+    every: timedelta
+
+
+Trigger = EventTrigger | CronTrigger | IntervalTrigger
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    name: str
+    trigger: Trigger
+    action: str
+    condition: Condition | None = None
+    priority: int = 0
+    retry: RetryPolicy | None = None
+    timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
+    enabled: bool = True
+    dst: DstPolicy = DstPolicy()
+    on_missed: MissedPolicy = MissedPolicy.ONCE
+    grace: timedelta | None = None  # None: no limit on how late a missed occurrence may run
+    overlap: OverlapPolicy = OverlapPolicy.SKIP
+    where: str = ""
+
+    @property
+    def time_based(self) -> bool:
+        return not isinstance(self.trigger, EventTrigger)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """Everything loaded from the rule files, validated and cross-checked."""
+
+    rules: tuple[Rule, ...]
+    actions: Mapping[str, Action]
+    sources: tuple[str, ...] = ()
+
+    def rule(self, name: str) -> Rule | None:
+        """Return the rule called `name`, if any."""
+        for rule in self.rules:
+            if rule.name == name:
+                return rule
+        return None
+
+    def for_event(self, event_type: str) -> list[Rule]:
+        """Enabled event rules listening for `event_type`, in file order."""
+        return [
+            r
+            for r in self.rules
+            if r.enabled
+            and isinstance(r.trigger, EventTrigger)
+            and r.trigger.event_type == event_type
+        ]
+
+
+def effective_retry(rule: Rule, action: Action) -> RetryPolicy:
+    """A rule's `retry:` overrides its action's, which overrides the default."""
+    return rule.retry or action.retry or DEFAULT_RETRY
+
+
+# ---- runtime records --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    type: str
+    payload: Mapping[str, Any]
+    occurred_at: datetime
+    received_at: datetime
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A job the engine decided to create; the store gives it an id and a row."""
+
+    rule: str
+    action: str
+    perform_at: datetime
+    priority: int
+    max_attempts: int
+    payload: Mapping[str, Any]
+    event_id: str | None = None
+    occurrence_key: str | None = None  # (rule, scheduled time) for time-based rules: unique
+    scheduled_for: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    rule: str
+    action: str
+    status: JobStatus
+    priority: int
+    perform_at: datetime
+    attempts: int
+    max_attempts: int
+    payload: Mapping[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    event_id: str | None = None
+    last_error: str | None = None
+    scheduled_for: datetime | None = None
+    occurrence_key: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    job_id: str
+    number: int
+    started_at: datetime
+    ended_at: datetime | None = None
+    outcome: Outcome | None = None
+    error: str | None = None
+    output: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    """What running an action once produced."""
+
+    outcome: Outcome
+    error: str | None = None
+    output: str | None = None

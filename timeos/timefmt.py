@@ -1,0 +1,86 @@
+"""Parse and render durations (`1h30m`) and instants (ISO 8601 with an explicit UTC offset)."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime, timedelta
+
+_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+_DURATION = re.compile(r"(\d+)(w|d|h|ms|m|s)")
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse `30s`, `15m`, `2h`, `2d`, `1w`, `1h30m` (units in descending order) into a timedelta."""
+    raw = text.strip()
+    if not raw:
+        raise ValueError("empty duration")
+    pos = 0
+    total_ms = 0
+    seen: list[str] = []
+    for match in _DURATION.finditer(raw):
+        if match.start() != pos:
+            break
+        number, unit = int(match.group(1)), match.group(2)
+        if unit in seen:
+            raise ValueError(f"duration {text!r} repeats unit {unit!r}")
+        seen.append(unit)
+        total_ms += number if unit == "ms" else number * _UNITS[unit] * 1000
+        pos = match.end()
+    if pos != len(raw):
+        raise ValueError(
+            f"bad duration {text!r}: use a number and unit, e.g. 30s, 15m, 2h, 2d, 1w, 1h30m"
+        )
+    order = ["w", "d", "h", "m", "s", "ms"]
+    if seen != sorted(seen, key=order.index):
+        raise ValueError(f"duration {text!r}: units must go from largest to smallest")
+    return timedelta(milliseconds=total_ms)
+
+
+def format_duration(delta: timedelta) -> str:
+    """Render a timedelta the way parse_duration reads it (`1h30m`, `-5s`, `0s`)."""
+    ms = round(delta.total_seconds() * 1000)
+    if ms == 0:
+        return "0s"
+    sign = "-" if ms < 0 else ""
+    ms = abs(ms)
+    parts: list[str] = []
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _UNITS[unit] * 1000
+        if ms >= size:
+            parts.append(f"{ms // size}{unit}")
+            ms %= size
+    if ms:
+        parts.append(f"{ms}ms")
+    return sign + "".join(parts)
+
+
+def parse_instant(text: str) -> datetime:
+    """Parse an ISO 8601 instant that carries a UTC offset or `Z`; return it in UTC."""
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"{text!r} is not an ISO 8601 date-time") from None
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError(f"{text!r} has no UTC offset (add Z or +HH:MM)")
+    return value.astimezone(UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """Render an aware datetime as ISO 8601 with its offset (UTC: +00:00)."""
+    if value is None:
+        return None
+    return value.isoformat()
+
+
+def to_micros(value: datetime) -> int:
+    """Microseconds since the Unix epoch: how instants are stored."""
+    delta = value - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+def from_micros(value: int) -> datetime:
+    """Inverse of to_micros, in UTC."""
+    return _EPOCH + timedelta(microseconds=value)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
