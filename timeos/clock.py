@@ -93,4 +93,3 @@ class FakeClock:
         finally:
             moved.cancel()
             woken.cancel()
-

@@ -10,7 +10,7 @@ _DURATION = re.compile(r"(\d+)(w|d|h|ms|m|s)")
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse `30s`, `15m`, `2h`, `2d`, `1w`, `1h30m` (units in descending order) into a timedelta."""
+    """Parse `30s`, `15m`, `2h`, `2d`, `1w`, `1h30m` (largest unit first) into a timedelta."""
     raw = text.strip()
     if not raw:
         raise ValueError("empty duration")

@@ -1,0 +1,406 @@
+"""The HTTP/JSON API served on the Unix socket (and, later, to the web dashboard).
+
+Routes are thin: validate the request once, call Service, render model objects as JSON.
+Errors are `{"error": {"code", "message"}}` with the stable codes of errors.py.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.schemas import SchemaGenerator
+
+from timeos import __version__
+from timeos.engine import check_payload
+from timeos.errors import NotFound, PayloadError, TimeOSError, UsageError
+from timeos.model import Attempt, CronTrigger, Event, EventTrigger, IntervalTrigger, Job, Rule
+from timeos.service import Service
+from timeos.timefmt import format_duration, iso, parse_instant
+
+log = logging.getLogger("timeos.api")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+# ---- JSON shapes ------------------------------------------------------------------------------
+
+
+def job_json(job: Job, attempts: list[Attempt] | None = None) -> dict[str, Any]:
+    """The wire form of a job (a contract: scripts read these fields)."""
+    body: dict[str, Any] = {
+        "id": job.id,
+        "rule": job.rule,
+        "action": job.action,
+        "status": str(job.status),
+        "priority": job.priority,
+        "perform_at": iso(job.perform_at),
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "event_id": job.event_id,
+        "last_error": job.last_error,
+        "scheduled_for": iso(job.scheduled_for),
+        "created_at": iso(job.created_at),
+        "updated_at": iso(job.updated_at),
+        "payload": job.payload,
+    }
+    if attempts is not None:
+        body["attempt_history"] = [
+            {
+                "number": a.number,
+                "started_at": iso(a.started_at),
+                "ended_at": iso(a.ended_at),
+                "outcome": str(a.outcome) if a.outcome else None,
+                "error": a.error,
+                "output": a.output,
+            }
+            for a in attempts
+        ]
+    return body
+
+
+def event_json(event: Event) -> dict[str, Any]:
+    """The wire form of an event."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "payload": event.payload,
+        "occurred_at": iso(event.occurred_at),
+        "received_at": iso(event.received_at),
+        "idempotency_key": event.idempotency_key,
+    }
+
+
+def rule_json(rule: Rule) -> dict[str, Any]:
+    """The wire form of a loaded rule."""
+    trigger = rule.trigger
+    body: dict[str, Any] = {
+        "name": rule.name,
+        "action": rule.action,
+        "priority": rule.priority,
+        "enabled": rule.enabled,
+        "when": rule.condition.source if rule.condition else None,
+        "timezone": rule.timezone.key,
+        "where": rule.where,
+    }
+    if isinstance(trigger, EventTrigger):
+        body["trigger"] = "event"
+        body["on_event"] = trigger.event_type
+        body["offset"] = format_duration(trigger.offset)
+        body["at"] = trigger.at.strftime("%H:%M") if trigger.at else None
+    elif isinstance(trigger, CronTrigger):
+        body["trigger"] = "cron"
+        body["cron"] = trigger.expression
+    elif isinstance(trigger, IntervalTrigger):
+        body["trigger"] = "every"
+        body["every"] = format_duration(trigger.every)
+    if rule.retry:
+        body["retry"] = {
+            "max_attempts": rule.retry.max_attempts,
+            "backoff": format_duration(rule.retry.backoff),
+            "max_backoff": format_duration(rule.retry.max_backoff),
+        }
+    if rule.time_based:
+        body["on_missed"] = str(rule.on_missed)
+        body["overlap"] = str(rule.overlap)
+        body["grace"] = format_duration(rule.grace) if rule.grace else None
+        body["dst"] = {"gap": str(rule.dst.gap), "fold": str(rule.dst.fold)}
+    return body
+
+
+# ---- request helpers --------------------------------------------------------------------------
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise UsageError(f"query parameter {name!r} must be an integer, got {raw!r}") from None
+
+
+async def _json_body(request: Request, service: Service) -> dict[str, Any]:
+    raw = await request.body()
+    # Checked as text before json.loads: size and depth limits apply to the whole request.
+    limits = service.limits
+    body = (
+        check_payload(
+            raw,
+            type(limits)(
+                max_payload_bytes=limits.max_payload_bytes + 64 * 1024,
+                max_payload_depth=limits.max_payload_depth + 1,
+            ),
+            "request body",
+        )
+        if raw
+        else {}
+    )
+    return body
+
+
+def _guard(handler: Handler) -> Handler:
+    async def wrapped(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except TimeOSError as exc:
+            return JSONResponse(exc.to_wire(), status_code=exc.http_status)
+        except Exception as exc:  # one bad request must not take the daemon down
+            log.exception("request %s %s failed", request.method, request.url.path)
+            err = TimeOSError(f"internal error: {type(exc).__name__}: {exc}")
+            return JSONResponse(err.to_wire(), status_code=500)
+
+    wrapped.__doc__ = handler.__doc__
+    wrapped.__name__ = handler.__name__
+    return wrapped
+
+
+# ---- routes -----------------------------------------------------------------------------------
+
+
+def build_app(service: Service, extra_routes: list[Route] | None = None) -> Starlette:
+    """The Starlette application for one daemon."""
+
+    async def emit(request: Request) -> Response:
+        """
+        summary: Emit an event
+        requestBody: {content: {application/json: {schema: {type: object,
+          required: [type], properties: {type: {type: string}, payload: {type: object},
+          idempotency_key: {type: string}, occurred_at: {type: string, format: date-time}}}}}}
+        responses: {201: {description: "{id, duplicate, jobs}"}, 200: {description: duplicate}}
+        """
+        body = await _json_body(request, service)
+        event_type = body.get("type")
+        if not isinstance(event_type, str):
+            raise PayloadError("request body needs a string field 'type'")
+        payload = body.get("payload", {})
+        if not isinstance(payload, dict):
+            raise PayloadError(f"payload must be a JSON object, got {type(payload).__name__}")
+        key = body.get("idempotency_key")
+        if key is not None and not isinstance(key, str):
+            raise PayloadError("idempotency_key must be a string")
+        occurred_raw = body.get("occurred_at")
+        occurred_at = None
+        if occurred_raw is not None:
+            try:
+                occurred_at = parse_instant(str(occurred_raw))
+            except ValueError as exc:
+                raise PayloadError(f"occurred_at: {exc}") from None
+        result = service.emit(event_type, payload, idempotency_key=key, occurred_at=occurred_at)
+        return JSONResponse(
+            {"id": result.event_id, "duplicate": result.duplicate, "jobs": list(result.job_ids)},
+            status_code=200 if result.duplicate else 201,
+        )
+
+    async def list_events(request: Request) -> Response:
+        """
+        summary: List events, newest first
+        responses: {200: {description: "{events: [...]}"}}
+        """
+        events = service.list_events(
+            request.query_params.get("type"),
+            _int_param(request, "limit", 50),
+            _int_param(request, "offset", 0),
+        )
+        return JSONResponse({"events": [event_json(e) for e in events]})
+
+    async def show_event(request: Request) -> Response:
+        """
+        summary: One event, with the jobs it created
+        responses: {200: {description: event}, 404: {description: not found}}
+        """
+        event = service.get_event(request.path_params["id"])
+        jobs = service.list_jobs(
+            status=None, rule=None, event_id=event.id, limit=service.limits.max_list_limit, offset=0
+        )
+        return JSONResponse({**event_json(event), "jobs": [j.id for j in jobs]})
+
+    async def list_jobs(request: Request) -> Response:
+        """
+        summary: List jobs by status, rule and event
+        responses: {200: {description: "{jobs: [...]}"}}
+        """
+        q = request.query_params
+        jobs = service.list_jobs(
+            status=q.get("status"),
+            rule=q.get("rule"),
+            event_id=q.get("event"),
+            limit=_int_param(request, "limit", 50),
+            offset=_int_param(request, "offset", 0),
+        )
+        return JSONResponse({"jobs": [job_json(j) for j in jobs]})
+
+    async def show_job(request: Request) -> Response:
+        """
+        summary: One job with its attempt history
+        responses: {200: {description: job}, 404: {description: not found}}
+        """
+        job = service.get_job(request.path_params["id"])
+        return JSONResponse(job_json(job, service.store.attempts(job.id)))
+
+    async def cancel_jobs(request: Request) -> Response:
+        """
+        summary: Cancel waiting jobs
+        requestBody: {content: {application/json: {schema: {type: object,
+          properties: {ids: {type: array, items: {type: string}}}}}}}
+        responses: {200: {description: "{results: [{id, cancelled, status, error}]}"}}
+        """
+        body = await _json_body(request, service)
+        ids = body.get("ids")
+        if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
+            raise UsageError("request body needs 'ids': a non-empty list of job ids")
+        outcomes = service.cancel(ids)
+        return JSONResponse(
+            {
+                "results": [
+                    {"id": o.id, "cancelled": o.cancelled, "status": o.status, "error": o.error}
+                    for o in outcomes
+                ]
+            }
+        )
+
+    async def list_dlq(request: Request) -> Response:
+        """
+        summary: The dead letter queue
+        responses: {200: {description: "{jobs: [...]}"}}
+        """
+        jobs = service.list_jobs(
+            status="dead",
+            rule=request.query_params.get("rule"),
+            event_id=None,
+            limit=_int_param(request, "limit", 50),
+            offset=_int_param(request, "offset", 0),
+        )
+        return JSONResponse({"jobs": [job_json(j) for j in jobs]})
+
+    async def retry_dlq(request: Request) -> Response:
+        """
+        summary: Retry a dead job with a fresh attempt budget
+        responses: {200: {description: job}, 404: {description: not found}}
+        """
+        return JSONResponse(job_json(service.dlq_retry(request.path_params["id"])))
+
+    async def delete_dlq(request: Request) -> Response:
+        """
+        summary: Delete a dead job
+        responses: {200: {description: "{id, deleted}"}}
+        """
+        service.dlq_delete(request.path_params["id"])
+        return JSONResponse({"id": request.path_params["id"], "deleted": True})
+
+    async def list_rules(request: Request) -> Response:
+        """
+        summary: Loaded rules
+        responses: {200: {description: "{rules: [...]}"}}
+        """
+        return JSONResponse({"rules": [_rule_view(service, r) for r in service.rules.rules]})
+
+    async def show_rule(request: Request) -> Response:
+        """
+        summary: One loaded rule
+        responses: {200: {description: rule}, 404: {description: not found}}
+        """
+        return JSONResponse(_rule_view(service, service.rule(request.path_params["name"])))
+
+    async def rule_history(request: Request) -> Response:
+        """
+        summary: A time-based rule's occurrences (fired, skipped, missed, with reasons)
+        responses: {200: {description: "{occurrences: [...]}"}}
+        """
+        name = request.path_params["name"]
+        history = service.rule_history(name, _int_param(request, "limit", 50))
+        return JSONResponse({"rule": name, "occurrences": history})
+
+    async def rule_next(request: Request) -> Response:
+        """
+        summary: The next fire times of a time-based rule
+        responses: {200: {description: "{fires: [...]}"}}
+        """
+        raw = request.query_params.get("after")
+        try:
+            after = parse_instant(raw) if raw else None
+        except ValueError as exc:
+            raise UsageError(f"after: {exc}") from None
+        fires = service.rule_next(
+            request.path_params["name"], after, _int_param(request, "count", 5)
+        )
+        return JSONResponse({"rule": request.path_params["name"], "fires": fires})
+
+    async def reload(request: Request) -> Response:
+        """
+        summary: Reload the rule files (kept unchanged when invalid)
+        responses: {200: {description: "{rules}"}, 422: {description: rule errors}}
+        """
+        rules = service.reload()
+        return JSONResponse({"reloaded": True, "rules": len(rules.rules)})
+
+    async def status(request: Request) -> Response:
+        """
+        summary: Daemon status
+        responses: {200: {description: status}}
+        """
+        return JSONResponse(service.status())
+
+    async def health(request: Request) -> Response:
+        """
+        summary: Health per component and job counts
+        responses: {200: {description: health}}
+        """
+        return JSONResponse(service.health())
+
+    schemas = SchemaGenerator(
+        {"openapi": "3.0.0", "info": {"title": "TimeOS", "version": __version__}}
+    )
+
+    async def openapi(request: Request) -> Response:
+        return schemas.OpenAPIResponse(request)
+
+    routes = [
+        Route("/v1/events", _guard(emit), methods=["POST"]),
+        Route("/v1/events", _guard(list_events), methods=["GET"]),
+        Route("/v1/events/{id}", _guard(show_event), methods=["GET"]),
+        Route("/v1/jobs", _guard(list_jobs), methods=["GET"]),
+        Route("/v1/jobs/cancel", _guard(cancel_jobs), methods=["POST"]),
+        Route("/v1/jobs/{id}", _guard(show_job), methods=["GET"]),
+        Route("/v1/dlq", _guard(list_dlq), methods=["GET"]),
+        Route("/v1/dlq/{id}/retry", _guard(retry_dlq), methods=["POST"]),
+        Route("/v1/dlq/{id}", _guard(delete_dlq), methods=["DELETE"]),
+        Route("/v1/rules", _guard(list_rules), methods=["GET"]),
+        Route("/v1/rules/{name}", _guard(show_rule), methods=["GET"]),
+        Route("/v1/rules/{name}/history", _guard(rule_history), methods=["GET"]),
+        Route("/v1/rules/{name}/next", _guard(rule_next), methods=["GET"]),
+        Route("/v1/reload", _guard(reload), methods=["POST"]),
+        Route("/v1/status", _guard(status), methods=["GET"]),
+        Route("/v1/health", _guard(health), methods=["GET"]),
+        *(extra_routes or []),
+        Route("/openapi.json", openapi, include_in_schema=False),
+    ]
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        err = NotFound(f"no API route {request.method} {request.url.path}")
+        return JSONResponse(err.to_wire(), status_code=404)
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+
+
+ViewHook = Callable[[Rule], Mapping[str, Any]]
+
+
+def _rule_view(service: Service, rule: Rule) -> dict[str, Any]:
+    body = rule_json(rule)
+    hook = getattr(service, "rule_extra", None)
+    if hook is not None:
+        body.update(hook(rule))
+    return body
+
+
+def dumps(value: Any) -> str:
+    """JSON text as the API renders it."""
+    return json.dumps(value, ensure_ascii=False)

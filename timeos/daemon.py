@@ -1,0 +1,317 @@
+"""Composition root of `timeosd`: store + rules + scheduler + actions + API server + signals.
+
+Everything is built here and passed down; nothing below reads settings or the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import stat
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import uvicorn
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from timeos import __version__, paths
+from timeos.actions import ActionContext, ActionRunner
+from timeos.api import build_app
+from timeos.clock import Clock, FakeClock, SystemClock
+from timeos.engine import Limits
+from timeos.errors import TimeOSError, UsageError
+from timeos.model import RuleSet
+from timeos.occurrences import OccurrencePlanner
+from timeos.rules import load_rules
+from timeos.scheduler import Scheduler
+from timeos.service import Service
+from timeos.store import Store
+from timeos.timefmt import parse_duration, parse_instant
+
+log = logging.getLogger("timeos.daemon")
+
+DEFAULT_WORKERS = 4
+DEFAULT_GRACE = 30.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handlers: the daemon owns SIGTERM/SIGINT/SIGHUP."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def bind_socket(path: Path) -> socket.socket:
+    """Bind the API socket with mode 0660 in a directory we own; refuse if a daemon is live."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    parent = path.parent.stat()
+    if (
+        parent.st_uid != os.getuid()
+        and os.getuid() != 0
+        or parent.st_mode & stat.S_IWOTH
+        and not (parent.st_mode & stat.S_ISVTX)
+    ):
+        raise UsageError(f"socket directory {path.parent} is not ours or is world-writable")
+    if path.exists() or path.is_symlink():
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink()  # stale socket from a daemon that died
+        else:
+            raise UsageError(f"another timeosd is already listening on {path}")
+        finally:
+            probe.close()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old = os.umask(0o117)  # never a moment when the socket is world-accessible
+    try:
+        sock.bind(str(path))
+    finally:
+        os.umask(old)
+    os.chmod(path, 0o660)
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+class Daemon:
+    """One running timeosd."""
+
+    def __init__(
+        self,
+        *,
+        rule_paths: Sequence[Path],
+        db_path: Path,
+        socket_path: Path,
+        workers: int,
+        grace: float,
+        synchronous: str,
+        clock: Clock,
+        environ: Mapping[str, str],
+        limits: Limits,
+    ) -> None:
+        self.environ = dict(environ)
+        self.rule_paths = list(rule_paths)
+        self.socket_path = socket_path
+        self.clock = clock
+        rules = self._load(self.rule_paths)  # before touching the database: fail fast
+        self.store = Store(db_path, synchronous=synchronous)
+        self.runner = ActionRunner(environ=self.environ, emitter=self._emit_from_action)
+        self.service = Service(
+            store=self.store,
+            clock=clock,
+            rules=rules,
+            rule_paths=self.rule_paths,
+            loader=self._load,
+            limits=limits,
+            on_change=self._poke,
+            info={
+                "version": __version__,
+                "pid": os.getpid(),
+                "socket": str(socket_path),
+                "database": str(db_path),
+                "synchronous": synchronous,
+                "workers": workers,
+            },
+        )
+        self.planner = OccurrencePlanner(store=self.store, rules=lambda: self.service.rules)
+        self.scheduler = Scheduler(
+            store=self.store,
+            clock=clock,
+            runner=self.runner,
+            rules=lambda: self.service.rules,
+            workers=workers,
+            grace=grace,
+            planner=self.planner,
+        )
+        self.service.health_probes["scheduler"] = self._scheduler_health
+        self.service.health_probes["workers"] = self._workers_health
+        self.service.rule_extra = self.planner.describe  # type: ignore[attr-defined]
+        self.server: _Server | None = None
+
+    def _load(self, rule_paths: Sequence[Path]) -> RuleSet:
+        return load_rules(rule_paths, self.environ)
+
+    def _poke(self) -> None:
+        self.planner.invalidate()
+        self.scheduler.poke()
+
+    async def _emit_from_action(
+        self, event_type: str, payload: Mapping[str, Any], ctx: ActionContext
+    ) -> str:
+        # Keyed by job id, so a retried emit action never emits its event twice.
+        result = self.service.emit(event_type, payload, idempotency_key=f"job:{ctx.job_id}")
+        return result.event_id
+
+    def _scheduler_health(self) -> tuple[str, str]:
+        if not self.scheduler.loop_alive:
+            return "unhealthy", "scheduler loop is not running"
+        tick = self.scheduler.last_tick
+        return "healthy", f"last tick {tick.isoformat() if tick else 'never'}"
+
+    def _workers_health(self) -> tuple[str, str]:
+        busy = len(self.scheduler.running)
+        status = "degraded" if busy >= self.scheduler.workers else "healthy"
+        return status, f"{busy} of {self.scheduler.workers} busy"
+
+    def _extra_routes(self) -> list[Route]:
+        clock = self.clock
+        if not isinstance(clock, FakeClock):
+            return []
+        fake = clock
+
+        async def move_clock(request: Request) -> Response:
+            body = await request.json()
+            if "set" in body:
+                fake.set(parse_instant(body["set"]))
+            if "advance" in body:
+                fake.advance(parse_duration(body["advance"]))
+            self._poke()
+            return JSONResponse({"now": fake.now().isoformat()})
+
+        # Only with TIMEOS_FAKE_CLOCK set (tests): lets a test move the daemon's time.
+        return [Route("/v1/_test/clock", move_clock, methods=["POST"], include_in_schema=False)]
+
+    async def run(self) -> None:
+        """Serve until SIGTERM/SIGINT; reload on SIGHUP."""
+        loop = asyncio.get_running_loop()
+        recovered = self.scheduler.recover()
+        sock = bind_socket(self.socket_path)
+        app = build_app(self.service, self._extra_routes())
+        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        self.server = _Server(config)
+        loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
+        loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
+        loop.add_signal_handler(signal.SIGHUP, self._reload_signal)
+        log.info(
+            "timeosd %s: %d rule(s), socket %s, database %s, %d worker(s)%s",
+            __version__,
+            len(self.service.rules.rules),
+            self.socket_path,
+            self.store.path,
+            self.scheduler.workers,
+            f", {recovered} interrupted job(s) recovered" if recovered else "",
+        )
+        scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        try:
+            await self.server.serve(sockets=[sock])
+        finally:
+            self.scheduler.stop()
+            await scheduler_task
+            await self.runner.aclose()
+            with contextlib.suppress(OSError):
+                self.socket_path.unlink()
+            self.store.close()
+            log.info("timeosd stopped")
+
+    def stop(self, why: str = "stop") -> None:
+        """Begin graceful shutdown: stop claiming, stop serving, drain running actions."""
+        log.info("%s received: shutting down", why)
+        self.scheduler.stop()
+        if self.server is not None:
+            self.server.should_exit = True
+
+    def _reload_signal(self) -> None:
+        try:
+            self.service.reload()
+        except TimeOSError:
+            pass  # already logged by Service.reload; old rules stay active
+
+
+def _clock_from(environ: Mapping[str, str]) -> Clock:
+    fake = environ.get("TIMEOS_FAKE_CLOCK")
+    if fake:
+        return FakeClock(parse_instant(fake))
+    return SystemClock()
+
+
+app = typer.Typer(add_completion=False, rich_markup_mode=None)
+
+
+@app.command()
+def serve(
+    rules: Annotated[
+        list[Path] | None,
+        typer.Option("--rules", help="Rules file or directory (repeatable). Env: TIMEOS_RULES."),
+    ] = None,
+    db: Annotated[
+        Path | None, typer.Option("--db", help="SQLite database file. Env: TIMEOS_DB.")
+    ] = None,
+    socket_path: Annotated[
+        Path | None, typer.Option("--socket", help="Unix socket to serve on. Env: TIMEOS_SOCKET.")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", min=1, help=f"Actions run at once [default {DEFAULT_WORKERS}]."),
+    ] = None,
+    grace: Annotated[
+        str, typer.Option("--grace", help="Shutdown grace period for running actions.")
+    ] = "30s",
+    synchronous: Annotated[
+        str,
+        typer.Option(
+            "--synchronous",
+            help="SQLite durability: NORMAL survives a crash of timeosd; FULL survives power loss.",
+        ),
+    ] = "NORMAL",
+    log_level: Annotated[
+        str, typer.Option("--log-level", help="debug|info|warning|error")
+    ] = "info",
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    """Run the TimeOS daemon: load rules, run the scheduler, serve the API on a Unix socket.
+
+    Example: timeosd --rules rules.example.yaml --db ./timeos.db --socket ./timeos.sock
+    """
+    if version:
+        print(f"timeosd {__version__}")
+        return
+    environ = os.environ
+    logging.basicConfig(
+        level=log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    env_workers = environ.get("TIMEOS_WORKERS")
+    try:
+        daemon = Daemon(
+            rule_paths=rules or paths.default_rules(environ),
+            db_path=db or paths.default_db(environ),
+            socket_path=socket_path or paths.default_socket(environ),
+            workers=workers or int(env_workers or DEFAULT_WORKERS),
+            grace=parse_duration(grace).total_seconds(),
+            synchronous=synchronous,
+            clock=_clock_from(environ),
+            environ=environ,
+            limits=Limits(),
+        )
+        asyncio.run(daemon.run())
+    except TimeOSError as exc:
+        print(f"timeosd: error: {exc.message}", file=sys.stderr)
+        raise typer.Exit(exc.exit_code) from None
+    except ValueError as exc:
+        print(f"timeosd: error: {exc}", file=sys.stderr)
+        raise typer.Exit(2) from None
+
+
+def main() -> None:
+    """Console-script entry point for `timeosd`."""
+    app()
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["Daemon", "bind_socket", "main", "timedelta"]

@@ -1,0 +1,221 @@
+"""Pure decisions: which jobs an event creates, what happens after an attempt, payload limits.
+
+No I/O and no clock: every function takes `now` (and a random source where jitter is involved).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from timeos import schedule
+from timeos.errors import ConditionFailed, PayloadError
+from timeos.model import (
+    ActionResult,
+    Event,
+    EventTrigger,
+    JobStatus,
+    NewJob,
+    Outcome,
+    RetryPolicy,
+    Rule,
+    RuleSet,
+    effective_retry,
+)
+
+log = logging.getLogger("timeos.engine")
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Limits on what a client may send, checked before anything reaches the store or CEL."""
+
+    max_payload_bytes: int = 1024 * 1024
+    max_payload_depth: int = 64
+    max_idempotency_key: int = 256
+    max_event_type: int = 200
+    max_list_limit: int = 1000
+
+
+def check_payload(raw: str | bytes, limits: Limits, source: str = "payload") -> dict[str, Any]:
+    """Parse JSON text into a payload object, enforcing size and depth before parsing deeply."""
+    size = len(raw.encode() if isinstance(raw, str) else raw)
+    if size > limits.max_payload_bytes:
+        raise PayloadError(
+            f"{source}: {size} bytes is over the limit of {limits.max_payload_bytes} bytes"
+        )
+    text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
+    # Measure nesting on the text first: json.loads itself recurses and the CEL library crashes
+    # the whole process on very deep values, so a hostile payload must fail here, cheaply.
+    depth = _max_depth(text)
+    if depth > limits.max_payload_depth:
+        raise PayloadError(
+            f"{source}: nested {depth} levels deep, over the limit of {limits.max_payload_depth}"
+        )
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(
+            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    if not isinstance(value, dict):
+        raise PayloadError(f"{source}: must be a JSON object, got {type(value).__name__}")
+    return value
+
+
+def check_value(value: Any, limits: Limits, source: str = "payload") -> dict[str, Any]:
+    """Validate an already-parsed payload (from the JSON API body) against the same limits."""
+    if not isinstance(value, dict):
+        raise PayloadError(f"{source}: must be a JSON object, got {type(value).__name__}")
+    return check_payload(json.dumps(value), limits, source)
+
+
+def _max_depth(text: str) -> int:
+    depth = deepest = 0
+    in_string = escaped = False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in "]}":
+            depth -= 1
+    return deepest
+
+
+def check_event_type(event_type: str, limits: Limits) -> str:
+    """Event types are short printable names: letters, digits, `_ - . :`."""
+    if not event_type or len(event_type) > limits.max_event_type:
+        raise PayloadError(f"event type must be 1..{limits.max_event_type} characters")
+    if not all(c.isalnum() or c in "_-.:" for c in event_type):
+        raise PayloadError(
+            f"event type {event_type!r} may contain only letters, digits and _ - . :"
+        )
+    return event_type
+
+
+def check_idempotency_key(key: str | None, limits: Limits) -> str | None:
+    """Reject empty or over-long keys."""
+    if key is None:
+        return None
+    if not key or len(key) > limits.max_idempotency_key:
+        raise PayloadError(f"idempotency key must be 1..{limits.max_idempotency_key} characters")
+    return key
+
+
+def event_context(event: Event) -> dict[str, Any]:
+    """What a condition sees as `event`."""
+    return {
+        "id": event.id,
+        "type": event.type,
+        "occurred_at": event.occurred_at.isoformat(),
+        "idempotency_key": event.idempotency_key,
+    }
+
+
+def plan_event(event: Event, rules: RuleSet) -> list[NewJob]:
+    """One job per enabled rule listening for this type whose condition holds."""
+    jobs: list[NewJob] = []
+    context = event_context(event)
+    for rule in rules.for_event(event.type):
+        if rule.condition is not None:
+            try:
+                if not rule.condition.evaluate(event.payload, context):
+                    continue
+            except ConditionFailed as exc:
+                # A payload missing a field the condition reads: the rule does not apply.
+                log.warning("event %s: rule %r: %s (treated as false)", event.id, rule.name, exc)
+                continue
+        action = rules.actions[rule.action]
+        trigger = rule.trigger
+        assert isinstance(trigger, EventTrigger)
+        jobs.append(
+            NewJob(
+                rule=rule.name,
+                action=rule.action,
+                perform_at=perform_at(event, rule, trigger),
+                priority=rule.priority,
+                max_attempts=effective_retry(rule, action).max_attempts,
+                payload=event.payload,
+                event_id=event.id,
+            )
+        )
+    return jobs
+
+
+def perform_at(event: Event, rule: Rule, trigger: EventTrigger) -> datetime:
+    """occurred_at + offset, then (with `at:`) the next such local time in the rule's zone."""
+    due = event.occurred_at + trigger.offset
+    if trigger.at is None:
+        return due
+    zone = rule.timezone
+    if trigger.timezone_expr is not None:
+        zone = _zone_from_payload(event, rule, trigger) or zone
+    return schedule.next_local_time(due, trigger.at, zone, rule.dst).at
+
+
+def _zone_from_payload(event: Event, rule: Rule, trigger: EventTrigger) -> ZoneInfo | None:
+    assert trigger.timezone_expr is not None
+    try:
+        name = trigger.timezone_expr.evaluate_value(event.payload, event_context(event))  # type: ignore[attr-defined]
+        return ZoneInfo(str(name))
+    except (ConditionFailed, ZoneInfoNotFoundError, ValueError) as exc:
+        log.warning(
+            "event %s: rule %r: timezone %r: %s; using %s",
+            event.id,
+            rule.name,
+            trigger.timezone_expr.source,
+            exc,
+            rule.timezone.key,
+        )
+        return None
+
+
+def retry_delay(policy: RetryPolicy, attempt: int, rng: random.Random) -> timedelta:
+    """Delay before the attempt after `attempt`: backoff * 2**(attempt-1), capped, +/- jitter."""
+    base = policy.backoff.total_seconds() * (2 ** max(0, attempt - 1))
+    cap = policy.max_backoff.total_seconds()
+    delay = min(base, cap)
+    if policy.jitter:
+        delay *= 1 + policy.jitter * (2 * rng.random() - 1)
+    return timedelta(seconds=min(delay, cap))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: JobStatus
+    retry_at: datetime | None = None
+
+
+def after_attempt(
+    attempts: int,
+    max_attempts: int,
+    result: ActionResult,
+    policy: RetryPolicy,
+    now: datetime,
+    rng: random.Random,
+) -> Verdict:
+    """Where a job goes after attempt number `attempts` ended with `result`."""
+    if result.outcome is Outcome.SUCCEEDED:
+        return Verdict(JobStatus.SUCCEEDED)
+    if result.outcome is Outcome.PERMANENT or attempts >= max_attempts:
+        return Verdict(JobStatus.DEAD)
+    return Verdict(JobStatus.RETRYING, now + retry_delay(policy, attempts, rng))
+
+
+def utc(value: datetime) -> datetime:
+    """Normalise an aware datetime to UTC."""
+    return value.astimezone(UTC)

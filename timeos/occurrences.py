@@ -1,0 +1,278 @@
+"""Turns time-based rules (cron, every) into jobs: one per occurrence, each one recorded.
+
+Decides what is due, what was missed (daemon down, rule disabled, suspend), and applies the
+rule's on_missed / grace / overlap policies. Schedule state lives in the store, so a restart or a
+reload keeps each rule's phase and history.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from timeos import schedule
+from timeos.errors import TimeOSError
+from timeos.model import (
+    CronTrigger,
+    IntervalTrigger,
+    MissedPolicy,
+    NewJob,
+    OverlapPolicy,
+    Rule,
+    RuleSet,
+    effective_retry,
+)
+from timeos.store import Occurrence, RuleState, Store, occurrence_key
+from timeos.timefmt import format_duration
+
+log = logging.getLogger("timeos.occurrences")
+
+# A fire later than this while the daemon ran (suspend/resume, a forward clock step) counts as
+# missed, so it follows on_missed instead of bursting.
+LATE_AS_MISSED = timedelta(minutes=1)
+MISSED_ALL_CAP = 100  # on_missed: all runs at most this many of the missed occurrences
+MAX_RECORDS_PER_PASS = 1000  # a long outage of a minutely rule is summarised past this
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    at: datetime
+    note: str | None
+
+
+class RuleClock:
+    """Where one time-based rule's schedule is: compiled trigger plus its stored anchor."""
+
+    def __init__(self, rule: Rule, anchor: datetime) -> None:
+        self.rule = rule
+        self.anchor = anchor
+        trigger = rule.trigger
+        if isinstance(trigger, CronTrigger):
+            self.cron: schedule.CronSchedule | None = schedule.compile_cron(
+                trigger.expression, rule.timezone, rule.dst
+            )
+            self.every: timedelta | None = None
+        else:
+            assert isinstance(trigger, IntervalTrigger)
+            self.cron = None
+            self.every = trigger.every
+
+    def fingerprint(self) -> str:
+        """Changes exactly when the schedule changes (not on priority or action edits)."""
+        if self.cron is not None:
+            return "cron:" + self.cron.fingerprint()
+        assert self.every is not None
+        return f"every:{format_duration(self.every)}"
+
+    def next_after(self, after: datetime) -> Due:
+        """The first fire strictly after `after`."""
+        if self.cron is not None:
+            fire = self.cron.next_fire(after)
+            return Due(fire.at, fire.note)
+        assert self.every is not None
+        return Due(schedule.next_interval(self.anchor + self.every, self.every, after), None)
+
+
+def fingerprint_of(rule: Rule) -> str:
+    """The schedule fingerprint of a time-based rule (anchor-independent)."""
+    return RuleClock(rule, datetime.min.replace(tzinfo=UTC)).fingerprint()
+
+
+class OccurrencePlanner:
+    """Called by the scheduler loop: creates due occurrences' jobs, returns the next deadline."""
+
+    def __init__(self, *, store: Store, rules: Callable[[], RuleSet]) -> None:
+        self.store = store
+        self.rules = rules
+        self.states: dict[str, RuleState] = store.rule_states()
+        self.clocks: dict[str, RuleClock] = {}
+        self.enabled_since: dict[str, datetime] = {}
+        self.stale = True
+
+    def invalidate(self) -> None:
+        """Rules changed (reload) or a job finished: re-check on the next pass."""
+        self.stale = True
+
+    def plan(self, now: datetime) -> datetime | None:
+        """Create jobs for every due occurrence; return the earliest next fire."""
+        rules = self.rules()
+        deadline: datetime | None = None
+        for rule in rules.rules:
+            if not rule.time_based:
+                continue
+            try:
+                nxt = self._plan_rule(rule, rules, now)
+            except TimeOSError:
+                log.exception("rule %r: planning failed", rule.name)
+                continue
+            if nxt is not None and (deadline is None or nxt < deadline):
+                deadline = nxt
+        self.stale = False
+        return deadline
+
+    def _clock(self, rule: Rule, now: datetime) -> tuple[RuleClock, RuleState]:
+        state = self.states.get(rule.name)
+        clock = self.clocks.get(rule.name)
+        if clock is None or clock.rule is not rule:
+            anchor = state.anchor if state and state.anchor else now
+            clock = RuleClock(rule, anchor)
+            if state is None or state.fingerprint != clock.fingerprint():
+                # New rule, or its schedule changed: re-plan from now; the old phase is gone.
+                clock = RuleClock(rule, now)
+                state = RuleState(
+                    rule.name, clock.fingerprint(), now, clock.next_after(now).at, None
+                )
+                self.store.save_rule_state(state, now)
+                self.states[rule.name] = state
+            self.clocks[rule.name] = clock
+        assert state is not None
+        return clock, state
+
+    def _plan_rule(self, rule: Rule, rules: RuleSet, now: datetime) -> datetime | None:
+        if not rule.enabled:
+            self.enabled_since.pop(rule.name, None)
+            return None  # state stays put: what it misses while disabled follows on_missed
+        clock, state = self._clock(rule, now)
+        since = self.enabled_since.setdefault(rule.name, now)
+        if state.next_fire is None or state.next_fire > now:
+            return state.next_fire
+        missed: list[Due] = []
+        current: list[Due] = []
+        due = Due(state.next_fire, None)
+        truncated = False
+        while due.at <= now:
+            late = now - due.at
+            is_missed = due.at < since or (
+                late > LATE_AS_MISSED and rule.overlap is not OverlapPolicy.QUEUE
+            )
+            (missed if is_missed else current).append(due)
+            if len(missed) + len(current) >= MAX_RECORDS_PER_PASS:
+                truncated = True
+                break
+            due = clock.next_after(due.at)
+        occurrences: list[Occurrence] = []
+        jobs: list[NewJob] = []
+        self._missed(rule, rules, missed, now, occurrences, jobs)
+        last = state.last_fire
+        next_fire = due.at if not truncated else clock.next_after(now).at
+        if truncated:
+            occurrences.append(
+                Occurrence(
+                    rule.name,
+                    due.at,
+                    "missed",
+                    "more occurrences than one pass records",
+                    None,
+                    f"occurrences up to {now.isoformat()} not listed",
+                    now,
+                )
+            )
+        busy = self.store.has_waiting_job(rule.name) or bool(jobs)
+        for fire in current:
+            if busy and rule.overlap is OverlapPolicy.SKIP:
+                occurrences.append(
+                    _occ(
+                        rule, fire, "skipped", "overlap: previous job still waiting or running", now
+                    )
+                )
+                continue
+            if busy and rule.overlap is OverlapPolicy.QUEUE:
+                next_fire = fire.at  # hold: created once the previous job is done
+                break
+            jobs.append(self._job(rule, rules, fire, now))
+            occurrences.append(_occ(rule, fire, "fired", None, now))
+            busy = True
+        fired = [j.scheduled_for for j in jobs if j.scheduled_for is not None]
+        if fired:
+            last = max(fired) if last is None else max(last, *fired)
+        new_state = RuleState(rule.name, state.fingerprint, state.anchor, next_fire, last)
+        self.store.save_rule_state(new_state, now, occurrences, jobs)
+        self.states[rule.name] = new_state
+        return next_fire
+
+    def _missed(
+        self,
+        rule: Rule,
+        rules: RuleSet,
+        missed: list[Due],
+        now: datetime,
+        occurrences: list[Occurrence],
+        jobs: list[NewJob],
+    ) -> None:
+        if not missed:
+            return
+        eligible = [d for d in missed if rule.grace is None or now - d.at <= rule.grace]
+        run: list[Due] = []
+        if rule.on_missed is MissedPolicy.ONCE and eligible:
+            run = eligible[-1:]
+        elif rule.on_missed is MissedPolicy.ALL:
+            run = eligible[-MISSED_ALL_CAP:]
+        chosen = {d.at for d in run}
+        for due in missed:
+            if due.at in chosen:
+                jobs.append(self._job(rule, rules, due, now))
+                occurrences.append(
+                    _occ(rule, due, "fired", f"late run (on_missed: {rule.on_missed})", now)
+                )
+            elif rule.on_missed is MissedPolicy.SKIP:
+                occurrences.append(
+                    _occ(rule, due, "missed", "daemon down or rule disabled (on_missed: skip)", now)
+                )
+            elif rule.grace is not None and now - due.at > rule.grace:
+                occurrences.append(
+                    _occ(
+                        rule, due, "missed", f"older than grace {format_duration(rule.grace)}", now
+                    )
+                )
+            elif rule.on_missed is MissedPolicy.ONCE:
+                occurrences.append(
+                    _occ(
+                        rule,
+                        due,
+                        "missed",
+                        "coalesced into the latest missed run (on_missed: once)",
+                        now,
+                    )
+                )
+            else:
+                occurrences.append(
+                    _occ(
+                        rule,
+                        due,
+                        "missed",
+                        f"over the cap of {MISSED_ALL_CAP} (on_missed: all)",
+                        now,
+                    )
+                )
+
+    def _job(self, rule: Rule, rules: RuleSet, due: Due, now: datetime) -> NewJob:
+        action = rules.actions[rule.action]
+        return NewJob(
+            rule=rule.name,
+            action=rule.action,
+            perform_at=due.at,  # already due: claimed at once, in scheduled order
+            priority=rule.priority,
+            max_attempts=effective_retry(rule, action).max_attempts,
+            payload={"rule": rule.name, "scheduled_for": due.at.isoformat()},
+            scheduled_for=due.at,
+            occurrence_key=occurrence_key(rule.name, due.at),
+        )
+
+    def describe(self, rule: Rule) -> dict[str, Any]:
+        """Extra fields for `rules list/show`: next and last fire of a time-based rule."""
+        if not rule.time_based:
+            return {}
+        state = self.states.get(rule.name)
+        return {
+            "next_fire": state.next_fire.isoformat()
+            if state and state.next_fire and rule.enabled
+            else None,
+            "last_fire": state.last_fire.isoformat() if state and state.last_fire else None,
+        }
+
+
+def _occ(rule: Rule, due: Due, outcome: str, reason: str | None, now: datetime) -> Occurrence:
+    return Occurrence(rule.name, due.at, outcome, reason, None, due.note, now)

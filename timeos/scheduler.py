@@ -1,0 +1,200 @@
+"""The scheduler loop: sleep until the earliest due job, claim by priority, run with N workers.
+
+It is woken early when an earlier job is inserted, so there is no polling interval. It also asks
+the occurrence planner (time-based rules) when it next has work.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable
+from datetime import datetime
+from typing import Protocol
+
+from timeos.actions import ActionContext, ActionRunner
+from timeos.clock import Clock
+from timeos.engine import after_attempt
+from timeos.errors import NotFound, TimeOSError
+from timeos.model import (
+    DEFAULT_RETRY,
+    ActionResult,
+    Job,
+    Outcome,
+    RuleSet,
+    effective_retry,
+)
+from timeos.store import Store
+
+log = logging.getLogger("timeos.scheduler")
+
+
+class Planner(Protocol):
+    def plan(self, now: datetime) -> datetime | None:
+        """Create due occurrences' jobs; return when it next needs to run (None: never)."""
+        ...
+
+
+class Scheduler:
+    """Claims due jobs and runs them; one instance per daemon, on the daemon's event loop."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        runner: ActionRunner,
+        rules: Callable[[], RuleSet],
+        workers: int = 4,
+        grace: float = 30.0,
+        planner: Planner | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.runner = runner
+        self.rules = rules
+        self.workers = workers
+        self.grace = grace
+        self.planner = planner
+        self.rng = rng or random.Random()
+        self.wake = asyncio.Event()
+        self.running: dict[str, asyncio.Task[None]] = {}
+        self.stopping = False
+        self.loop_alive = False
+        self.last_tick: datetime | None = None
+        self.idle = asyncio.Event()
+
+    def poke(self) -> None:
+        """Wake the loop now (a job was inserted, a rule reloaded, the clock moved)."""
+        self.wake.set()
+
+    def recover(self) -> int:
+        """Record jobs left running by a dead daemon as interrupted; retry or dead-letter them."""
+        now = self.clock.now()
+        jobs = self.store.running_jobs()
+        for job in jobs:
+            result = ActionResult(
+                Outcome.INTERRUPTED, "interrupted: timeosd stopped during the run"
+            )
+            self._record(job, result, now)
+        if jobs:
+            log.warning("recovered %d job(s) left running by a previous daemon", len(jobs))
+        return len(jobs)
+
+    async def run(self) -> None:
+        """Loop until stop(); then drain running actions within the grace period."""
+        self.loop_alive = True
+        try:
+            while not self.stopping:
+                self.wake.clear()
+                now = self.clock.now()
+                self.last_tick = now
+                deadline = self.planner.plan(now) if self.planner else None
+                free = self.workers - len(self.running)
+                if free > 0:
+                    jobs = self.store.claim_due(now, free)
+                    for job in jobs:
+                        self._start(job)
+                    if len(jobs) == free:
+                        continue  # there may be more due: claim again once a worker frees up
+                    due = self.store.next_due_at()
+                    if due is not None and (deadline is None or due < deadline):
+                        deadline = due
+                if self.running:
+                    self.idle.clear()
+                else:
+                    self.idle.set()
+                await self.clock.sleep_until(deadline, self.wake)
+        finally:
+            self.loop_alive = False
+            await self._drain()
+
+    def _start(self, job: Job) -> None:
+        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        self.running[job.id] = task
+
+    async def _execute(self, job: Job) -> None:
+        rules = self.rules()
+        action = rules.actions.get(job.action)
+        try:
+            if action is None:
+                result = ActionResult(
+                    Outcome.PERMANENT,
+                    f"action {job.action!r} is not defined in the loaded rules",
+                )
+            else:
+                result = await self.runner.run(action, self._context(job))
+        except asyncio.CancelledError:
+            result = ActionResult(Outcome.INTERRUPTED, "interrupted: timeosd shut down mid-run")
+            self._record(job, result, self.clock.now())
+            self.running.pop(job.id, None)
+            raise
+        except Exception as exc:  # the daemon must keep serving; record and carry on
+            log.exception("job %s: unexpected error", job.id)
+            result = ActionResult(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+        self._record(job, result, self.clock.now())
+        self.running.pop(job.id, None)
+        self.wake.set()
+
+    def _context(self, job: Job) -> ActionContext:
+        event_type = None
+        if job.event_id is not None:
+            try:
+                event_type = self.store.get_event(job.event_id).type
+            except NotFound:
+                event_type = None
+        return ActionContext(
+            job_id=job.id,
+            rule=job.rule,
+            action=job.action,
+            event_id=job.event_id,
+            event_type=event_type,
+            attempt=job.attempts,
+            scheduled_for=job.scheduled_for or job.perform_at,
+            payload=job.payload,
+        )
+
+    def _record(self, job: Job, result: ActionResult, now: datetime) -> None:
+        rules = self.rules()
+        rule = rules.rule(job.rule)
+        action = rules.actions.get(job.action)
+        if rule is not None and action is not None:
+            policy = effective_retry(rule, action)
+        else:
+            policy = (action.retry if action else None) or DEFAULT_RETRY
+        verdict = after_attempt(job.attempts, job.max_attempts, result, policy, now, self.rng)
+        if result.outcome is Outcome.INTERRUPTED and verdict.retry_at is not None:
+            verdict = type(verdict)(verdict.status, now)  # an interruption is not the job's fault
+        try:
+            done = self.store.finish(job, result, now, verdict.status, verdict.retry_at)
+        except TimeOSError:
+            log.exception("job %s: could not record the result of attempt %d", job.id, job.attempts)
+            return
+        log.info(
+            "job %s rule=%s attempt=%d outcome=%s status=%s%s",
+            job.id,
+            job.rule,
+            job.attempts,
+            result.outcome,
+            done.status,
+            f" error={result.error!r}" if result.error else "",
+        )
+
+    def stop(self) -> None:
+        """Stop claiming; run() drains and returns."""
+        self.stopping = True
+        self.wake.set()
+
+    async def _drain(self) -> None:
+        if not self.running:
+            return
+        tasks = list(self.running.values())
+        log.info("waiting up to %.0fs for %d running job(s)", self.grace, len(tasks))
+        _, pending = await asyncio.wait(tasks, timeout=self.grace)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("killed %d job(s) still running after the grace period", len(pending))
+            await asyncio.gather(*pending, return_exceptions=True)

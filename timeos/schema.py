@@ -1,0 +1,146 @@
+"""The SQLite schema and its versioned migrations, created and inspected with sqlite-utils.
+
+`PRAGMA user_version` holds the schema version; a newer daemon migrates an older file in place,
+each step in its own transaction. Instants are INTEGER microseconds since the Unix epoch (UTC).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+import sqlite_utils
+
+from timeos.errors import StoreError
+
+
+def _v1(db: sqlite_utils.Database) -> None:
+    db["events"].create(
+        {
+            "id": str,
+            "type": str,
+            "payload": str,
+            "payload_hash": str,
+            "occurred_at": int,
+            "received_at": int,
+            "idempotency_key": str,
+        },
+        pk="id",
+        not_null={"type", "payload", "payload_hash", "occurred_at", "received_at"},
+    )
+    db["events"].create_index(["idempotency_key"], unique=True)
+    db["events"].create_index(["type", "id"])
+    db["jobs"].create(
+        {
+            "id": str,
+            "rule": str,
+            "action": str,
+            "event_id": str,
+            "status": str,
+            "priority": int,
+            "perform_at": int,
+            "attempts": int,
+            "max_attempts": int,
+            "payload": str,
+            "last_error": str,
+            "created_at": int,
+            "updated_at": int,
+            "scheduled_for": int,
+            "occurrence_key": str,
+        },
+        pk="id",
+        not_null={
+            "rule",
+            "action",
+            "status",
+            "priority",
+            "perform_at",
+            "attempts",
+            "max_attempts",
+            "payload",
+            "created_at",
+            "updated_at",
+        },
+        defaults={"attempts": 0},
+    )
+    # The claim index: partial, so it holds only waiting jobs, ordered the way they are claimed.
+    # A plain (status, perform_at) index would make ORDER BY priority sort every due row.
+    db.execute(
+        "CREATE INDEX jobs_claim ON jobs(priority DESC, perform_at)"
+        " WHERE status IN ('pending', 'retrying')"
+    )
+    db.execute("CREATE INDEX jobs_wake ON jobs(perform_at) WHERE status IN ('pending', 'retrying')")
+    db["jobs"].create_index(["status", "perform_at"])
+    db["jobs"].create_index(["perform_at"])
+    db["jobs"].create_index(["rule", "perform_at"])
+    db["jobs"].create_index(["event_id"])
+    db["jobs"].create_index(["occurrence_key"], unique=True)
+    db["attempts"].create(
+        {
+            "job_id": str,
+            "number": int,
+            "started_at": int,
+            "ended_at": int,
+            "outcome": str,
+            "error": str,
+            "output": str,
+        },
+        pk=("job_id", "number"),
+        not_null={"job_id", "number", "started_at"},
+    )
+    # Time-based rules: where each rule's schedule stands, and a record of every occurrence.
+    db["rule_state"].create(
+        {
+            "rule": str,
+            "fingerprint": str,
+            "anchor": int,
+            "next_fire": int,
+            "last_fire": int,
+            "updated_at": int,
+        },
+        pk="rule",
+    )
+    db["occurrences"].create(
+        {
+            "rule": str,
+            "scheduled_for": int,
+            "outcome": str,
+            "reason": str,
+            "job_id": str,
+            "note": str,
+            "recorded_at": int,
+        },
+        pk=("rule", "scheduled_for"),
+        not_null={"rule", "scheduled_for", "outcome", "recorded_at"},
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def migrate(conn: sqlite3.Connection, where: str) -> int:
+    """Bring the database up to SCHEMA_VERSION in place; return the version found before."""
+    db = sqlite_utils.Database(conn)
+    found = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    if found > SCHEMA_VERSION:
+        raise StoreError(
+            f"{where}: database schema version {found} is newer than this timeosd supports"
+            f" ({SCHEMA_VERSION}); upgrade timeos"
+        )
+    for version in range(found, SCHEMA_VERSION):
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            MIGRATIONS[version](db)
+            conn.execute(f"PRAGMA user_version = {version + 1}")
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            conn.execute("ROLLBACK")
+            raise StoreError(f"{where}: migration to schema {version + 1} failed: {exc}") from exc
+    return found
+
+
+def describe(conn: sqlite3.Connection) -> dict[str, int]:
+    """Row counts per table, for `timeos status` and debugging."""
+    db = sqlite_utils.Database(conn)
+    return {name: db[name].count for name in db.table_names()}

@@ -1,0 +1,291 @@
+"""The daemon's operations, one method per API call: emit, inspect, cancel, retry, reload, health.
+
+api.py translates HTTP to these calls; the `emit` action calls emit() in-process.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from timeos.clock import Clock
+from timeos.engine import (
+    Limits,
+    check_event_type,
+    check_idempotency_key,
+    plan_event,
+)
+from timeos.errors import NotFound, PayloadError, RulesError, TimeOSError
+from timeos.model import (
+    DEFAULT_RETRY,
+    Event,
+    Job,
+    JobStatus,
+    Rule,
+    RuleSet,
+    effective_retry,
+)
+from timeos.store import EmitResult, Store, new_id
+
+log = logging.getLogger("timeos.service")
+
+RulesLoader = Callable[[Sequence[Path]], RuleSet]
+
+
+@dataclass(frozen=True, slots=True)
+class CancelOutcome:
+    id: str
+    cancelled: bool
+    status: str | None = None
+    error: str | None = None
+
+
+class Service:
+    """Holds the current rule set and the store; every API call lands here."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        clock: Clock,
+        rules: RuleSet,
+        rule_paths: Sequence[Path],
+        loader: RulesLoader,
+        limits: Limits,
+        on_change: Callable[[], None] = lambda: None,
+        info: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self._rules = rules
+        self.rule_paths = list(rule_paths)
+        self.loader = loader
+        self.limits = limits
+        self.on_change = on_change
+        self.info = dict(info or {})
+        self.started_at = clock.now()
+        self.reloads = 0
+        self.last_reload_error: str | None = None
+        self.health_probes: dict[str, Callable[[], tuple[str, str]]] = {}
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    # ---- events -------------------------------------------------------------------------------
+
+    def emit(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> EmitResult:
+        """Store an event and the jobs its rules create, atomically; wake the scheduler."""
+        check_event_type(event_type, self.limits)
+        check_idempotency_key(idempotency_key, self.limits)
+        now = self.clock.now()
+        if idempotency_key is not None:
+            existing = self.store.find_idempotent(idempotency_key, event_type, payload)
+            if existing is not None:
+                return EmitResult(existing, True, ())
+        event = Event(
+            id=new_id(now),
+            type=event_type,
+            payload=dict(payload),
+            occurred_at=occurred_at or now,
+            received_at=now,
+            idempotency_key=idempotency_key,
+        )
+        jobs = plan_event(event, self._rules)
+        result = self.store.emit(event, jobs, now)
+        if result.job_ids:
+            self.on_change()
+        return result
+
+    def get_event(self, event_id: str) -> Event:
+        """One event by id."""
+        return self.store.get_event(event_id)
+
+    def list_events(self, event_type: str | None, limit: int, offset: int) -> list[Event]:
+        """Events, newest first."""
+        return self.store.list_events(
+            event_type=event_type, limit=self._limit(limit), offset=max(0, offset)
+        )
+
+    # ---- jobs ---------------------------------------------------------------------------------
+
+    def list_jobs(
+        self,
+        *,
+        status: str | None,
+        rule: str | None,
+        event_id: str | None,
+        limit: int,
+        offset: int,
+    ) -> list[Job]:
+        """Jobs filtered by status, rule and event."""
+        parsed = None
+        if status is not None:
+            try:
+                parsed = JobStatus(status)
+            except ValueError:
+                raise PayloadError(
+                    f"unknown status {status!r}; one of: {', '.join(JobStatus)}"
+                ) from None
+        return self.store.list_jobs(
+            status=parsed,
+            rule=rule,
+            event_id=event_id,
+            limit=self._limit(limit),
+            offset=max(0, offset),
+        )
+
+    def get_job(self, job_id: str) -> Job:
+        """One job by id."""
+        return self.store.get_job(job_id)
+
+    def cancel(self, job_ids: Sequence[str]) -> list[CancelOutcome]:
+        """Cancel each waiting job; report per id (one failure does not stop the others)."""
+        outcomes = []
+        for job_id in job_ids:
+            try:
+                job = self.store.cancel(job_id, self.clock.now())
+                outcomes.append(CancelOutcome(job_id, True, str(job.status)))
+            except TimeOSError as exc:
+                outcomes.append(CancelOutcome(job_id, False, None, exc.message))
+        return outcomes
+
+    def dlq_retry(self, job_id: str) -> Job:
+        """Send a dead job back to pending with a fresh attempt budget."""
+        job = self.store.get_job(job_id)
+        budget = self._retry_budget(job)
+        job = self.store.requeue_dead(job_id, self.clock.now(), budget)
+        self.on_change()
+        return job
+
+    def dlq_delete(self, job_id: str) -> None:
+        """Delete a dead job for good."""
+        self.store.delete_dead(job_id)
+
+    def _retry_budget(self, job: Job) -> int:
+        rule = self._rules.rule(job.rule)
+        action = self._rules.actions.get(job.action)
+        if rule is not None and action is not None:
+            return effective_retry(rule, action).max_attempts
+        return DEFAULT_RETRY.max_attempts
+
+    # ---- rules --------------------------------------------------------------------------------
+
+    def rule(self, name: str) -> Rule:
+        """One loaded rule by name."""
+        rule = self._rules.rule(name)
+        if rule is None:
+            raise NotFound(f"no rule named {name!r} is loaded")
+        return rule
+
+    def reload(self) -> RuleSet:
+        """Load and validate the rule files; swap them in only if valid, else keep the old ones."""
+        try:
+            rules = self.loader(self.rule_paths)
+        except RulesError as exc:
+            self.last_reload_error = exc.message
+            log.error(
+                "reload rejected, keeping the %d loaded rules:\n%s", len(self._rules.rules), exc
+            )
+            raise
+        self._rules = rules
+        self.reloads += 1
+        self.last_reload_error = None
+        log.info(
+            "reloaded %d rule(s) from %s", len(rules.rules), ", ".join(map(str, self.rule_paths))
+        )
+        self.on_change()
+        return rules
+
+    def rule_history(self, name: str, limit: int) -> list[dict[str, Any]]:
+        """A time-based rule's recorded occurrences, newest first."""
+        self.rule(name)
+        return [
+            {
+                "scheduled_for": o.scheduled_for.isoformat(),
+                "outcome": o.outcome,
+                "reason": o.reason,
+                "job_id": o.job_id,
+                "note": o.note,
+                "recorded_at": o.recorded_at.isoformat(),
+            }
+            for o in self.store.history(name, self._limit(limit))
+        ]
+
+    def rule_next(self, name: str, after: datetime | None, count: int) -> list[dict[str, Any]]:
+        """The next `count` fires of a time-based rule, from its stored anchor."""
+        from timeos.preview import rule_fires
+
+        rule = self.rule(name)
+        now = self.clock.now()
+        state = self.store.rule_states().get(name)
+        anchor = state.anchor if state and state.anchor else now
+        return rule_fires(rule, anchor, after or now, max(1, min(count, 1000)))
+
+    # ---- status -------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        """Daemon facts for `timeos status`."""
+        now = self.clock.now()
+        return {
+            **self.info,
+            "up": True,
+            "started_at": self.started_at.isoformat(),
+            "uptime_seconds": round((now - self.started_at).total_seconds(), 3),
+            "now": now.isoformat(),
+            "rules": len(self._rules.rules),
+            "actions": len(self._rules.actions),
+            "rule_files": [str(p) for p in self.rule_paths],
+            "reloads": self.reloads,
+        }
+
+    def health(self) -> dict[str, Any]:
+        """Overall healthy/degraded/unhealthy, a status per component, and job counts."""
+        components: dict[str, dict[str, str]] = {}
+        try:
+            self.store.ping()
+            components["database"] = {"status": "healthy", "message": self.store.path}
+        except TimeOSError as exc:
+            components["database"] = {"status": "unhealthy", "message": exc.message}
+        if self.last_reload_error:
+            components["rules"] = {
+                "status": "degraded",
+                "message": "last reload rejected; previous rules still active",
+            }
+        else:
+            components["rules"] = {
+                "status": "healthy",
+                "message": f"{len(self._rules.rules)} rule(s) loaded",
+            }
+        for name, probe in self.health_probes.items():
+            status, message = probe()
+            components[name] = {"status": status, "message": message}
+        states = [c["status"] for c in components.values()]
+        overall = (
+            "unhealthy"
+            if "unhealthy" in states
+            else "degraded"
+            if "degraded" in states
+            else "healthy"
+        )
+        try:
+            counts = self.store.counts_by_status()
+        except TimeOSError:
+            counts = {}
+        return {"status": overall, "components": components, "jobs": counts}
+
+    def _limit(self, limit: int) -> int:
+        if limit < 1 or limit > self.limits.max_list_limit:
+            raise PayloadError(f"limit must be 1..{self.limits.max_list_limit}, got {limit}")
+        return limit

@@ -1,0 +1,535 @@
+"""The only module that reads and writes TimeOS data: events, jobs, attempts, rule schedule state.
+
+The hot path (emit, claim, finish) is stdlib sqlite3 with cached prepared statements, in WAL mode;
+schema.py owns creation and migrations. sqlite3 errors are translated to StoreError here, once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ulid import ULID
+
+from timeos import schema
+from timeos.errors import IdempotencyConflict, InvalidState, NotFound, StoreError
+from timeos.model import (
+    ActionResult,
+    Attempt,
+    Event,
+    Job,
+    JobStatus,
+    NewJob,
+    Outcome,
+)
+from timeos.timefmt import from_micros, to_micros
+
+SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
+
+_JOB_COLUMNS = (
+    "id, rule, action, event_id, status, priority, perform_at, attempts, max_attempts, payload,"
+    " last_error, created_at, updated_at, scheduled_for, occurrence_key"
+)
+_WAITING = "status IN ('pending', 'retrying')"
+
+
+@dataclass(frozen=True, slots=True)
+class EmitResult:
+    event_id: str
+    duplicate: bool
+    job_ids: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    rule: str
+    fingerprint: str
+    anchor: datetime | None
+    next_fire: datetime | None
+    last_fire: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    rule: str
+    scheduled_for: datetime
+    outcome: str  # fired | skipped | missed
+    reason: str | None
+    job_id: str | None
+    note: str | None
+    recorded_at: datetime
+
+
+def new_id(now: datetime) -> str:
+    """A unique, time-sortable, printable id (ULID, 26 chars)."""
+    return str(ULID.from_datetime(now))
+
+
+def payload_hash(event_type: str, payload: Mapping[str, Any]) -> str:
+    """Hash of the canonical JSON of type + payload: how idempotent re-sends are recognised."""
+    canonical = json.dumps([event_type, payload], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _dumps(value: Mapping[str, Any]) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+class Store:
+    """SQLite-backed store. One instance per process; not shared between threads."""
+
+    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
+        self.path = str(path)
+        mode = synchronous.upper()
+        if mode not in SYNCHRONOUS_MODES:
+            raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
+        self.synchronous = mode
+        try:
+            if self.path != ":memory:":
+                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self.conn = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, cached_statements=256
+            )
+            self.conn.execute("PRAGMA journal_mode=WAL")
+            self.conn.execute(f"PRAGMA synchronous={mode}")
+            self.conn.execute("PRAGMA busy_timeout=5000")
+            self.conn.execute("PRAGMA foreign_keys=ON")
+            self.schema_found = schema.migrate(self.conn, self.path)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Close the connection (checkpointing the WAL)."""
+        self.conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self.conn.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from exc
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        try:
+            self.conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self.conn.execute("ROLLBACK")
+            raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+
+    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StoreError(f"{self.path}: query failed: {exc}") from exc
+
+    # ---- events -------------------------------------------------------------------------------
+
+    def find_idempotent(self, key: str, event_type: str, payload: Mapping[str, Any]) -> str | None:
+        """Event id already stored under `key` with this payload; raise if it had another."""
+        rows = self._read("SELECT id, payload_hash FROM events WHERE idempotency_key = ?", (key,))
+        if not rows:
+            return None
+        event_id, stored_hash = rows[0]
+        if stored_hash != payload_hash(event_type, payload):
+            raise IdempotencyConflict(
+                f"idempotency key {key!r} was already used by event {event_id}"
+                " with a different type or payload; nothing was changed"
+            )
+        return str(event_id)
+
+    def emit(self, event: Event, jobs: Sequence[NewJob], now: datetime) -> EmitResult:
+        """Store an event and the jobs it creates in one transaction (or find its duplicate)."""
+        digest = payload_hash(event.type, event.payload)
+        with self._tx() as conn:
+            if event.idempotency_key is not None:
+                existing = self.find_idempotent(event.idempotency_key, event.type, event.payload)
+                if existing is not None:
+                    return EmitResult(existing, True, ())
+            conn.execute(
+                "INSERT INTO events (id, type, payload, payload_hash, occurred_at, received_at,"
+                " idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    event.id,
+                    event.type,
+                    _dumps(event.payload),
+                    digest,
+                    to_micros(event.occurred_at),
+                    to_micros(event.received_at),
+                    event.idempotency_key,
+                ),
+            )
+            ids = self._insert_jobs(conn, jobs, now)
+        return EmitResult(event.id, False, tuple(i for i in ids if i is not None))
+
+    def _insert_jobs(
+        self, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: datetime
+    ) -> list[str | None]:
+        stamp = to_micros(now)
+        ids: list[str | None] = []
+        for job in jobs:
+            job_id = new_id(now)
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO jobs (id, rule, action, event_id, status, priority,"
+                " perform_at, attempts, max_attempts, payload, created_at, updated_at,"
+                " scheduled_for, occurrence_key)"
+                " VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    job.rule,
+                    job.action,
+                    job.event_id,
+                    job.priority,
+                    to_micros(job.perform_at),
+                    job.max_attempts,
+                    _dumps(job.payload),
+                    stamp,
+                    stamp,
+                    to_micros(job.scheduled_for) if job.scheduled_for else None,
+                    job.occurrence_key,
+                ),
+            )
+            # An occurrence key already present means another path created this job: keep one.
+            ids.append(job_id if cur.rowcount == 1 else None)
+        return ids
+
+    def get_event(self, event_id: str) -> Event:
+        """Return one event or raise NotFound."""
+        rows = self._read(
+            "SELECT id, type, payload, occurred_at, received_at, idempotency_key"
+            " FROM events WHERE id = ?",
+            (event_id,),
+        )
+        if not rows:
+            raise NotFound(f"no event with id {event_id!r}")
+        return _event(rows[0])
+
+    def list_events(
+        self, *, event_type: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Event]:
+        """Events, newest first."""
+        where, args = ("WHERE type = ?", [event_type]) if event_type else ("", [])
+        rows = self._read(
+            "SELECT id, type, payload, occurred_at, received_at, idempotency_key FROM events"
+            f" {where} ORDER BY id DESC LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        )
+        return [_event(r) for r in rows]
+
+    # ---- jobs ---------------------------------------------------------------------------------
+
+    def insert_jobs(self, jobs: Sequence[NewJob], now: datetime) -> list[str | None]:
+        """Insert jobs outside an emit (time-based occurrences); None where the key existed."""
+        with self._tx() as conn:
+            return self._insert_jobs(conn, jobs, now)
+
+    def get_job(self, job_id: str) -> Job:
+        """Return one job or raise NotFound."""
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,))
+        if not rows:
+            raise NotFound(f"no job with id {job_id!r}")
+        return _job(rows[0])
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        rule: str | None = None,
+        event_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs matching every given filter, by perform_at then id."""
+        clauses: list[str] = []
+        args: list[Any] = []
+        for column, value in (("status", status), ("rule", rule), ("event_id", event_id)):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                args.append(str(value))
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY perform_at, id LIMIT ? OFFSET ?",
+            [*args, limit, offset],
+        )
+        return [_job(r) for r in rows]
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """A job's attempt history, oldest first."""
+        rows = self._read(
+            "SELECT job_id, number, started_at, ended_at, outcome, error, output FROM attempts"
+            " WHERE job_id = ? ORDER BY number",
+            (job_id,),
+        )
+        return [
+            Attempt(
+                job_id=r[0],
+                number=r[1],
+                started_at=from_micros(r[2]),
+                ended_at=from_micros(r[3]) if r[3] is not None else None,
+                outcome=Outcome(r[4]) if r[4] else None,
+                error=r[5],
+                output=r[6],
+            )
+            for r in rows
+        ]
+
+    def next_due_at(self) -> datetime | None:
+        """When the earliest waiting job is due (None: nothing waits)."""
+        rows = self._read(
+            f"SELECT perform_at FROM jobs INDEXED BY jobs_wake WHERE {_WAITING}"
+            " ORDER BY perform_at LIMIT 1"
+        )
+        value = rows[0][0] if rows else None
+        return from_micros(value) if value is not None else None
+
+    def claim_due(self, now: datetime, limit: int) -> list[Job]:
+        """Mark up to `limit` due jobs running (highest priority, then earliest) and return them."""
+        if limit <= 0:
+            return []
+        stamp = to_micros(now)
+        claimed: list[Job] = []
+        with self._tx() as conn:
+            # Loose index scan over the distinct priorities of waiting jobs (each step one index
+            # seek), then per priority the earliest due rows: fast with millions of future rows.
+            priority = conn.execute(
+                f"SELECT MAX(priority) FROM jobs INDEXED BY jobs_claim WHERE {_WAITING}"
+            ).fetchone()[0]
+            while priority is not None and len(claimed) < limit:
+                rows = conn.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_claim WHERE {_WAITING}"
+                    " AND priority = ?"
+                    " AND perform_at <= ? ORDER BY perform_at LIMIT ?",
+                    (priority, stamp, limit - len(claimed)),
+                ).fetchall()
+                for row in rows:
+                    job = _job(row)
+                    attempt = job.attempts + 1
+                    conn.execute(
+                        "UPDATE jobs SET status = 'running', attempts = ?, updated_at = ?"
+                        " WHERE id = ?",
+                        (attempt, stamp, job.id),
+                    )
+                    conn.execute(
+                        "INSERT INTO attempts (job_id, number, started_at) VALUES (?, ?, ?)",
+                        (job.id, attempt, stamp),
+                    )
+                    claimed.append(_with(job, status=JobStatus.RUNNING, attempts=attempt))
+                priority = conn.execute(
+                    f"SELECT MAX(priority) FROM jobs INDEXED BY jobs_claim WHERE {_WAITING}"
+                    " AND priority < ?",
+                    (priority,),
+                ).fetchone()[0]
+        return claimed
+
+    def finish(
+        self,
+        job: Job,
+        result: ActionResult,
+        now: datetime,
+        status: JobStatus,
+        retry_at: datetime | None = None,
+    ) -> Job:
+        """Record how attempt `job.attempts` ended and move the job to `status`."""
+        stamp = to_micros(now)
+        error = result.error if result.outcome is not Outcome.SUCCEEDED else None
+        with self._tx() as conn:
+            conn.execute(
+                "UPDATE attempts SET ended_at = ?, outcome = ?, error = ?, output = ?"
+                " WHERE job_id = ? AND number = ?",
+                (stamp, str(result.outcome), error, result.output, job.id, job.attempts),
+            )
+            perform_at = to_micros(retry_at) if retry_at is not None else to_micros(job.perform_at)
+            conn.execute(
+                "UPDATE jobs SET status = ?, perform_at = ?, last_error = COALESCE(?, last_error),"
+                " updated_at = ? WHERE id = ? AND status = 'running'",
+                (str(status), perform_at, error, stamp, job.id),
+            )
+        return self.get_job(job.id)
+
+    def running_jobs(self) -> list[Job]:
+        """Jobs marked running: at start-up, these were interrupted by a dead daemon."""
+        rows = self._read(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'running'")
+        return [_job(r) for r in rows]
+
+    def cancel(self, job_id: str, now: datetime) -> Job:
+        """Cancel a waiting job; raise InvalidState if it already ran or is running."""
+        with self._tx() as conn:
+            job = self.get_job(job_id)
+            if job.status not in (JobStatus.PENDING, JobStatus.RETRYING):
+                raise InvalidState(
+                    f"job {job_id} is {job.status}; only waiting jobs can be cancelled"
+                )
+            conn.execute(
+                "UPDATE jobs SET status = 'cancelled', updated_at = ? WHERE id = ?",
+                (to_micros(now), job_id),
+            )
+        return self.get_job(job_id)
+
+    def requeue_dead(self, job_id: str, now: datetime, max_attempts: int) -> Job:
+        """Put a dead job back to pending, due now, with a fresh attempt budget."""
+        with self._tx() as conn:
+            job = self.get_job(job_id)
+            if job.status is not JobStatus.DEAD:
+                raise InvalidState(f"job {job_id} is {job.status}, not in the dead letter queue")
+            # Attempts keep counting up (history stays intact); the budget is renewed on top.
+            conn.execute(
+                "UPDATE jobs SET status = 'pending', perform_at = ?, max_attempts = ?,"
+                " updated_at = ? WHERE id = ?",
+                (to_micros(now), job.attempts + max_attempts, to_micros(now), job_id),
+            )
+        return self.get_job(job_id)
+
+    def delete_dead(self, job_id: str) -> None:
+        """Delete a dead job and its attempts for good."""
+        with self._tx() as conn:
+            job = self.get_job(job_id)
+            if job.status is not JobStatus.DEAD:
+                raise InvalidState(f"job {job_id} is {job.status}, not in the dead letter queue")
+            conn.execute("DELETE FROM attempts WHERE job_id = ?", (job_id,))
+            conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+
+    def counts_by_status(self) -> dict[str, int]:
+        """Number of jobs in each status (every status present, zero included)."""
+        counts = {str(s): 0 for s in JobStatus}
+        for status, count in self._read("SELECT status, COUNT(*) FROM jobs GROUP BY status"):
+            counts[status] = count
+        return counts
+
+    def ping(self) -> None:
+        """Raise StoreError when the database does not answer."""
+        self._read("SELECT 1")
+
+    def has_waiting_job(self, rule: str) -> bool:
+        """Whether a job of `rule` is pending, retrying or running (the overlap check)."""
+        rows = self._read(
+            "SELECT 1 FROM jobs WHERE rule = ? AND status IN ('pending', 'retrying', 'running')"
+            " LIMIT 1",
+            (rule,),
+        )
+        return bool(rows)
+
+    # ---- time-based rule state ----------------------------------------------------------------
+
+    def rule_states(self) -> dict[str, RuleState]:
+        """Stored schedule state of every time-based rule ever seen."""
+        rows = self._read("SELECT rule, fingerprint, anchor, next_fire, last_fire FROM rule_state")
+        return {
+            r[0]: RuleState(
+                r[0],
+                r[1],
+                from_micros(r[2]) if r[2] is not None else None,
+                from_micros(r[3]) if r[3] is not None else None,
+                from_micros(r[4]) if r[4] is not None else None,
+            )
+            for r in rows
+        }
+
+    def save_rule_state(
+        self,
+        state: RuleState,
+        now: datetime,
+        occurrences: Sequence[Occurrence] = (),
+        jobs: Sequence[NewJob] = (),
+    ) -> list[str | None]:
+        """Advance a rule's schedule, record its occurrences and insert their jobs, atomically."""
+        with self._tx() as conn:
+            ids = self._insert_jobs(conn, jobs, now)
+            by_key = {j.occurrence_key: i for j, i in zip(jobs, ids, strict=True)}
+            for occ in occurrences:
+                job_id = occ.job_id
+                if occ.outcome == "fired" and job_id is None:
+                    job_id = by_key.get(occurrence_key(occ.rule, occ.scheduled_for))
+                conn.execute(
+                    "INSERT OR IGNORE INTO occurrences (rule, scheduled_for, outcome, reason,"
+                    " job_id, note, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        occ.rule,
+                        to_micros(occ.scheduled_for),
+                        occ.outcome,
+                        occ.reason,
+                        job_id,
+                        occ.note,
+                        to_micros(occ.recorded_at),
+                    ),
+                )
+            conn.execute(
+                "INSERT INTO rule_state (rule, fingerprint, anchor, next_fire, last_fire,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT(rule) DO UPDATE SET"
+                " fingerprint = excluded.fingerprint, anchor = excluded.anchor,"
+                " next_fire = excluded.next_fire, last_fire = excluded.last_fire,"
+                " updated_at = excluded.updated_at",
+                (
+                    state.rule,
+                    state.fingerprint,
+                    _opt_micros(state.anchor),
+                    _opt_micros(state.next_fire),
+                    _opt_micros(state.last_fire),
+                    to_micros(now),
+                ),
+            )
+        return ids
+
+    def history(self, rule: str, limit: int = 50) -> list[Occurrence]:
+        """A rule's recorded occurrences, newest first."""
+        rows = self._read(
+            "SELECT rule, scheduled_for, outcome, reason, job_id, note, recorded_at"
+            " FROM occurrences WHERE rule = ? ORDER BY scheduled_for DESC LIMIT ?",
+            (rule, limit),
+        )
+        return [
+            Occurrence(r[0], from_micros(r[1]), r[2], r[3], r[4], r[5], from_micros(r[6]))
+            for r in rows
+        ]
+
+
+def occurrence_key(rule: str, scheduled_for: datetime) -> str:
+    """The unique key of a time-based rule's occurrence: one job per (rule, instant), ever."""
+    return f"{rule}@{to_micros(scheduled_for)}"
+
+
+def _opt_micros(value: datetime | None) -> int | None:
+    return to_micros(value) if value is not None else None
+
+
+def _event(row: tuple[Any, ...]) -> Event:
+    return Event(
+        id=row[0],
+        type=row[1],
+        payload=json.loads(row[2]),
+        occurred_at=from_micros(row[3]),
+        received_at=from_micros(row[4]),
+        idempotency_key=row[5],
+    )
+
+
+def _job(row: tuple[Any, ...]) -> Job:
+    return Job(
+        id=row[0],
+        rule=row[1],
+        action=row[2],
+        event_id=row[3],
+        status=JobStatus(row[4]),
+        priority=row[5],
+        perform_at=from_micros(row[6]),
+        attempts=row[7],
+        max_attempts=row[8],
+        payload=json.loads(row[9]),
+        last_error=row[10],
+        created_at=from_micros(row[11]),
+        updated_at=from_micros(row[12]),
+        scheduled_for=from_micros(row[13]) if row[13] is not None else None,
+        occurrence_key=row[14],
+    )
+
+
+def _with(job: Job, **changes: Any) -> Job:
+    return replace(job, **changes)
