@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from timeos import __version__
-from timeos.engine import check_payload
+from timeos.engine import check_payload, nesting_depth
 from timeos.errors import NotFound, PayloadError, TimeOSError, UsageError
 from timeos.model import Attempt, CronTrigger, Event, EventTrigger, IntervalTrigger, Job, Rule
 from timeos.service import Service
@@ -129,20 +130,28 @@ def _int_param(request: Request, name: str, default: int) -> int:
 
 async def _json_body(request: Request, service: Service) -> dict[str, Any]:
     raw = await request.body()
-    # Checked as text before json.loads: size and depth limits apply to the whole request.
+    if not raw:
+        return {}
     limits = service.limits
-    body = (
-        check_payload(
-            raw,
-            type(limits)(
-                max_payload_bytes=limits.max_payload_bytes + 64 * 1024,
-                max_payload_depth=limits.max_payload_depth + 1,
-            ),
-            "request body",
+    # Size and depth are checked on the text before json.loads: a hostile body fails cheaply,
+    # and the error speaks of the payload (the body wraps it one level deep).
+    if len(raw) > limits.max_payload_bytes + 64 * 1024:
+        raise PayloadError(
+            f"payload: {len(raw)} bytes is over the limit of {limits.max_payload_bytes} bytes"
         )
-        if raw
-        else {}
+    depth = nesting_depth(raw.decode("utf-8", errors="replace")) - 1
+    if depth > limits.max_payload_depth:
+        raise PayloadError(
+            f"payload: nested {depth} levels deep, over the limit of {limits.max_payload_depth}"
+        )
+    body = check_payload(
+        raw,
+        replace(limits, max_payload_bytes=len(raw), max_payload_depth=depth + 1),
+        "request body",
     )
+    payload = body.get("payload")
+    if isinstance(payload, dict) and len(json.dumps(payload)) > limits.max_payload_bytes:
+        raise PayloadError(f"payload: over the limit of {limits.max_payload_bytes} bytes")
     return body
 
 
@@ -360,7 +369,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
     )
 
     async def openapi(request: Request) -> Response:
-        return schemas.OpenAPIResponse(request)
+        return JSONResponse(schemas.get_schema(routes=request.app.routes))
 
     routes = [
         Route("/v1/events", _guard(emit), methods=["POST"]),

@@ -10,7 +10,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 
@@ -22,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
+    pretty_exceptions_enable=False,
     help="Talk to timeosd: emit events, inspect and cancel jobs, manage dead letters and rules.",
 )
 events_app = typer.Typer(no_args_is_help=True, help="Query stored events.")
@@ -58,11 +59,6 @@ def _show(renderable: Any) -> None:
     from rich.console import Console
 
     Console(soft_wrap=False).print(renderable)
-
-
-def _fail(err: TimeOSError) -> NoReturn:
-    sys.stderr.write(f"Error: {err.message}\n")
-    raise typer.Exit(err.exit_code)
 
 
 # ---- emit -------------------------------------------------------------------------------------
@@ -509,25 +505,16 @@ def _root(
 def main() -> None:
     """Console-script entry point: run the app; TimeOSError becomes `Error: ...` + exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except TimeOSError as err:
-        _fail_quiet(err)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except _click_errors() as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
+        sys.stderr.write(f"Error: {err.message}\n")
+        sys.exit(err.exit_code)
     except typer.Abort:
         sys.stderr.write("Aborted.\n")
         sys.exit(1)
-
-
-def _fail_quiet(err: TimeOSError) -> NoReturn:
-    sys.stderr.write(f"Error: {err.message}\n")
-    sys.exit(err.exit_code)
-
-
-def _click_errors() -> type[Exception]:
-    import click
-
-    return click.ClickException
+    except typer.TyperException as exc:  # usage errors: click's message and exit code 2
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        sys.exit(getattr(exc, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)

@@ -52,7 +52,7 @@ def check_payload(raw: str | bytes, limits: Limits, source: str = "payload") -> 
     text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
     # Measure nesting on the text first: json.loads itself recurses and the CEL library crashes
     # the whole process on very deep values, so a hostile payload must fail here, cheaply.
-    depth = _max_depth(text)
+    depth = nesting_depth(text)
     if depth > limits.max_payload_depth:
         raise PayloadError(
             f"{source}: nested {depth} levels deep, over the limit of {limits.max_payload_depth}"
@@ -75,7 +75,8 @@ def check_value(value: Any, limits: Limits, source: str = "payload") -> dict[str
     return check_payload(json.dumps(value), limits, source)
 
 
-def _max_depth(text: str) -> int:
+def nesting_depth(text: str) -> int:
+    """How deeply arrays/objects nest in JSON text, counted without parsing it."""
     depth = deepest = 0
     in_string = escaped = False
     for char in text:

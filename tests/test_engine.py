@@ -1,0 +1,157 @@
+"""Pure engine decisions: matching, perform_at, retry arithmetic, payload limits."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from timeos.engine import (
+    Limits,
+    after_attempt,
+    check_event_type,
+    check_payload,
+    plan_event,
+    retry_delay,
+)
+from timeos.errors import ConditionFailed, PayloadError
+from timeos.model import (
+    Action,
+    ActionKind,
+    ActionResult,
+    CommandSpec,
+    Event,
+    EventTrigger,
+    JobStatus,
+    Outcome,
+    RetryPolicy,
+    Rule,
+    RuleSet,
+)
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class AmountOver:
+    """A hand-written condition fake: payload.amount > limit; missing field raises."""
+
+    source = "payload.amount > 1000"
+
+    def evaluate(self, payload, event):
+        if "amount" not in payload:
+            raise ConditionFailed("no such key: amount")
+        return payload["amount"] > 1000
+
+
+def _rules(*rules: Rule) -> RuleSet:
+    act = Action("act", ActionKind.COMMAND, CommandSpec(("true",)))
+    return RuleSet(tuple(rules), {"act": act})
+
+
+def _event(payload, occurred_at=T0) -> Event:
+    return Event("ev1", "payment_received", payload, occurred_at, occurred_at)
+
+
+def test_event_creates_one_job_per_matching_enabled_rule():
+    rules = _rules(
+        Rule("a", EventTrigger("payment_received", timedelta(hours=24)), "act", priority=5),
+        Rule("b", EventTrigger("payment_received"), "act", enabled=False),
+        Rule("c", EventTrigger("other"), "act"),
+        Rule("d", EventTrigger("payment_received"), "act", retry=RetryPolicy(max_attempts=7)),
+    )
+    jobs = plan_event(_event({"amount": 5}), rules)
+    assert [(j.rule, j.perform_at, j.priority, j.max_attempts) for j in jobs] == [
+        ("a", T0 + timedelta(hours=24), 5, 3),
+        ("d", T0, 0, 7),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [({"amount": 1500}, ["big"]), ({"amount": 10}, []), ({}, [])],
+    ids=["condition-true", "condition-false", "missing-field-counts-as-false"],
+)
+def test_condition_filters_events(payload, expected):
+    rules = _rules(Rule("big", EventTrigger("payment_received"), "act", condition=AmountOver()))
+    assert [j.rule for j in plan_event(_event(payload), rules)] == expected
+
+
+def test_event_in_the_past_is_due_at_once():
+    past = T0 - timedelta(days=3)
+    rules = _rules(Rule("a", EventTrigger("payment_received", timedelta(days=2)), "act"))
+    (job,) = plan_event(_event({}, occurred_at=past), rules)
+    assert job.perform_at == past + timedelta(days=2) < T0
+
+
+@pytest.mark.parametrize(
+    ("attempt", "expected"),
+    [(1, 30), (2, 60), (3, 120), (7, 1920), (8, 3600), (20, 3600)],
+    ids=["first", "second", "third", "seventh", "capped", "far-capped"],
+)
+def test_retry_delay_doubles_up_to_max_backoff(attempt, expected):
+    policy = RetryPolicy(5, timedelta(seconds=30), timedelta(hours=1), jitter=0.0)
+    assert retry_delay(policy, attempt, random.Random(1)).total_seconds() == expected
+
+
+def test_retry_jitter_stays_within_bounds_and_under_cap():
+    policy = RetryPolicy(5, timedelta(seconds=100), timedelta(seconds=150), jitter=0.2)
+    rng = random.Random(7)
+    delays = [retry_delay(policy, 1, rng).total_seconds() for _ in range(200)]
+    assert min(delays) >= 80 and max(delays) <= 120
+    assert len(set(delays)) > 100
+    capped = [retry_delay(policy, 5, rng).total_seconds() for _ in range(50)]
+    assert max(capped) <= 150
+
+
+@pytest.mark.parametrize(
+    ("outcome", "attempts", "status"),
+    [
+        (Outcome.SUCCEEDED, 1, JobStatus.SUCCEEDED),
+        (Outcome.FAILED, 1, JobStatus.RETRYING),
+        (Outcome.TIMEOUT, 2, JobStatus.RETRYING),
+        (Outcome.FAILED, 3, JobStatus.DEAD),
+        (Outcome.PERMANENT, 1, JobStatus.DEAD),
+        (Outcome.INTERRUPTED, 1, JobStatus.RETRYING),
+    ],
+    ids=["success", "failure-retries", "timeout-retries", "exhausted", "permanent", "interrupted"],
+)
+def test_after_attempt(outcome, attempts, status):
+    policy = RetryPolicy(3, timedelta(seconds=10), timedelta(minutes=1), jitter=0.0)
+    verdict = after_attempt(attempts, 3, ActionResult(outcome), policy, T0, random.Random(0))
+    assert verdict.status is status
+    if status is JobStatus.RETRYING:
+        assert verdict.retry_at == T0 + timedelta(seconds=10 * 2 ** (attempts - 1))
+    else:
+        assert verdict.retry_at is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("{bad", "invalid JSON at line 1 column 2"),
+        ("[1, 2]", "must be a JSON object, got list"),
+        ('"text"', "must be a JSON object, got str"),
+        ("[" * 65 + "]" * 65, "nested 65 levels deep, over the limit of 64"),
+        ("[" * 20000 + "]" * 20000, "nested 20000 levels deep"),
+        ('{"a": "' + "x" * (1024 * 1024) + '"}', "over the limit of 1048576 bytes"),
+    ],
+    ids=["invalid-json", "list", "string", "too-deep", "hostile-depth", "too-big"],
+)
+def test_bad_payloads_are_rejected_with_a_clear_message(raw, message):
+    with pytest.raises(PayloadError, match=message.replace("[", r"\[")):
+        check_payload(raw, Limits())
+
+
+def test_depth_counter_ignores_brackets_inside_strings():
+    assert check_payload(
+        '{"a": "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[["}', Limits()
+    )
+
+
+@pytest.mark.parametrize(
+    "name", ["", "has space", "semi;colon", "x" * 201], ids=["empty", "space", "semicolon", "long"]
+)
+def test_bad_event_types_are_rejected(name):
+    with pytest.raises(PayloadError):
+        check_event_type(name, Limits())

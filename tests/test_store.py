@@ -1,0 +1,172 @@
+"""Store behaviour on real SQLite files in tmp_path."""
+
+from __future__ import annotations
+
+import sqlite3
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from timeos import schema
+from timeos.errors import IdempotencyConflict, InvalidState, NotFound, StoreError
+from timeos.model import ActionResult, Event, JobStatus, NewJob, Outcome
+from timeos.store import Store, new_id
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+def _event(now: datetime, key: str | None = None, payload: dict | None = None) -> Event:
+    return Event(new_id(now), "user_signup", payload or {"user_id": "1"}, now, now, key)
+
+
+def _job(event: Event, *, at: datetime, priority: int = 0, rule: str = "r") -> NewJob:
+    return NewJob(rule, "act", at, priority, 3, event.payload, event.id)
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "t.db")
+    yield s
+    s.close()
+
+
+def test_emit_stores_event_and_jobs_together(store):
+    ev = _event(T0)
+    result = store.emit(ev, [_job(ev, at=T0), _job(ev, at=T0 + timedelta(hours=1))], T0)
+    assert not result.duplicate
+    assert len(result.job_ids) == 2
+    assert store.get_event(ev.id).payload == {"user_id": "1"}
+    jobs = store.list_jobs(event_id=ev.id)
+    assert [j.status for j in jobs] == [JobStatus.PENDING, JobStatus.PENDING]
+    assert jobs[1].perform_at == T0 + timedelta(hours=1)
+
+
+def test_same_idempotency_key_and_payload_returns_original_without_jobs(store):
+    ev = _event(T0, "k1")
+    first = store.emit(ev, [_job(ev, at=T0)], T0)
+    again = _event(T0 + timedelta(seconds=1), "k1")
+    second = store.emit(again, [_job(again, at=T0)], T0)
+    assert second.duplicate and second.event_id == first.event_id and second.job_ids == ()
+    assert len(store.list_jobs()) == 1
+
+
+def test_same_idempotency_key_with_other_payload_is_rejected_and_changes_nothing(store):
+    ev = _event(T0, "k1")
+    store.emit(ev, [_job(ev, at=T0)], T0)
+    other = _event(T0, "k1", {"user_id": "2"})
+    with pytest.raises(IdempotencyConflict, match="k1"):
+        store.emit(other, [_job(other, at=T0)], T0)
+    assert len(store.list_events()) == 1
+    assert len(store.list_jobs()) == 1
+
+
+def test_claim_takes_highest_priority_then_earliest_and_only_due(store):
+    ev = _event(T0)
+    store.emit(
+        ev,
+        [
+            _job(ev, at=T0 - timedelta(minutes=5), priority=0, rule="old-low"),
+            _job(ev, at=T0 - timedelta(minutes=1), priority=10, rule="new-high"),
+            _job(ev, at=T0 - timedelta(minutes=2), priority=10, rule="old-high"),
+            _job(ev, at=T0 + timedelta(minutes=1), priority=99, rule="future"),
+        ],
+        T0,
+    )
+    claimed = store.claim_due(T0, 10)
+    assert [j.rule for j in claimed] == ["old-high", "new-high", "old-low"]
+    assert all(j.status is JobStatus.RUNNING and j.attempts == 1 for j in claimed)
+    assert store.claim_due(T0, 10) == []
+    assert store.next_due_at() == T0 + timedelta(minutes=1)
+
+
+def test_claim_respects_limit(store):
+    ev = _event(T0)
+    store.emit(ev, [_job(ev, at=T0) for _ in range(5)], T0)
+    assert len(store.claim_due(T0, 2)) == 2
+    assert len(store.claim_due(T0, 10)) == 3
+
+
+def test_finish_records_attempt_and_moves_status(store):
+    ev = _event(T0)
+    store.emit(ev, [_job(ev, at=T0)], T0)
+    (job,) = store.claim_due(T0, 1)
+    later = T0 + timedelta(seconds=3)
+    retry_at = T0 + timedelta(seconds=30)
+    done = store.finish(
+        job, ActionResult(Outcome.FAILED, "boom"), later, JobStatus.RETRYING, retry_at
+    )
+    assert done.status is JobStatus.RETRYING
+    assert done.perform_at == retry_at
+    assert done.last_error == "boom"
+    (attempt,) = store.attempts(job.id)
+    assert attempt.outcome is Outcome.FAILED and attempt.ended_at == later
+
+
+def test_cancel_only_waiting_jobs(store):
+    ev = _event(T0)
+    store.emit(ev, [_job(ev, at=T0), _job(ev, at=T0 + timedelta(days=1))], T0)
+    (running,) = store.claim_due(T0, 1)
+    with pytest.raises(InvalidState, match="running"):
+        store.cancel(running.id, T0)
+    waiting = store.list_jobs(status=JobStatus.PENDING)[0]
+    assert store.cancel(waiting.id, T0).status is JobStatus.CANCELLED
+    with pytest.raises(NotFound):
+        store.cancel("nope", T0)
+
+
+def test_dead_job_requeue_renews_budget_and_delete_removes_it(store):
+    ev = _event(T0)
+    store.emit(ev, [_job(ev, at=T0), _job(ev, at=T0)], T0)
+    a, b = store.claim_due(T0, 2)
+    store.finish(a, ActionResult(Outcome.PERMANENT, "404"), T0, JobStatus.DEAD)
+    store.finish(b, ActionResult(Outcome.PERMANENT, "404"), T0, JobStatus.DEAD)
+    again = store.requeue_dead(a.id, T0 + timedelta(hours=1), 3)
+    assert again.status is JobStatus.PENDING and again.max_attempts == 4
+    assert again.perform_at == T0 + timedelta(hours=1)
+    with pytest.raises(InvalidState):
+        store.requeue_dead(a.id, T0, 3)
+    store.delete_dead(b.id)
+    with pytest.raises(NotFound):
+        store.get_job(b.id)
+
+
+def test_occurrence_key_makes_duplicate_jobs_impossible(store):
+    job = NewJob("cron-rule", "act", T0, 0, 3, {}, None, "cron-rule@1", T0)
+    first = store.insert_jobs([job], T0)
+    second = store.insert_jobs([job], T0)
+    assert first[0] is not None and second == [None]
+    assert len(store.list_jobs(rule="cron-rule")) == 1
+
+
+def test_data_survives_reopen_and_schema_is_versioned(tmp_path):
+    path = tmp_path / "t.db"
+    s = Store(path)
+    ev = _event(T0)
+    s.emit(ev, [_job(ev, at=T0)], T0)
+    s.close()
+    s2 = Store(path)
+    assert s2.get_event(ev.id).id == ev.id
+    assert s2.schema_found == schema.SCHEMA_VERSION
+    assert s2.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_newer_schema_is_refused(tmp_path):
+    path = tmp_path / "t.db"
+    conn = sqlite3.connect(path)
+    conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StoreError, match="newer"):
+        Store(path)
+
+
+def test_unknown_synchronous_mode_is_refused(tmp_path):
+    with pytest.raises(StoreError, match="synchronous"):
+        Store(tmp_path / "t.db", synchronous="SOMETIMES")
+
+
+def test_counts_cover_every_status(store):
+    ev = _event(T0)
+    store.emit(ev, [_job(ev, at=T0)], T0)
+    counts = store.counts_by_status()
+    assert counts["pending"] == 1
+    assert set(counts) == {s.value for s in JobStatus}
