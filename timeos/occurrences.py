@@ -141,7 +141,9 @@ class OccurrencePlanner:
             return state.next_fire
         missed: list[Due] = []
         current: list[Due] = []
-        due = Due(state.next_fire, None)
+        due = clock.next_after(state.next_fire - timedelta(microseconds=1))
+        if due.at != state.next_fire:  # stored before a tzdata change: honour what was promised
+            due = Due(state.next_fire, None)
         truncated = False
         while due.at <= now:
             late = now - due.at

@@ -15,7 +15,7 @@ from timeos.errors import StoreError
 
 
 def _v1(db: sqlite_utils.Database) -> None:
-    db["events"].create(
+    db.table("events").create(
         {
             "id": str,
             "type": str,
@@ -28,9 +28,9 @@ def _v1(db: sqlite_utils.Database) -> None:
         pk="id",
         not_null={"type", "payload", "payload_hash", "occurred_at", "received_at"},
     )
-    db["events"].create_index(["idempotency_key"], unique=True)
-    db["events"].create_index(["type", "id"])
-    db["jobs"].create(
+    db.table("events").create_index(["idempotency_key"], unique=True)
+    db.table("events").create_index(["type", "id"])
+    db.table("jobs").create(
         {
             "id": str,
             "rule": str,
@@ -70,12 +70,12 @@ def _v1(db: sqlite_utils.Database) -> None:
         " WHERE status IN ('pending', 'retrying')"
     )
     db.execute("CREATE INDEX jobs_wake ON jobs(perform_at) WHERE status IN ('pending', 'retrying')")
-    db["jobs"].create_index(["status", "perform_at"])
-    db["jobs"].create_index(["perform_at"])
-    db["jobs"].create_index(["rule", "perform_at"])
-    db["jobs"].create_index(["event_id"])
-    db["jobs"].create_index(["occurrence_key"], unique=True)
-    db["attempts"].create(
+    db.table("jobs").create_index(["status", "perform_at"])
+    db.table("jobs").create_index(["perform_at"])
+    db.table("jobs").create_index(["rule", "perform_at"])
+    db.table("jobs").create_index(["event_id"])
+    db.table("jobs").create_index(["occurrence_key"], unique=True)
+    db.table("attempts").create(
         {
             "job_id": str,
             "number": int,
@@ -89,7 +89,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         not_null={"job_id", "number", "started_at"},
     )
     # Time-based rules: where each rule's schedule stands, and a record of every occurrence.
-    db["rule_state"].create(
+    db.table("rule_state").create(
         {
             "rule": str,
             "fingerprint": str,
@@ -100,7 +100,7 @@ def _v1(db: sqlite_utils.Database) -> None:
         },
         pk="rule",
     )
-    db["occurrences"].create(
+    db.table("occurrences").create(
         {
             "rule": str,
             "scheduled_for": int,
