@@ -171,7 +171,7 @@ def perform_at(event: Event, rule: Rule, trigger: EventTrigger) -> datetime:
 def _zone_from_payload(event: Event, rule: Rule, trigger: EventTrigger) -> ZoneInfo | None:
     assert trigger.timezone_expr is not None
     try:
-        name = trigger.timezone_expr.evaluate_value(event.payload, event_context(event))  # type: ignore[attr-defined]
+        name = trigger.timezone_expr.evaluate_value(event.payload, event_context(event))
         return ZoneInfo(str(name))
     except (ConditionFailed, ZoneInfoNotFoundError, ValueError) as exc:
         log.warning(

@@ -69,7 +69,8 @@ class CommandSpec:
 class HttpSpec:
     url: str
     method: str = "POST"
-    headers: tuple[tuple[str, str], ...] = ()  # ${VAR} already expanded at load
+    # ${VAR} already expanded at load: kept out of repr so a token never reaches a log line.
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +104,10 @@ class Condition(Protocol):
 
     def evaluate(self, payload: Mapping[str, Any], event: Mapping[str, Any]) -> bool:
         """True when the rule applies; raise ConditionFailed on a runtime error."""
+        ...
+
+    def evaluate_value(self, payload: Mapping[str, Any], event: Mapping[str, Any]) -> object:
+        """The expression's value (e.g. a zone name); raise ConditionFailed on an error."""
         ...
 
 

@@ -1,0 +1,640 @@
+"""Load rule files (YAML) into a validated RuleSet, reporting every problem as file:line:col.
+
+The YAML reading and the generic typed readers live in yamlsource.py; this module knows the schema.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import json
+import re
+import shlex
+from collections.abc import Callable, Mapping, Sequence
+from datetime import time, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from timeos.conditions import CelCondition, ConditionSyntax, compile_condition
+from timeos.errors import Problem, RulesError, ScheduleError
+from timeos.model import (
+    DEFAULT_ACTION_TIMEOUT,
+    DEFAULT_RETRY,
+    Action,
+    ActionKind,
+    ActionSpec,
+    CommandSpec,
+    CronTrigger,
+    DstPolicy,
+    EmitSpec,
+    EventTrigger,
+    FoldPolicy,
+    GapPolicy,
+    HttpSpec,
+    IntervalTrigger,
+    MissedPolicy,
+    OverlapPolicy,
+    PythonSpec,
+    RetryPolicy,
+    Rule,
+    RuleSet,
+    Trigger,
+)
+from timeos.schedule import compile_cron, weekday_cron
+from timeos.timefmt import format_duration
+from timeos.yamlsource import (
+    Document,
+    Invalid,
+    Loc,
+    Map,
+    Node,
+    Scalar,
+    Seq,
+    check_keys,
+    describe,
+    expect_bool,
+    expect_choice,
+    expect_duration,
+    expect_int,
+    expect_map,
+    expect_str,
+    expect_time,
+    read_document,
+    suggest,
+    wrong_type,
+    yaml11_hint,
+)
+
+TOP_KEYS = ("timezone", "actions", "rules")
+ACTION_KINDS = ("command", "http", "python", "emit")
+ACTION_KEYS = (*ACTION_KINDS, "timeout", "retry")
+TRIGGER_KEYS = ("on_event", "every", "cron")
+TIME_ONLY_KEYS = ("on_missed", "grace", "overlap")
+RULE_KEYS = (
+    "name", *TRIGGER_KEYS, "offset", "at", "when", "timezone", "perform", "priority", "retry",
+    "enabled", "dst", *TIME_ONLY_KEYS,
+)  # fmt: skip
+RETRY_KEYS = ("max_attempts", "backoff", "max_backoff", "jitter")
+HTTP_KEYS = ("url", "method", "headers")
+DST_KEYS = ("gap", "fold")
+HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DAY_NAMES = (*DAYS, *(d[:3] for d in DAYS), "weekday", "weekend")
+
+_VAR = re.compile(r"\$\{([^}]*)\}")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+_TARGET = re.compile(rf"({_DOTTED}):({_DOTTED})")
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+T = TypeVar("T")
+E = TypeVar("E", bound=StrEnum)
+
+
+def load_rules(
+    paths: Sequence[Path], environ: Mapping[str, str], *, import_python: bool = True
+) -> RuleSet:
+    """Load rule files and directories of them; raise RulesError listing every problem found."""
+    collector = _Collector(environ, import_python)
+    files = collector.files_in(paths)
+    for path in files:
+        document, problems = read_document(path, str(path))
+        collector.problems.extend(problems)
+        if document is not None:
+            collector.load(document)
+    return collector.finish(tuple(str(path) for path in files))
+
+
+class _Scope:
+    """Collects the problems of one rule or action, each prefixed with its name."""
+
+    def __init__(self, problems: list[Invalid], prefix: str) -> None:
+        self.problems = problems
+        self.prefix = prefix
+        self.count = 0
+
+    def add(self, loc: Loc, message: str) -> None:
+        self.problems.append(Invalid(loc, self.prefix + message))
+        self.count += 1
+
+    def read(
+        self, mapping: Map, key: str, parse: Callable[[Node, str], T], label: str = ""
+    ) -> T | None:
+        """Parse `mapping[key]` (called `label` in messages) if present; on a problem, None."""
+        node = mapping.get(key)
+        if node is None:
+            return None
+        try:
+            return parse(node, label or key)
+        except Invalid as exc:
+            self.add(exc.loc, exc.message)
+            return None
+
+    def keys(self, mapping: Map, allowed: Sequence[str] | None, section: str = "") -> None:
+        for problem in check_keys(mapping, allowed):
+            self.add(problem.loc, f"{section}{problem.message}")
+
+
+class _Collector:
+    """State across all files: actions and rule names are global, so some checks run at the end."""
+
+    def __init__(self, environ: Mapping[str, str], import_python: bool) -> None:
+        self.environ = environ
+        self.import_python = import_python
+        self.problems: list[Invalid] = []
+        self.order: dict[str, int] = {}  # file -> position, to sort problems
+        self.actions: dict[str, Action] = {}
+        self.action_where: dict[str, Loc] = {}  # invalid actions too: no cascade of "unknown"
+        self.rules: list[Rule] = []
+        self.rule_where: dict[str, Loc] = {}
+        self.performs: list[tuple[_Scope, Scalar]] = []
+
+    def files_in(self, paths: Sequence[Path]) -> list[Path]:
+        """Expand directories to their *.yaml / *.yml files, sorted; report missing paths."""
+        if not paths:
+            self.problems.append(Invalid(Loc("<rules>"), "no rule files given"))
+        found: dict[Path, Path] = {}
+        for path in paths:
+            self.order.setdefault(str(path), len(self.order))
+            if path.is_dir():
+                # Dotfiles are skipped: editors leave lock files such as `.#rules.yaml` mid-edit.
+                members = sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()
+                )
+                if not members:
+                    self.problems.append(Invalid(Loc(str(path)), "directory has no .yaml files"))
+            elif path.exists():
+                members = [path]
+            else:
+                self.problems.append(Invalid(Loc(str(path)), "no such file or directory"))
+                members = []
+            for member in members:
+                found.setdefault(member.resolve(), member)
+                self.order.setdefault(str(member), len(self.order))
+        return list(found.values())
+
+    def load(self, doc: Document) -> None:
+        """Read one document's timezone, actions and rules."""
+        top = _Scope(self.problems, "")
+        whole = Loc(doc.file, 1, 1)
+        # A file truncated mid-edit must fail the reload, never silently drop every rule.
+        if doc.root is None:
+            top.add(
+                whole, "file is empty: a rules file needs a `rules:` list with at least one rule"
+            )
+            return
+        if not isinstance(doc.root, Map):
+            got = describe(doc.root)
+            top.add(doc.root.loc, f"a rules file must be a mapping with `rules:`, got {got}")
+            return
+        root = doc.root
+        top.keys(root, TOP_KEYS)
+        zone = top.read(root, "timezone", _zone) or ZoneInfo("UTC")
+        actions = top.read(root, "actions", expect_map)
+        if actions is not None:
+            top.keys(actions, None)
+        for entry in actions.entries if actions else ():
+            self._action(entry.key, entry.value)
+        rules = root.get("rules")
+        if rules is None:
+            top.add(whole, "no `rules:` key: a rules file needs a list of rules")
+        elif not isinstance(rules, Seq):
+            top.add(rules.loc, f"`rules:` must be a list of rules, got {describe(rules)}")
+        elif not rules.items:
+            top.add(rules.loc, "`rules:` is empty: a rules file must contain at least one rule")
+        for index, item in enumerate(rules.items if isinstance(rules, Seq) else (), start=1):
+            self._rule(doc, item, index, zone)
+
+    def finish(self, sources: tuple[str, ...]) -> RuleSet:
+        """Cross-check `perform:` names, then return the RuleSet or raise every problem."""
+        for scope, node in self.performs:
+            if node.text not in self.action_where:
+                hint = suggest(node.text, sorted(self.action_where))
+                scope.add(node.loc, f"unknown action {node.text!r}{hint}")
+        if self.problems:
+            unique = {(p.loc, p.message): p for p in self.problems}.values()
+            ordered = sorted(
+                unique, key=lambda p: (self.order.get(p.loc.file, -1), p.loc.line, p.loc.col)
+            )
+            raise RulesError([Problem(str(p.loc), p.message) for p in ordered])
+        return RuleSet(tuple(self.rules), dict(self.actions), sources)
+
+    # ---- actions ------------------------------------------------------------------------------
+
+    def _action(self, key: Scalar, node: Node) -> None:
+        name = key.text
+        scope = _Scope(self.problems, f"action {name!r}: ")
+        if key.kind != "str" or not name.strip():
+            scope.add(key.loc, f"an action name must be text: {yaml11_hint(key) or 'quote it'}")
+        first = self.action_where.setdefault(name, key.loc)
+        if first.file != key.loc.file:  # within one file the duplicate key is already reported
+            scope.add(key.loc, f"defined twice; first defined at {first}")
+        if not isinstance(node, Map):
+            one_of = ", ".join(ACTION_KINDS)
+            scope.add(node.loc, f"must be a mapping with one of {one_of}, got {describe(node)}")
+            return
+        scope.keys(node, ACTION_KEYS)
+        kinds = _present(node, ACTION_KINDS)
+        if not kinds:
+            scope.add(node.loc, f"needs one of {', '.join(ACTION_KINDS)}")
+        elif len(kinds) > 1:
+            scope.add(node.key_loc(kinds[1]), f"has both {kinds[0]} and {kinds[1]}: use one")
+        timeout = scope.read(node, "timeout", _positive) or DEFAULT_ACTION_TIMEOUT
+        retry = self._retry(node, scope)
+        if len(kinds) != 1:
+            return
+        readers: dict[str, Callable[[Node, str], ActionSpec]] = {
+            "command": self._command,
+            "http": lambda n, k: self._http(n, scope),
+            "python": self._python,
+            "emit": lambda n, k: EmitSpec(expect_str(n, "emit")),
+        }
+        spec = scope.read(node, kinds[0], readers[kinds[0]])
+        if scope.count == 0 and spec is not None:
+            kind = ActionKind(kinds[0])
+            self.actions[name] = Action(name, kind, spec, timeout, retry, str(key.loc))
+
+    def _command(self, node: Node, what: str) -> CommandSpec:
+        if isinstance(node, Scalar) and node.kind == "str":
+            # A shell string would need a shell to split it; argv lists never meet one.
+            try:
+                example = json.dumps(shlex.split(node.text))
+            except ValueError:
+                example = '["./program", "arg"]'
+            message = f"command must be an argv list, not a string: write command: {example}"
+            raise Invalid(node.loc, message)
+        if not isinstance(node, Seq):
+            raise Invalid(node.loc, f"command must be an argv list, got {describe(node)}")
+        if not node.items:
+            raise Invalid(node.loc, "command must not be an empty list: give at least the program")
+        argv = []
+        for i, item in enumerate(node.items):
+            if not isinstance(item, Scalar) or item.kind != "str":
+                raise wrong_type(item, f"command[{i}]", "a string")
+            argv.append(self._expand(item, f"command[{i}]", item.text))
+        if not argv[0].strip():
+            raise Invalid(node.items[0].loc, "command[0] (the program) must not be empty")
+        return CommandSpec(tuple(argv))
+
+    def _http(self, node: Node, scope: _Scope) -> HttpSpec:
+        http = expect_map(node, "http")
+        scope.keys(http, HTTP_KEYS, "http: ")
+        url_node = http.get("url")
+        if url_node is None:
+            raise Invalid(http.loc, "http needs a url")
+        written = expect_str(url_node, "http.url")
+        url = self._expand(url_node, "http.url", written)
+        try:
+            parts = urlsplit(url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:  # show the URL as written: the expanded one may carry a secret
+            message = f"http.url {written!r} must be an http:// or https:// URL with a host"
+            raise Invalid(url_node.loc, message)
+        method = scope.read(http, "method", _method, "http.method") or "POST"
+        header_map = scope.read(http, "headers", expect_map, "http.headers")
+        if header_map is not None:
+            scope.keys(header_map, None, "http.headers: ")
+        headers: list[tuple[str, str]] = []
+        for entry in header_map.entries if header_map else ():
+            try:
+                headers.append((entry.key.text, self._header(entry.key, entry.value)))
+            except Invalid as exc:
+                scope.add(exc.loc, exc.message)
+        return HttpSpec(url, method, tuple(headers))
+
+    def _header(self, key: Scalar, node: Node) -> str:
+        what = f"http.headers.{key.text}"
+        if key.kind != "str" or not _HEADER_NAME.fullmatch(key.text):
+            raise Invalid(key.loc, f"http.headers: {key.text!r} is not a valid header name")
+        value = self._expand(node, what, expect_str(node, what))
+        if "\r" in value or "\n" in value:  # from a ${VAR}: it would split the request
+            raise Invalid(node.loc, f"{what} must not contain a line break")
+        return value
+
+    def _python(self, node: Node, what: str) -> PythonSpec:
+        target = expect_str(node, "python").strip()
+        match = _TARGET.fullmatch(target)
+        if match is None:
+            example = "'module:function' (e.g. 'myapp.scoring:score_user')"
+            raise Invalid(node.loc, f"python must be {example}, got {target!r}")
+        if not self.import_python:
+            return PythonSpec(target, _not_imported(target))
+        module, attrs = match.groups()
+        try:
+            obj: Any = importlib.import_module(module)
+        # Importing runs the user's module: whatever it raises is theirs, reported as a load error.
+        except Exception as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+            raise Invalid(
+                node.loc, f"python {target!r}: cannot import {module!r}: {problem}"
+            ) from None
+        owner = module
+        for part in attrs.split("."):
+            if not hasattr(obj, part):
+                hint = suggest(part, [n for n in dir(obj) if not n.startswith("_")])
+                raise Invalid(
+                    node.loc, f"python {target!r}: {owner!r} has no attribute {part!r}{hint}"
+                )
+            obj, owner = getattr(obj, part), f"{owner}.{part}"
+        if not callable(obj):
+            raise Invalid(node.loc, f"python {target!r}: {owner!r} is not callable")
+        return PythonSpec(target, obj)
+
+    def _expand(self, node: Node, what: str, source: str) -> str:
+        """Substitute ${VAR} from the environment; an unset or malformed variable is an error."""
+        missing: list[str] = []
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if not _VAR_NAME.fullmatch(name):
+                raise Invalid(node.loc, f"{what}: ${{{name}}} is not a valid variable name")
+            if name not in self.environ:
+                missing.append(f"${{{name}}}")
+            return self.environ.get(name, "")
+
+        result = _VAR.sub(substitute, source)
+        if "${" in _VAR.sub("", source):
+            raise Invalid(node.loc, f"{what}: unclosed ${{ in {source!r}")
+        if missing:
+            names = ", ".join(missing)
+            raise Invalid(node.loc, f"{what} uses {names}, which is not set in the environment")
+        return result
+
+    def _retry(self, mapping: Map, scope: _Scope) -> RetryPolicy | None:
+        node = scope.read(mapping, "retry", expect_map)
+        if node is None:
+            return None
+        before = scope.count
+        scope.keys(node, RETRY_KEYS, "retry: ")
+        attempts = scope.read(node, "max_attempts", _attempts, "retry.max_attempts")
+        backoff = scope.read(node, "backoff", _positive, "retry.backoff") or DEFAULT_RETRY.backoff
+        given_max = scope.read(node, "max_backoff", _positive, "retry.max_backoff")
+        jitter = scope.read(node, "jitter", _jitter, "retry.jitter")
+        if given_max is not None and given_max < backoff:
+            bounds = f"({format_duration(given_max)}) must be at least retry.backoff"
+            message = f"retry.max_backoff {bounds} ({format_duration(backoff)})"
+            scope.add(node.key_loc("max_backoff"), message)
+        if scope.count > before:
+            return None
+        # Without max_backoff, a long backoff lifts the default cap rather than tripping over it.
+        max_backoff = given_max or max(DEFAULT_RETRY.max_backoff, backoff)
+        return RetryPolicy(
+            attempts or DEFAULT_RETRY.max_attempts,
+            backoff,
+            max_backoff,
+            DEFAULT_RETRY.jitter if jitter is None else jitter,
+        )
+
+    # ---- rules --------------------------------------------------------------------------------
+
+    def _rule(self, doc: Document, node: Node, index: int, file_zone: ZoneInfo) -> None:
+        scope = _Scope(self.problems, f"rule #{index}: ")
+        if not isinstance(node, Map):
+            scope.add(
+                node.loc,
+                f"must be a mapping with name, a trigger and perform, got {describe(node)}",
+            )
+            return
+        name = scope.read(node, "name", expect_str)
+        if node.get("name") is None:
+            scope.add(node.loc, "missing `name:`")
+        if name is not None:
+            scope.prefix = f"rule {name!r}: "
+            first = self.rule_where.setdefault(name, node.loc)
+            if first != node.loc:
+                scope.add(node.key_loc("name"), f"duplicate rule name; first defined at {first}")
+        scope.keys(node, RULE_KEYS)
+        triggers = _present(node, TRIGGER_KEYS)
+        if not triggers:
+            scope.add(node.loc, "needs a trigger: one of on_event, every or cron")
+        elif len(triggers) > 1:
+            both = f"{triggers[0]} and {triggers[1]}"
+            scope.add(node.key_loc(triggers[1]), f"has both {both}: use exactly one trigger")
+        event_rule = "on_event" in triggers
+        if node.get("offset") is not None and triggers and not event_rule:
+            scope.add(node.key_loc("offset"), "offset only applies to on_event rules")
+        for key in TIME_ONLY_KEYS:
+            if node.get(key) is not None and event_rule:
+                scope.add(
+                    node.key_loc(key), f"{key} only applies to time-based rules (every, cron)"
+                )
+
+        action = scope.read(node, "perform", expect_str)
+        perform = node.get("perform")
+        if perform is None:
+            scope.add(node.loc, "missing `perform:` (the name of the action to run)")
+        elif action is not None and isinstance(perform, Scalar):
+            self.performs.append((scope, perform))
+        priority = scope.read(node, "priority", expect_int)
+        retry = self._retry(node, scope)
+        enabled = scope.read(node, "enabled", expect_bool)
+        condition = scope.read(node, "when", lambda n, k: _when(doc, n))
+        dst = self._dst(node, scope)
+        on_missed = scope.read(node, "on_missed", _choice(MissedPolicy))
+        grace = scope.read(node, "grace", _positive)
+        overlap = scope.read(node, "overlap", _choice(OverlapPolicy))
+        zone, zone_expr = file_zone, None
+        if event_rule:
+            found = scope.read(node, "timezone", _event_zone)
+            zone, zone_expr = (found, None) if isinstance(found, ZoneInfo) else (file_zone, found)
+        else:
+            zone = scope.read(node, "timezone", _zone) or file_zone
+        trigger = self._trigger(node, triggers, scope, zone, dst, zone_expr)
+        if scope.count or trigger is None or name is None or action is None:
+            return
+        self.rules.append(
+            Rule(
+                name, trigger, action, condition,
+                priority=priority or 0,
+                retry=retry,
+                timezone=zone,
+                enabled=True if enabled is None else enabled,
+                dst=dst,
+                on_missed=on_missed or MissedPolicy.ONCE,
+                grace=grace,
+                overlap=overlap or OverlapPolicy.SKIP,
+                where=str(node.loc),
+            )
+        )  # fmt: skip
+
+    def _dst(self, rule: Map, scope: _Scope) -> DstPolicy:
+        node = scope.read(rule, "dst", expect_map)
+        if node is None:
+            return DstPolicy()
+        scope.keys(node, DST_KEYS, "dst: ")
+        gap = scope.read(node, "gap", _choice(GapPolicy), "dst.gap")
+        fold = scope.read(node, "fold", _choice(FoldPolicy), "dst.fold")
+        return DstPolicy(gap or GapPolicy.RUN_AFTER, fold or FoldPolicy.FIRST)
+
+    def _trigger(
+        self,
+        rule: Map,
+        triggers: list[str],
+        scope: _Scope,
+        zone: ZoneInfo,
+        dst: DstPolicy,
+        zone_expr: CelCondition | None,
+    ) -> Trigger | None:
+        at = scope.read(rule, "at", expect_time)
+        has_at = rule.get("at") is not None
+        if len(triggers) != 1:
+            return None
+        if triggers[0] == "on_event":
+            event_type = scope.read(rule, "on_event", expect_str)
+            offset = scope.read(rule, "offset", expect_duration) or timedelta(0)
+            return EventTrigger(event_type, offset, at, zone_expr) if event_type else None
+        if triggers[0] == "cron":
+            if has_at:
+                scope.add(
+                    rule.key_loc("at"), "at does not apply to cron: put the time in the expression"
+                )
+            expression = scope.read(rule, "cron", expect_str)
+            if expression is None:
+                return None
+            try:
+                compile_cron(expression, zone, dst)
+            except ScheduleError as exc:
+                scope.add((rule.get("cron") or rule).loc, exc.message)
+                return None
+            return CronTrigger(expression)
+        every = scope.read(rule, "every", _every)
+        if isinstance(every, timedelta):
+            if has_at:
+                scope.add(
+                    rule.key_loc("at"),
+                    "at does not apply to `every: <duration>`; use a day or cron",
+                )
+            return IntervalTrigger(every)
+        if every is None:
+            return None
+        try:
+            return CronTrigger(weekday_cron(every, at or time(0, 0)))
+        except ScheduleError as exc:
+            scope.add(rule.key_loc("every"), exc.message)
+            return None
+
+
+# ---- value readers: (node, key) -> value, raising Invalid ---------------------------------------
+
+
+def _present(mapping: Map, keys: Sequence[str]) -> list[str]:
+    """The `keys` that `mapping` sets, in file order: a conflict is reported at the later one."""
+    return list(dict.fromkeys(e.key.text for e in mapping.entries if e.key.text in keys))
+
+
+def _positive(node: Node, what: str) -> timedelta:
+    return expect_duration(node, what, positive=True)
+
+
+def _attempts(node: Node, what: str) -> int:
+    value = expect_int(node, what)
+    if value < 1:
+        raise Invalid(node.loc, f"{what} must be at least 1, got {value}")
+    return value
+
+
+def _jitter(node: Node, what: str) -> float:
+    if isinstance(node, Scalar) and node.kind in ("int", "float"):
+        assert isinstance(node.value, int | float)
+        if 0 <= node.value <= 1:
+            return float(node.value)
+    raise Invalid(node.loc, f"{what} must be a number from 0 to 1, got {describe(node)}")
+
+
+def _method(node: Node, what: str) -> str:
+    method = expect_str(node, what).upper()
+    if method not in HTTP_METHODS:
+        raise Invalid(node.loc, f"{what} must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
+    return method
+
+
+def _choice(enum: type[E]) -> Callable[[Node, str], E]:
+    def read(node: Node, what: str) -> E:
+        return enum(expect_choice(node, what, [member.value for member in enum]))
+
+    return read
+
+
+def _zone(node: Node, what: str) -> ZoneInfo:
+    text = expect_str(node, what)
+    zone = _find_zone(text)
+    if zone is None:
+        raise Invalid(node.loc, f"unknown timezone {text!r}{suggest(text, _zone_names())}")
+    return zone
+
+
+def _event_zone(node: Node, what: str) -> ZoneInfo | CelCondition:
+    """An IANA zone name, or else a CEL expression giving one per event (`payload.tz`)."""
+    text = expect_str(node, what)
+    zone = _find_zone(text)
+    if zone is not None:
+        return zone
+    try:
+        return compile_condition(text)
+    except ConditionSyntax as exc:
+        hint = suggest(text, _zone_names())
+        raise Invalid(
+            node.loc,
+            f"timezone {text!r} is neither a known IANA zone{hint} "
+            f"nor an expression over payload or event ({exc.message})",
+        ) from None
+
+
+def _find_zone(text: str) -> ZoneInfo | None:
+    try:
+        return ZoneInfo(text)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return None
+
+
+@functools.cache
+def _zone_names() -> list[str]:
+    return sorted(available_timezones())
+
+
+def _every(node: Node, what: str) -> timedelta | list[str]:
+    """A duration (an interval) or one or more days (a weekday cron)."""
+    if isinstance(node, Scalar) and node.kind in ("str", "int", "float"):
+        if node.text.strip()[:1] in "-0123456789":
+            return expect_duration(node, what, positive=True)
+    items = node.items if isinstance(node, Seq) else (node,)
+    if not items:
+        raise Invalid(node.loc, "every: the list of days is empty")
+    days = []
+    for item in items:
+        text = expect_str(item, "every").strip().lower()
+        if text not in DAY_NAMES:
+            raise Invalid(
+                item.loc,
+                f"every {text!r} is neither a duration (30s, 15m, 2h, 1d) nor a day "
+                f"(monday..sunday, weekday, weekend){suggest(text, DAYS + DAY_NAMES[-2:])}",
+            )
+        days.append(text)
+    return days
+
+
+def _when(doc: Document, node: Node) -> CelCondition:
+    if isinstance(node, Scalar) and node.kind == "bool" and node.text.lower() in ("true", "false"):
+        source = node.text.lower()
+    else:
+        source = expect_str(node, "when")
+    try:
+        return compile_condition(source)
+    except ConditionSyntax as exc:
+        assert isinstance(node, Scalar)  # expect_str accepted it
+        where = doc.locate(node, exc.line, exc.column)
+        raise Invalid(where, f"when {source!r}: {exc.message}") from None
+
+
+def _not_imported(target: str) -> Callable[..., Any]:
+    def placeholder(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"python action {target!r} was not imported (import_python=False)")
+
+    return placeholder
