@@ -1,0 +1,135 @@
+"""Docs are tested: commands, rule keys and error codes are all documented; seams stay honest."""
+
+from __future__ import annotations
+
+import ast
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import typer
+
+from timeos import rules
+from timeos.cli import app
+from timeos.errors import ALL_ERRORS
+
+ROOT = Path(__file__).parent.parent
+MAN1 = (ROOT / "man" / "timeos.1").read_text()
+MAN5 = (ROOT / "man" / "timeos-rules.5").read_text()
+README = (ROOT / "README.md").read_text()
+
+
+def _commands() -> list[tuple[str, Any]]:
+    root = typer.main.get_command(app)
+    found: list[tuple[str, Any]] = []
+
+    def walk(prefix: str, command: Any) -> None:
+        if hasattr(command, "commands"):
+            for name, sub in command.commands.items():
+                walk(f"{prefix} {name}".strip(), sub)
+        else:
+            found.append((prefix, command))
+
+    walk("", root)
+    return found
+
+
+COMMANDS = _commands()
+
+
+def test_the_cli_has_every_command_the_issues_name():
+    names = {name for name, _ in COMMANDS}
+    assert names >= {
+        "emit",
+        "events list",
+        "events show",
+        "jobs list",
+        "jobs show",
+        "jobs cancel",
+        "dlq list",
+        "dlq retry",
+        "dlq delete",
+        "rules list",
+        "rules show",
+        "rules check",
+        "rules history",
+        "reload",
+        "status",
+        "health",
+        "next",
+    }
+
+
+@pytest.mark.parametrize(("name", "command"), COMMANDS, ids=[n for n, _ in COMMANDS])
+def test_every_command_is_in_the_man_page_and_readme_and_its_help_ends_with_an_example(
+    name, command
+):
+    man_name = name.replace("-", r"\-")
+    assert re.search(rf"\.B {re.escape(man_name)}\b", MAN1), f"{name} missing from man/timeos.1"
+    assert f"timeos {name}" in README, f"{name} missing from README.md"
+    help_text = (command.help or "").strip()
+    assert help_text.splitlines()[-1].startswith("Example: timeos"), name
+
+
+RULE_KEYS = sorted(
+    set(rules.TOP_KEYS)
+    | set(rules.ACTION_KEYS)
+    | set(rules.RULE_KEYS)
+    | set(rules.RETRY_KEYS)
+    | set(rules.DST_KEYS)
+)
+
+
+@pytest.mark.parametrize("key", RULE_KEYS)
+def test_every_rule_key_is_in_timeos_rules_5(key):
+    assert re.search(rf"^\.B {key}$", MAN5, re.M), f"{key} missing from man/timeos-rules.5"
+
+
+def test_http_keys_are_documented():
+    for key in rules.HTTP_KEYS:
+        assert f"\\fB{key}\\fR" in MAN5
+
+
+def test_error_codes_are_unique_and_documented():
+    codes = [cls.code for cls in ALL_ERRORS]
+    assert len(codes) == len(set(codes))
+    for code in codes:
+        assert f"\\fB{code}\\fR" in MAN1, f"error code {code} missing from man/timeos.1"
+
+
+def test_only_clock_reads_real_time():
+    offenders = []
+    for path in (ROOT / "timeos").rglob("*.py"):
+        if path.name == "clock.py":
+            continue
+        text = path.read_text()
+        for pattern in ("datetime.now(", "datetime.utcnow(", "time.time()", "date.today("):
+            if pattern in text:
+                offenders.append(f"{path.relative_to(ROOT)}: {pattern}")
+    assert offenders == []
+
+
+def _risky_calls(tree: ast.AST) -> list[str]:
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = ast.unparse(node.func)
+        if name in ("eval", "exec", "pickle.loads", "yaml.load", "os.system"):
+            found.append(f"{node.lineno}: {name}()")
+        for kw in node.keywords:
+            if kw.arg == "shell" and not (
+                isinstance(kw.value, ast.Constant) and kw.value.value is False
+            ):
+                found.append(f"{node.lineno}: shell=")
+    return found
+
+
+def test_no_shell_eval_or_unsafe_yaml_in_the_package():
+    offenders = [
+        f"{p.relative_to(ROOT)}:{hit}"
+        for p in (ROOT / "timeos").rglob("*.py")
+        for hit in _risky_calls(ast.parse(p.read_text()))
+    ]
+    assert offenders == []
