@@ -11,7 +11,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from harness import Daemon, cli, wait_until
 
 PY = sys.executable
@@ -399,3 +398,37 @@ def test_emit_action_chains_rules(tmp_path, daemons):
     assert (tmp_path / "o").read_text() == 'second 1 {"k":"v"}\n'
     types = [e["type"] for e in d.cli_json("events", "list")]
     assert types == ["second_step", "first_step"]
+
+
+def test_sigterm_waits_for_running_actions_then_kills_and_requeues(tmp_path, daemons):
+    marker = tmp_path / "started"
+    slow = _script(tmp_path, "slow.py", SLOW_ONCE)
+    rules = _rules(
+        tmp_path,
+        f"""
+        actions:
+          slow:
+            command: [{json.dumps(PY)}, {json.dumps(slow)}, {json.dumps(str(marker))}]
+            timeout: 5m
+        rules:
+          - name: slow
+            on_event: go
+            perform: slow
+        """,
+    )
+    d = Daemon(tmp_path, rules).start()  # --grace 2s
+    daemons.append(d)
+    (job_id,) = d.cli_json("emit", "go")["jobs"]
+    wait_until(marker.exists, what="the action to start")
+    child = int(marker.read_text())
+    assert d.stop() == 0
+    assert (
+        not Path(f"/proc/{child}").exists()
+        or "zombie" in Path(f"/proc/{child}/status").read_text().lower()
+    )
+    assert not d.socket.exists()
+    d2 = Daemon(tmp_path, rules).start()
+    daemons.append(d2)
+    job = d2.wait_job(job_id, "succeeded")
+    history = d2.cli_json("jobs", "show", job_id)["attempt_history"]
+    assert history[0]["outcome"] == "interrupted" and job["attempts"] == 2
