@@ -8,7 +8,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from harness import Daemon, cli, wait_until
 
 PY = sys.executable

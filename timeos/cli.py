@@ -4,8 +4,8 @@ Thin on purpose. Heavy modules (rich, rules, schedule) are imported inside the c
 them, so `timeos emit` starts fast. Exit codes: 0 ok, 1 error, 2 usage, 3 daemon unreachable.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: typer would have to eval every string annotation
+# of every command on each call (measured: 35 ms of `timeos emit`'s start-up, vs 13 ms without).
 import json
 import os
 import sys

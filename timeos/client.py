@@ -1,11 +1,12 @@
 """Small, fast stdlib client for the daemon's HTTP/JSON API on the Unix socket.
 
+One HTTP/1.1 request per connection (`Connection: close`), written by hand on a raw socket:
+http.client would pull in email and ssl, a quarter of `timeos emit`'s start-up budget.
 The CLI's `emit` path imports only this (and typer): no Starlette, no SQLite, no CEL.
 """
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 from pathlib import Path
@@ -14,21 +15,7 @@ from urllib.parse import quote, urlencode
 
 from timeos.errors import DaemonUnreachable, TimeOSError, from_wire
 
-
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float) -> None:
-        super().__init__("localhost", timeout=timeout)
-        self.unix_path = path
-
-    def connect(self) -> None:
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(self.timeout)
-        try:
-            sock.connect(self.unix_path)
-        except OSError:
-            sock.close()
-            raise
-        self.sock = sock
+MAX_RESPONSE = 64 * 1024 * 1024
 
 
 class Client:
@@ -50,13 +37,36 @@ class Client:
             pairs = {k: v for k, v in query.items() if v is not None}
             if pairs:
                 path = f"{path}?{urlencode(pairs)}"
-        data = json.dumps(body).encode() if body is not None else None
-        headers = {"Content-Type": "application/json"} if data is not None else {}
-        conn = _UnixConnection(str(self.socket_path), self.timeout)
+        data = json.dumps(body).encode() if body is not None else b""
+        head = (
+            f"{method} {path} HTTP/1.1\r\nHost: timeosd\r\nConnection: close\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
+        )
+        status, raw = self._exchange(head.encode() + data)
         try:
-            conn.request(method, path, body=data, headers=headers)
-            response = conn.getresponse()
-            raw = response.read()
+            decoded = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            raise TimeOSError(f"timeosd sent a non-JSON answer (HTTP {status})") from None
+        if status >= 400:
+            error = decoded.get("error", {}) if isinstance(decoded, dict) else {}
+            problems = error.get("problems")
+            message = "\n".join(problems) if problems else error.get("message", raw.decode())
+            raise from_wire(error.get("code", "error"), message)
+        return decoded
+
+    def _exchange(self, request: bytes) -> tuple[int, bytes]:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            sock.connect(str(self.socket_path))
+            sock.sendall(request)
+            chunks: list[bytes] = []
+            size = 0
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_RESPONSE:
+                    raise TimeOSError("timeosd's answer is larger than 64 MiB")
         except (FileNotFoundError, ConnectionRefusedError) as exc:
             raise DaemonUnreachable(
                 f"timeosd is not running on socket {self.socket_path} ({exc.strerror}). Start it"
@@ -67,22 +77,42 @@ class Client:
                 f"permission denied on socket {self.socket_path}: join the daemon's group"
                 " or run as its user"
             ) from None
-        except (TimeoutError, OSError, http.client.HTTPException) as exc:
+        except OSError as exc:  # includes timeouts
             raise DaemonUnreachable(
                 f"timeosd on socket {self.socket_path} did not answer: {exc}"
             ) from None
         finally:
-            conn.close()
-        try:
-            decoded = json.loads(raw) if raw else None
-        except json.JSONDecodeError:
-            raise TimeOSError(f"timeosd sent a non-JSON answer (HTTP {response.status})") from None
-        if response.status >= 400:
-            error = (decoded or {}).get("error", {}) if isinstance(decoded, dict) else {}
-            problems = error.get("problems")
-            message = "\n".join(problems) if problems else error.get("message", raw.decode())
-            raise from_wire(error.get("code", "error"), message)
-        return decoded
+            sock.close()
+        return _parse_response(b"".join(chunks), self.socket_path)
+
+
+def _parse_response(raw: bytes, where: Path) -> tuple[int, bytes]:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    parts = lines[0].split(b" ", 2)
+    if not sep or len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        raise DaemonUnreachable(f"{where} did not answer with HTTP; is it timeosd's socket?")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower()] = value.strip().lower()
+    if headers.get(b"transfer-encoding") == b"chunked":
+        body = _unchunk(body)
+    elif b"content-length" in headers:
+        body = body[: int(headers[b"content-length"])]
+    return int(parts[1]), body
+
+
+def _unchunk(body: bytes) -> bytes:
+    out = bytearray()
+    while body:
+        size_line, _, rest = body.partition(b"\r\n")
+        size = int(size_line.split(b";")[0], 16)
+        if size == 0:
+            break
+        out += rest[:size]
+        body = rest[size + 2 :]
+    return bytes(out)
 
 
 def segment(value: str) -> str:
