@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,6 +17,7 @@ from timeos import schedule
 from timeos.errors import TimeOSError
 from timeos.model import (
     CronTrigger,
+    GapPolicy,
     IntervalTrigger,
     MissedPolicy,
     NewJob,
@@ -41,6 +42,7 @@ MAX_RECORDS_PER_PASS = 1000  # a long outage of a minutely rule is summarised pa
 class Due:
     at: datetime
     note: str | None
+    skip: bool = False  # an occurrence the DST policy drops: recorded, never run
 
 
 class RuleClock:
@@ -55,9 +57,19 @@ class RuleClock:
                 trigger.expression, rule.timezone, rule.dst
             )
             self.every: timedelta | None = None
+            # With `gap: skip`, a twin with `run_after` reveals the occurrences the gap ate,
+            # so each one is recorded as skipped instead of silently vanishing.
+            self.gap_twin = (
+                schedule.compile_cron(
+                    trigger.expression, rule.timezone, replace(rule.dst, gap=GapPolicy.RUN_AFTER)
+                )
+                if rule.dst.gap is GapPolicy.SKIP
+                else None
+            )
         else:
             assert isinstance(trigger, IntervalTrigger)
             self.cron = None
+            self.gap_twin = None
             self.every = trigger.every
 
     def fingerprint(self) -> str:
@@ -71,6 +83,10 @@ class RuleClock:
         """The first fire strictly after `after`."""
         if self.cron is not None:
             fire = self.cron.next_fire(after)
+            if self.gap_twin is not None:
+                twin = self.gap_twin.next_fire(after)
+                if twin.at < fire.at:
+                    return Due(twin.at, f"{twin.note} (skipped: dst gap: skip)", skip=True)
             return Due(fire.at, fire.note)
         assert self.every is not None
         return Due(schedule.next_interval(self.anchor + self.every, self.every, after), None)
@@ -151,10 +167,10 @@ class OccurrencePlanner:
                 late > LATE_AS_MISSED and rule.overlap is not OverlapPolicy.QUEUE
             )
             (missed if is_missed else current).append(due)
-            if len(missed) + len(current) >= MAX_RECORDS_PER_PASS:
-                truncated = True
-                break
             due = clock.next_after(due.at)
+            if len(missed) + len(current) >= MAX_RECORDS_PER_PASS:
+                truncated = due.at <= now  # more remain: `due` is the first not listed
+                break
         occurrences: list[Occurrence] = []
         jobs: list[NewJob] = []
         self._missed(rule, rules, missed, now, occurrences, jobs)
@@ -174,6 +190,9 @@ class OccurrencePlanner:
             )
         busy = self.store.has_waiting_job(rule.name) or bool(jobs)
         for fire in current:
+            if fire.skip:
+                occurrences.append(_occ(rule, fire, "skipped", "DST policy (dst: gap: skip)", now))
+                continue
             if busy and rule.overlap is OverlapPolicy.SKIP:
                 occurrences.append(
                     _occ(
@@ -206,15 +225,19 @@ class OccurrencePlanner:
     ) -> None:
         if not missed:
             return
-        eligible = [d for d in missed if rule.grace is None or now - d.at <= rule.grace]
+        eligible = [
+            d for d in missed if not d.skip and (rule.grace is None or now - d.at <= rule.grace)
+        ]
         run: list[Due] = []
         if rule.on_missed is MissedPolicy.ONCE and eligible:
             run = eligible[-1:]
         elif rule.on_missed is MissedPolicy.ALL:
             run = eligible[-MISSED_ALL_CAP:]
-        chosen = {d.at for d in run}
+        chosen = {d.at for d in run if not d.skip}
         for due in missed:
-            if due.at in chosen:
+            if due.skip:
+                occurrences.append(_occ(rule, due, "skipped", "DST policy (dst: gap: skip)", now))
+            elif due.at in chosen:
                 jobs.append(self._job(rule, rules, due, now))
                 occurrences.append(
                     _occ(rule, due, "fired", f"late run (on_missed: {rule.on_missed})", now)

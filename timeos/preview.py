@@ -38,11 +38,12 @@ def rule_fires(rule: Rule, anchor: datetime, after: datetime, count: int) -> lis
     if not rule.time_based:
         raise UsageError(f"rule {rule.name!r} is triggered by events, not by time")
     clock = RuleClock(rule, anchor)
-    fires = []
+    fires: list[dict[str, Any]] = []
     cursor = after
-    for _ in range(count):
+    while len(fires) < count:
         due = clock.next_after(cursor)
-        fires.append(fire_json(due.at, rule.timezone, due.note))
+        if not due.skip:  # occurrences the DST policy drops are not fire times
+            fires.append(fire_json(due.at, rule.timezone, due.note))
         cursor = due.at
     return fires
 

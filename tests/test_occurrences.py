@@ -1,0 +1,177 @@
+"""The occurrence planner on a real store: what is due, missed, skipped, and what gets a job."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from timeos.model import (
+    Action,
+    ActionKind,
+    ActionResult,
+    CommandSpec,
+    CronTrigger,
+    DstPolicy,
+    GapPolicy,
+    IntervalTrigger,
+    JobStatus,
+    MissedPolicy,
+    Outcome,
+    OverlapPolicy,
+    Rule,
+    RuleSet,
+)
+from timeos.occurrences import MAX_RECORDS_PER_PASS, MISSED_ALL_CAP, OccurrencePlanner
+from timeos.store import Store
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
+
+
+class Rules:
+    """A settable rule set, like the daemon's reloadable one."""
+
+    def __init__(self, *rules: Rule) -> None:
+        self.set(*rules)
+
+    def set(self, *rules: Rule) -> None:
+        act = Action("act", ActionKind.COMMAND, CommandSpec(("true",)))
+        self.value = RuleSet(tuple(rules), {"act": act})
+
+    def __call__(self) -> RuleSet:
+        return self.value
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "t.db")
+    yield s
+    s.close()
+
+
+def _cron(expr: str, **kw) -> Rule:
+    return Rule("r", CronTrigger(expr), "act", **kw)
+
+
+def _outcomes(store: Store) -> list[tuple[str, str]]:
+    return [(o.scheduled_for.strftime("%H:%M"), o.outcome) for o in reversed(store.history("r"))]
+
+
+def test_first_sight_plans_from_now_and_fires_when_due(store):
+    planner = OccurrencePlanner(store=store, rules=Rules(_cron("*/15 * * * *")))
+    assert planner.plan(T0 + timedelta(minutes=1)) == T0 + timedelta(minutes=15)
+    assert store.list_jobs() == []
+    assert planner.plan(T0 + timedelta(minutes=15)) == T0 + timedelta(minutes=30)
+    (job,) = store.list_jobs()
+    assert job.scheduled_for == T0 + timedelta(minutes=15)
+    assert job.perform_at == T0 + timedelta(minutes=15)
+    assert _outcomes(store) == [("09:15", "fired")]
+
+
+def test_state_survives_a_new_planner_like_a_restart(store):
+    rules = Rules(_cron("0 * * * *", on_missed=MissedPolicy.ALL, overlap=OverlapPolicy.ALLOW))
+    OccurrencePlanner(store=store, rules=rules).plan(T0 + timedelta(minutes=30))
+    later = OccurrencePlanner(store=store, rules=rules)
+    later.plan(T0 + timedelta(hours=3, minutes=30))
+    assert [j.scheduled_for.hour for j in store.list_jobs()] == [10, 11, 12]
+
+
+def test_gap_skip_policy_records_the_dropped_occurrence(store):
+    ny = ZoneInfo("America/New_York")
+    rule = _cron("30 2 * * *", timezone=ny, dst=DstPolicy(gap=GapPolicy.SKIP))
+    planner = OccurrencePlanner(store=store, rules=Rules(rule))
+    start = datetime(2025, 3, 8, 17, 0, tzinfo=UTC)
+    planner.plan(start)
+    planner.plan(datetime(2025, 3, 9, 7, 0, tzinfo=UTC))  # the jump: 03:00 EDT
+    (occ,) = store.history("r")
+    assert occ.outcome == "skipped" and "DST" in (occ.reason or "")
+    assert store.list_jobs() == []
+    nxt = planner.plan(datetime(2025, 3, 9, 7, 1, tzinfo=UTC))
+    assert nxt == datetime(2025, 3, 10, 6, 30, tzinfo=UTC)  # 02:30 EDT the next day
+
+
+def test_fire_more_than_a_minute_late_while_running_counts_as_missed(store):
+    planner = OccurrencePlanner(store=store, rules=Rules(_cron("*/10 * * * *")))
+    planner.plan(T0)
+    planner.plan(T0 + timedelta(hours=1, minutes=5))  # suspend/resume across six fires
+    assert [j.scheduled_for for j in store.list_jobs()] == [T0 + timedelta(hours=1)]
+    assert [o for _, o in _outcomes(store)] == ["missed"] * 5 + ["fired"]
+
+
+def test_disabled_rule_makes_up_once_when_enabled_again(store):
+    rules = Rules(_cron("0 * * * *"))
+    planner = OccurrencePlanner(store=store, rules=rules)
+    planner.plan(T0)
+    rules.set(_cron("0 * * * *", enabled=False))
+    assert planner.plan(T0 + timedelta(hours=2)) is None
+    assert store.list_jobs() == []
+    rules.set(_cron("0 * * * *"))
+    planner.plan(T0 + timedelta(hours=3, minutes=30))
+    assert [j.scheduled_for for j in store.list_jobs()] == [T0 + timedelta(hours=3)]
+    reasons = {o.reason for o in store.history("r") if o.outcome == "missed"}
+    assert reasons == {"coalesced into the latest missed run (on_missed: once)"}
+
+
+def test_on_missed_all_is_capped(store):
+    rule = _cron("* * * * *", on_missed=MissedPolicy.ALL, overlap=OverlapPolicy.ALLOW)
+    rules = Rules(rule)
+    OccurrencePlanner(store=store, rules=rules).plan(T0)
+    OccurrencePlanner(store=store, rules=rules).plan(T0 + timedelta(hours=5))
+    # the cap on the 299 missed, plus 14:00 itself, which is on time
+    assert len(store.list_jobs(limit=1000)) == MISSED_ALL_CAP + 1
+    assert len(store.history("r", limit=1000)) == 300
+
+
+def test_a_long_outage_is_summarised_not_listed_forever(store):
+    rules = Rules(_cron("* * * * *"))
+    OccurrencePlanner(store=store, rules=rules).plan(T0)
+    planner = OccurrencePlanner(store=store, rules=rules)
+    nxt = planner.plan(T0 + timedelta(days=30))
+    assert nxt == T0 + timedelta(days=30, minutes=1)
+    history = store.history("r", limit=2000)
+    assert len(history) == MAX_RECORDS_PER_PASS + 1
+    assert any("not listed" in (o.note or "") for o in history)
+
+
+def test_overlap_skip_and_queue(store):
+    rules = Rules(_cron("*/5 * * * *"))
+    planner = OccurrencePlanner(store=store, rules=rules)
+    planner.plan(T0)
+    planner.plan(T0 + timedelta(minutes=5))
+    planner.plan(T0 + timedelta(minutes=10))  # first job still pending: skipped
+    assert [o for _, o in _outcomes(store)] == ["fired", "skipped"]
+
+    rules.set(_cron("*/5 * * * *", overlap=OverlapPolicy.QUEUE))
+    planner.plan(T0 + timedelta(minutes=15))  # held: no job, next fire stays 09:15
+    assert len(store.list_jobs()) == 1
+    (job,) = store.claim_due(T0 + timedelta(minutes=15), 1)
+    store.finish(job, ActionResult(Outcome.SUCCEEDED), T0, JobStatus.SUCCEEDED)
+    planner.plan(T0 + timedelta(minutes=16))
+    jobs = store.list_jobs()
+    assert [j.scheduled_for for j in jobs][-1] == T0 + timedelta(minutes=15)
+
+
+def test_interval_phase_is_kept_when_only_priority_changes_and_replanned_on_change(store):
+    rule = Rule("r", IntervalTrigger(timedelta(minutes=30)), "act")
+    rules = Rules(rule)
+    planner = OccurrencePlanner(store=store, rules=rules)
+    assert planner.plan(T0) == T0 + timedelta(minutes=30)
+    rules.set(replace(rule, priority=9))
+    assert planner.plan(T0 + timedelta(minutes=10)) == T0 + timedelta(minutes=30)
+    rules.set(replace(rule, trigger=IntervalTrigger(timedelta(minutes=20))))
+    assert planner.plan(T0 + timedelta(minutes=10)) == T0 + timedelta(minutes=30)
+    assert store.rule_states()["r"].anchor == T0 + timedelta(minutes=10)
+
+
+def test_describe_reports_next_and_last_fire(store):
+    rules = Rules(_cron("0 * * * *"))
+    planner = OccurrencePlanner(store=store, rules=rules)
+    planner.plan(T0 + timedelta(minutes=1))
+    planner.plan(T0 + timedelta(hours=1))
+    info = planner.describe(rules().rules[0])
+    assert info == {
+        "next_fire": (T0 + timedelta(hours=2)).isoformat(),
+        "last_fire": (T0 + timedelta(hours=1)).isoformat(),
+    }
