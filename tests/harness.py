@@ -52,7 +52,9 @@ class Daemon:
         fake_clock: str | None = None,
         workers: int = 4,
         extra_env: dict[str, str] | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
+        self.extra_args = extra_args
         self.tmp = tmp
         self.rules = rules
         self.db = tmp / "timeos.db"
@@ -79,6 +81,7 @@ class Daemon:
             str(self.workers),
             "--grace",
             "2s",
+            *self.extra_args,
         ]
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=log, cwd=self.tmp)

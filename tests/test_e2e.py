@@ -432,3 +432,26 @@ def test_sigterm_waits_for_running_actions_then_kills_and_requeues(tmp_path, dae
     job = d2.wait_job(job_id, "succeeded")
     history = d2.cli_json("jobs", "show", job_id)["attempt_history"]
     assert history[0]["outcome"] == "interrupted" and job["attempts"] == 2
+
+
+def test_payload_limits_are_configurable(tmp_path, daemons):
+    d = Daemon(
+        tmp_path,
+        _basic(tmp_path),
+        extra_args=(
+            "--max-payload-bytes",
+            "100",
+            "--max-payload-depth",
+            "3",
+            "--max-key-length",
+            "5",
+        ),
+    ).start()
+    daemons.append(d)
+    big = d.cli("emit", "x", "--payload", json.dumps({"a": "y" * 200}))
+    assert big.returncode == 1 and "over the limit of 100 bytes" in big.stderr
+    deep = d.cli("emit", "x", "--payload", '{"a": {"b": {"c": {"d": 1}}}}')
+    assert deep.returncode == 1 and "nested 4 levels deep, over the limit of 3" in deep.stderr
+    key = d.cli("emit", "x", "--idempotency-key", "toolong")
+    assert key.returncode == 1 and "idempotency key must be 1..5 characters" in key.stderr
+    assert d.cli("emit", "x", "--payload", '{"a": {"b": 1}}').returncode == 0

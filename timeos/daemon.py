@@ -28,7 +28,7 @@ from timeos import __version__, paths
 from timeos.actions import ActionContext, ActionRunner
 from timeos.api import build_app
 from timeos.clock import Clock, FakeClock, SystemClock
-from timeos.engine import Limits
+from timeos.engine import MAX_IDEMPOTENCY_KEY, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, Limits
 from timeos.errors import TimeOSError, UsageError
 from timeos.model import RuleSet
 from timeos.occurrences import OccurrencePlanner
@@ -268,6 +268,15 @@ def serve(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug|info|warning|error")
     ] = "info",
+    max_payload_bytes: Annotated[
+        int, typer.Option("--max-payload-bytes", min=1, help="Largest accepted payload.")
+    ] = MAX_PAYLOAD_BYTES,
+    max_payload_depth: Annotated[
+        int, typer.Option("--max-payload-depth", min=1, help="Deepest accepted payload nesting.")
+    ] = MAX_PAYLOAD_DEPTH,
+    max_key_length: Annotated[
+        int, typer.Option("--max-key-length", min=1, help="Longest accepted idempotency key.")
+    ] = MAX_IDEMPOTENCY_KEY,
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     """Run the TimeOS daemon: load rules, run the scheduler, serve the API on a Unix socket.
@@ -294,7 +303,11 @@ def serve(
             synchronous=synchronous,
             clock=_clock_from(environ),
             environ=environ,
-            limits=Limits(),
+            limits=Limits(
+                max_payload_bytes=max_payload_bytes,
+                max_payload_depth=max_payload_depth,
+                max_idempotency_key=max_key_length,
+            ),
         )
         asyncio.run(daemon.run())
     except TimeOSError as exc:

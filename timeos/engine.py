@@ -31,13 +31,18 @@ from timeos.model import (
 log = logging.getLogger("timeos.engine")
 
 
+MAX_PAYLOAD_BYTES = 1024 * 1024
+MAX_PAYLOAD_DEPTH = 64
+MAX_IDEMPOTENCY_KEY = 256
+
+
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Limits on what a client may send, checked before anything reaches the store or CEL."""
 
-    max_payload_bytes: int = 1024 * 1024
-    max_payload_depth: int = 64
-    max_idempotency_key: int = 256
+    max_payload_bytes: int = MAX_PAYLOAD_BYTES
+    max_payload_depth: int = MAX_PAYLOAD_DEPTH
+    max_idempotency_key: int = MAX_IDEMPOTENCY_KEY
     max_event_type: int = 200
     max_list_limit: int = 1000
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich.console import Group, RenderableType
 from rich.table import Table
@@ -35,7 +36,7 @@ def _status(value: str | None) -> Text:
 def _short_time(value: str | None) -> str:
     if not value:
         return "-"
-    return value.replace("T", " ").replace("+00:00", "Z")
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
 def _kv(title: str, rows: list[tuple[str, Any]]) -> Table:
@@ -191,8 +192,8 @@ def fires_table(fires: list[dict[str, Any]], now: datetime) -> Table:
     for column in ("local", "weekday", "UTC", "from now", "DST"):
         table.add_column(column)
     for fire in fires:
-        local = datetime.fromisoformat(fire["local"])
         at = datetime.fromisoformat(fire["at"]).astimezone(UTC)
+        local = at.astimezone(ZoneInfo(fire["zone"])) if fire.get("zone") else at
         table.add_row(
             local.strftime("%Y-%m-%d %H:%M %Z"),
             local.strftime("%A"),
