@@ -107,6 +107,7 @@ class Daemon:
         self.clock = clock
         rules = self._load(self.rule_paths)  # before touching the database: fail fast
         self.store = Store(db_path, synchronous=synchronous)
+        self.store.start_checkpointer()
         self.runner = ActionRunner(environ=self.environ, emitter=self._emit_from_action)
         self.service = Service(
             store=self.store,
