@@ -260,7 +260,7 @@ def test_sighup_reloads_rules(tmp_path, daemons):
     ("args", "message"),
     [
         (("emit", "x", "--payload", "{bad"), "Error: --payload: invalid JSON at line 1 column 2"),
-        (("emit", "x", "--payload", "[1]"), "Error: --payload: payload must be a JSON object"),
+        (("emit", "x", "--payload", "[1]"), "Error: --payload: must be a JSON object, got list"),
         (("emit", "x", "--occurred-at", "2024-01-01T00:00:00"), "needs a UTC offset or Z"),
         (("emit", "x", "--payload", '{"a":' * 100 + "1" + "}" * 100), "nested 100 levels deep"),
         (("jobs", "show", "NOPE"), "Error: no job with id 'NOPE'"),

@@ -17,6 +17,7 @@ import typer
 from timeos import __version__, paths
 from timeos.client import Client, segment
 from timeos.errors import PayloadError, TimeOSError, UsageError
+from timeos.payload import parse_object
 
 app = typer.Typer(
     add_completion=False,
@@ -79,17 +80,7 @@ def _read_payload(payload: str | None, payload_file: Path | None) -> dict[str, A
         source, text = "--payload", payload
     else:
         return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PayloadError(
-            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    except RecursionError:
-        raise PayloadError(f"{source}: JSON nested too deeply") from None
-    if not isinstance(value, dict):
-        raise PayloadError(f"{source}: payload must be a JSON object, got {type(value).__name__}")
-    return value
+    return parse_object(text, source)
 
 
 @app.command()

@@ -5,7 +5,6 @@ No I/O and no clock: every function takes `now` (and a random source where jitte
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from timeos.model import (
     RuleSet,
     effective_retry,
 )
+from timeos.payload import nesting_depth, parse_object
 
 log = logging.getLogger("timeos.engine")
 
@@ -62,44 +62,7 @@ def check_payload(raw: str | bytes, limits: Limits, source: str = "payload") -> 
         raise PayloadError(
             f"{source}: nested {depth} levels deep, over the limit of {limits.max_payload_depth}"
         )
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise PayloadError(
-            f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
-        ) from None
-    if not isinstance(value, dict):
-        raise PayloadError(f"{source}: must be a JSON object, got {type(value).__name__}")
-    return value
-
-
-def check_value(value: Any, limits: Limits, source: str = "payload") -> dict[str, Any]:
-    """Validate an already-parsed payload (from the JSON API body) against the same limits."""
-    if not isinstance(value, dict):
-        raise PayloadError(f"{source}: must be a JSON object, got {type(value).__name__}")
-    return check_payload(json.dumps(value), limits, source)
-
-
-def nesting_depth(text: str) -> int:
-    """How deeply arrays/objects nest in JSON text, counted without parsing it."""
-    depth = deepest = 0
-    in_string = escaped = False
-    for char in text:
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char in "[{":
-            depth += 1
-            deepest = max(deepest, depth)
-        elif char in "]}":
-            depth -= 1
-    return deepest
+    return parse_object(text, source)
 
 
 def check_event_type(event_type: str, limits: Limits) -> str:
