@@ -133,3 +133,11 @@ def test_no_shell_eval_or_unsafe_yaml_in_the_package():
         for hit in _risky_calls(ast.parse(p.read_text()))
     ]
     assert offenders == []
+
+
+def test_the_fast_emit_path_accepts_exactly_the_options_typer_declares():
+    from timeos.emitting import FLAG_OPTIONS, VALUE_OPTIONS
+
+    (emit,) = [c for n, c in COMMANDS if n == "emit"]
+    declared = {o for p in emit.params for o in p.opts if o.startswith("--")}
+    assert declared == set(VALUE_OPTIONS) | set(FLAG_OPTIONS)

@@ -1,5 +1,5 @@
 """`python -m timeos` runs the CLI (`python -m timeos.daemon` runs the daemon)."""
 
-from timeos.cli import main
+from timeos.emitting import main
 
 main()

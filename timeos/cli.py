@@ -16,8 +16,8 @@ import typer
 
 from timeos import __version__, paths
 from timeos.client import Client, segment
-from timeos.errors import PayloadError, TimeOSError, UsageError
-from timeos.payload import parse_object
+from timeos.emitting import emit_event
+from timeos.errors import TimeOSError
 
 app = typer.Typer(
     add_completion=False,
@@ -65,24 +65,6 @@ def _show(renderable: Any) -> None:
 # ---- emit -------------------------------------------------------------------------------------
 
 
-def _read_payload(payload: str | None, payload_file: Path | None) -> dict[str, Any]:
-    if payload is not None and payload_file is not None:
-        raise UsageError("give either --payload or --payload-file, not both")
-    if payload_file is not None:
-        source = str(payload_file)
-        try:
-            text = payload_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PayloadError(f"--payload-file {payload_file}: {exc}") from None
-    elif payload == "-":
-        source, text = "--payload - (stdin)", sys.stdin.read()
-    elif payload is not None:
-        source, text = "--payload", payload
-    else:
-        return {}
-    return parse_object(text, source)
-
-
 @app.command()
 def emit(
     event_type: Annotated[
@@ -111,24 +93,15 @@ def emit(
 
     Example: timeos emit user_signup --payload '{"user_id": "123"}'
     """
-    body: dict[str, Any] = {"type": event_type, "payload": _read_payload(payload, payload_file)}
-    if idempotency_key is not None:
-        body["idempotency_key"] = idempotency_key
-    if occurred_at is not None:
-        from datetime import datetime
-
-        try:
-            parsed = datetime.fromisoformat(occurred_at)
-        except ValueError:
-            raise PayloadError(f"--occurred-at {occurred_at!r} is not ISO 8601") from None
-        if parsed.tzinfo is None:
-            raise PayloadError(f"--occurred-at {occurred_at!r} needs a UTC offset or Z")
-        body["occurred_at"] = occurred_at
-    result = _client(socket_path).call("POST", "/v1/events", body)
-    if as_json:
-        _print_json(result)
-    else:
-        print(result["id"] + ("  (duplicate: no new jobs)" if result["duplicate"] else ""))
+    emit_event(
+        event_type,
+        payload=payload,
+        payload_file=payload_file,
+        idempotency_key=idempotency_key,
+        occurred_at=occurred_at,
+        as_json=as_json,
+        socket_path=socket_path,
+    )
 
 
 # ---- events -----------------------------------------------------------------------------------
