@@ -131,8 +131,30 @@ def test_a_long_outage_is_summarised_not_listed_forever(store):
     nxt = planner.plan(T0 + timedelta(days=30))
     assert nxt == T0 + timedelta(days=30, minutes=1)
     history = store.history("r", limit=2000)
-    assert len(history) == MAX_RECORDS_PER_PASS + 1
+    # the first 1000, one summary line, and the most recent 100 (what on_missed picks from)
+    assert len(history) == MAX_RECORDS_PER_PASS + 1 + MISSED_ALL_CAP
     assert any("not listed" in (o.note or "") for o in history)
+    (job,) = store.list_jobs()
+    assert job.scheduled_for == T0 + timedelta(days=30)  # the on-time one stands in for all
+
+
+@pytest.mark.parametrize(
+    ("policy", "grace", "expected"),
+    [
+        (MissedPolicy.ONCE, timedelta(hours=1), [timedelta(days=2)]),
+        (MissedPolicy.ONCE, None, [timedelta(days=2)]),
+        (MissedPolicy.ALL, None, [timedelta(days=2, minutes=-2 * k) for k in range(99, -1, -1)]),
+    ],
+    ids=["once-with-grace", "once", "all-most-recent-100"],
+)
+def test_after_a_long_outage_the_most_recent_occurrences_run(store, policy, grace, expected):
+    rule = _cron("*/2 * * * *", on_missed=policy, grace=grace, overlap=OverlapPolicy.ALLOW)
+    rules = Rules(rule)
+    OccurrencePlanner(store=store, rules=rules).plan(T0)
+    # two days (1,440 occurrences) later, 90 s after the last one: all of them were missed
+    OccurrencePlanner(store=store, rules=rules).plan(T0 + timedelta(days=2, seconds=90))
+    ran = [j.scheduled_for - T0 for j in store.list_jobs(limit=1000)]
+    assert ran == expected
 
 
 def test_overlap_skip_and_queue(store):
@@ -144,7 +166,8 @@ def test_overlap_skip_and_queue(store):
     assert [o for _, o in _outcomes(store)] == ["fired", "skipped"]
 
     rules.set(_cron("*/5 * * * *", overlap=OverlapPolicy.QUEUE))
-    planner.plan(T0 + timedelta(minutes=15))  # held: no job, next fire stays 09:15
+    # held: no job, and no past deadline that would make the scheduler loop spin
+    assert planner.plan(T0 + timedelta(minutes=15)) is None
     assert len(store.list_jobs()) == 1
     (job,) = store.claim_due(T0 + timedelta(minutes=15), 1)
     store.finish(job, ActionResult(Outcome.SUCCEEDED), T0, JobStatus.SUCCEEDED)

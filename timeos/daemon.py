@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import signal
@@ -52,18 +53,32 @@ class _Server(uvicorn.Server):
         yield
 
 
+def lock_database(db_path: Path) -> int:
+    """Hold an exclusive lock beside the database for our lifetime: one timeosd per database."""
+    lock_path = db_path.with_name(db_path.name + ".lock")
+    lock_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise UsageError(
+            f"another timeosd is already using the database {db_path} (it holds {lock_path})"
+        ) from None
+    return fd
+
+
 def bind_socket(path: Path) -> socket.socket:
     """Bind the API socket with mode 0660 in a directory we own; refuse if a daemon is live."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     parent = path.parent.stat()
-    if (
-        parent.st_uid != os.getuid()
-        and os.getuid() != 0
-        or parent.st_mode & stat.S_IWOTH
-        and not (parent.st_mode & stat.S_ISVTX)
-    ):
-        raise UsageError(f"socket directory {path.parent} is not ours or is world-writable")
-    if path.exists() or path.is_symlink():
+    if parent.st_uid != os.geteuid():
+        raise UsageError(f"socket directory {path.parent} is not owned by this user")
+    if parent.st_mode & stat.S_IWOTH:
+        raise UsageError(f"socket directory {path.parent} is world-writable; use a private one")
+    if path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.lstat().st_mode)):
+        raise UsageError(f"{path} exists and is not a socket; refusing to replace it")
+    if path.exists():
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(str(path))
@@ -106,6 +121,7 @@ class Daemon:
         self.socket_path = socket_path
         self.clock = clock
         rules = self._load(self.rule_paths)  # before touching the database: fail fast
+        self.lock_fd = lock_database(db_path)
         self.store = Store(db_path, synchronous=synchronous)
         self.store.start_checkpointer()
         self.runner = ActionRunner(environ=self.environ, emitter=self._emit_from_action)
@@ -159,6 +175,8 @@ class Daemon:
         if not self.scheduler.loop_alive:
             return "unhealthy", "scheduler loop is not running"
         tick = self.scheduler.last_tick
+        if self.scheduler.last_error:
+            return "degraded", f"last pass failed: {self.scheduler.last_error}"
         return "healthy", f"last tick {tick.isoformat() if tick else 'never'}"
 
     def _workers_health(self) -> tuple[str, str]:
@@ -187,8 +205,8 @@ class Daemon:
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT; reload on SIGHUP."""
         loop = asyncio.get_running_loop()
-        recovered = self.scheduler.recover()
         sock = bind_socket(self.socket_path)
+        recovered = self.scheduler.recover()
         app = build_app(self.service, self._extra_routes())
         config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
         self.server = _Server(config)
@@ -287,6 +305,9 @@ def serve(
     if version:
         print(f"timeosd {__version__}")
         return
+    # A SIGHUP during start-up (a reload sent too early) must not kill us before the handler
+    # that reloads is installed.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     environ = os.environ
     logging.basicConfig(
         level=log_level.upper(),
@@ -294,6 +315,12 @@ def serve(
         stream=sys.stderr,
     )
     env_workers = environ.get("TIMEOS_WORKERS")
+    if env_workers is not None and (not env_workers.isdigit() or int(env_workers) < 1):
+        print(
+            f"timeosd: error: TIMEOS_WORKERS={env_workers!r} must be a whole number >= 1",
+            file=sys.stderr,
+        )
+        raise typer.Exit(2)
     try:
         daemon = Daemon(
             rule_paths=rules or paths.default_rules(environ),

@@ -155,7 +155,8 @@ def _zone_from_payload(event: Event, rule: Rule, trigger: EventTrigger) -> ZoneI
 
 def retry_delay(policy: RetryPolicy, attempt: int, rng: random.Random) -> timedelta:
     """Delay before the attempt after `attempt`: backoff * 2**(attempt-1), capped, +/- jitter."""
-    base = policy.backoff.total_seconds() * (2 ** max(0, attempt - 1))
+    # The exponent is capped: 2**60 seconds is far past any max_backoff, and 2**1024 overflows.
+    base = policy.backoff.total_seconds() * (2 ** min(max(0, attempt - 1), 60))
     cap = policy.max_backoff.total_seconds()
     delay = min(base, cap)
     if policy.jitter:
@@ -176,13 +177,18 @@ def after_attempt(
     policy: RetryPolicy,
     now: datetime,
     rng: random.Random,
+    backoff_step: int | None = None,
 ) -> Verdict:
-    """Where a job goes after attempt number `attempts` ended with `result`."""
+    """Where a job goes after attempt number `attempts` ended with `result`.
+
+    `backoff_step` (default `attempts`) is the attempt number the backoff doubles from.
+    """
     if result.outcome is Outcome.SUCCEEDED:
         return Verdict(JobStatus.SUCCEEDED)
     if result.outcome is Outcome.PERMANENT or attempts >= max_attempts:
         return Verdict(JobStatus.DEAD)
-    return Verdict(JobStatus.RETRYING, now + retry_delay(policy, attempts, rng))
+    step = attempts if backoff_step is None else backoff_step
+    return Verdict(JobStatus.RETRYING, now + retry_delay(policy, step, rng))
 
 
 def utc(value: datetime) -> datetime:

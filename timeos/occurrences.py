@@ -8,6 +8,7 @@ reload keeps each rule's phase and history.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -36,6 +37,7 @@ log = logging.getLogger("timeos.occurrences")
 LATE_AS_MISSED = timedelta(minutes=1)
 MISSED_ALL_CAP = 100  # on_missed: all runs at most this many of the missed occurrences
 MAX_RECORDS_PER_PASS = 1000  # a long outage of a minutely rule is summarised past this
+TAIL_WALK_LIMIT = 100_000  # safety bound on one look-back window
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,40 +157,44 @@ class OccurrencePlanner:
         since = self.enabled_since.setdefault(rule.name, now)
         if state.next_fire is None or state.next_fire > now:
             return state.next_fire
-        missed: list[Due] = []
-        current: list[Due] = []
         due = clock.next_after(state.next_fire - timedelta(microseconds=1))
         if due.at != state.next_fire:  # stored before a tzdata change: honour what was promised
             due = Due(state.next_fire, None)
-        truncated = False
-        while due.at <= now:
-            late = now - due.at
-            is_missed = due.at < since or (
-                late > LATE_AS_MISSED and rule.overlap is not OverlapPolicy.QUEUE
-            )
-            (missed if is_missed else current).append(due)
-            due = clock.next_after(due.at)
-            if len(missed) + len(current) >= MAX_RECORDS_PER_PASS:
-                truncated = due.at <= now  # more remain: `due` is the first not listed
-                break
+        listed, due = _walk(clock, due, now, MAX_RECORDS_PER_PASS)
         occurrences: list[Occurrence] = []
-        jobs: list[NewJob] = []
-        self._missed(rule, rules, missed, now, occurrences, jobs)
-        last = state.last_fire
-        next_fire = due.at if not truncated else clock.next_after(now).at
-        if truncated:
-            occurrences.append(
-                Occurrence(
-                    rule.name,
-                    due.at,
-                    "missed",
-                    "more occurrences than one pass records",
-                    None,
-                    f"occurrences up to {now.isoformat()} not listed",
-                    now,
+        if due.at <= now:
+            # A long outage: more occurrences than one pass lists. Record the first ones, one
+            # summary line, and the most recent ones, which are what on_missed chooses from.
+            tail = _tail(clock, listed[-1].at, now, MISSED_ALL_CAP)
+            if tail and tail[0].at > due.at:
+                occurrences.append(
+                    _occ(
+                        rule,
+                        due,
+                        "missed",
+                        "more occurrences than one pass records",
+                        now,
+                        f"occurrences from here to {tail[0].at.isoformat()} not listed",
+                    )
                 )
+            listed += tail
+            due = clock.next_after(now)
+        missed: list[Due] = []
+        current: list[Due] = []
+        for fire in listed:
+            is_missed = fire.at < since or (
+                now - fire.at > LATE_AS_MISSED and rule.overlap is not OverlapPolicy.QUEUE
             )
-        busy = self.store.has_waiting_job(rule.name) or bool(jobs)
+            (missed if is_missed else current).append(fire)
+        jobs: list[NewJob] = []
+        busy = self.store.has_waiting_job(rule.name)
+        # An on-time run about to start stands in for what was missed (on_missed: once).
+        on_time = any(not f.skip for f in current)
+        self._missed(rule, rules, missed, now, busy, on_time, occurrences, jobs)
+        last = state.last_fire
+        next_fire: datetime = due.at
+        held = False
+        busy = busy or bool(jobs)
         for fire in current:
             if fire.skip:
                 occurrences.append(_occ(rule, fire, "skipped", "DST policy (dst: gap: skip)", now))
@@ -201,7 +207,7 @@ class OccurrencePlanner:
                 )
                 continue
             if busy and rule.overlap is OverlapPolicy.QUEUE:
-                next_fire = fire.at  # hold: created once the previous job is done
+                next_fire, held = fire.at, True  # created once the previous job is done
                 break
             jobs.append(self._job(rule, rules, fire, now))
             occurrences.append(_occ(rule, fire, "fired", None, now))
@@ -212,7 +218,9 @@ class OccurrencePlanner:
         new_state = RuleState(rule.name, state.fingerprint, state.anchor, next_fire, last)
         self.store.save_rule_state(new_state, now, occurrences, jobs)
         self.states[rule.name] = new_state
-        return next_fire
+        # A held occurrence is already due: the loop is woken when the running job finishes,
+        # so returning its (past) time as a deadline would only make the loop spin.
+        return None if held else next_fire
 
     def _missed(
         self,
@@ -220,6 +228,8 @@ class OccurrencePlanner:
         rules: RuleSet,
         missed: list[Due],
         now: datetime,
+        busy: bool,
+        on_time: bool,
         occurrences: list[Occurrence],
         jobs: list[NewJob],
     ) -> None:
@@ -229,7 +239,7 @@ class OccurrencePlanner:
             d for d in missed if not d.skip and (rule.grace is None or now - d.at <= rule.grace)
         ]
         run: list[Due] = []
-        if rule.on_missed is MissedPolicy.ONCE and eligible:
+        if rule.on_missed is MissedPolicy.ONCE and eligible and not on_time:
             run = eligible[-1:]
         elif rule.on_missed is MissedPolicy.ALL:
             run = eligible[-MISSED_ALL_CAP:]
@@ -237,6 +247,12 @@ class OccurrencePlanner:
         for due in missed:
             if due.skip:
                 occurrences.append(_occ(rule, due, "skipped", "DST policy (dst: gap: skip)", now))
+            elif due.at in chosen and busy and rule.overlap is not OverlapPolicy.ALLOW:
+                occurrences.append(
+                    _occ(
+                        rule, due, "skipped", "overlap: previous job still waiting or running", now
+                    )
+                )
             elif due.at in chosen:
                 jobs.append(self._job(rule, rules, due, now))
                 occurrences.append(
@@ -299,5 +315,37 @@ class OccurrencePlanner:
         }
 
 
-def _occ(rule: Rule, due: Due, outcome: str, reason: str | None, now: datetime) -> Occurrence:
-    return Occurrence(rule.name, due.at, outcome, reason, None, due.note, now)
+def _occ(
+    rule: Rule, due: Due, outcome: str, reason: str | None, now: datetime, note: str | None = None
+) -> Occurrence:
+    return Occurrence(rule.name, due.at, outcome, reason, None, note or due.note, now)
+
+
+def _walk(clock: RuleClock, due: Due, now: datetime, limit: int) -> tuple[list[Due], Due]:
+    """Fires from `due` up to `now`, at most `limit`; also the first fire not taken."""
+    taken: list[Due] = []
+    while due.at <= now and len(taken) < limit:
+        taken.append(due)
+        due = clock.next_after(due.at)
+    return taken, due
+
+
+def _tail(clock: RuleClock, after: datetime, now: datetime, want: int) -> list[Due]:
+    """The last `want` fires in (after, now], found by widening a window back from now.
+
+    Schedules only step forward, so look back 1 minute, then 4, 16, ... until the window holds
+    enough fires or reaches `after`: cost stays proportional to `want`, not to the outage.
+    """
+    span = timedelta(minutes=1)
+    while True:
+        start = max(after, now - span)
+        last: deque[Due] = deque(maxlen=want)
+        count = 0
+        due = clock.next_after(start)
+        while due.at <= now and count < TAIL_WALK_LIMIT:
+            last.append(due)
+            count += 1
+            due = clock.next_after(due.at)
+        if count >= want or start == after or count >= TAIL_WALK_LIMIT:
+            return list(last)
+        span *= 4

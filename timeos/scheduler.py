@@ -10,17 +10,18 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
-from timeos.engine import after_attempt
+from timeos.engine import Verdict, after_attempt
 from timeos.errors import NotFound, TimeOSError
 from timeos.model import (
     DEFAULT_RETRY,
     ActionResult,
     Job,
+    JobStatus,
     Outcome,
     RuleSet,
     effective_retry,
@@ -28,6 +29,10 @@ from timeos.model import (
 from timeos.store import Store
 
 log = logging.getLogger("timeos.scheduler")
+
+ERROR_PAUSE = 1.0  # seconds to wait after a failed pass before the next one
+MIN_SLEEP = timedelta(milliseconds=5)
+_AGAIN = datetime.min.replace(tzinfo=UTC)  # sentinel: claim again right away
 
 
 class Planner(Protocol):
@@ -65,6 +70,8 @@ class Scheduler:
         self.loop_alive = False
         self.last_tick: datetime | None = None
         self.idle = asyncio.Event()
+        self.errors = 0
+        self.last_error: str | None = None
 
     def poke(self) -> None:
         """Wake the loop now (a job was inserted, a rule reloaded, the clock moved)."""
@@ -91,17 +98,19 @@ class Scheduler:
                 self.wake.clear()
                 now = self.clock.now()
                 self.last_tick = now
-                deadline = self.planner.plan(now) if self.planner else None
-                free = self.workers - len(self.running)
-                if free > 0:
-                    jobs = self.store.claim_due(now, free)
-                    for job in jobs:
-                        self._start(job)
-                    if len(jobs) == free:
-                        continue  # there may be more due: claim again once a worker frees up
-                    due = self.store.next_due_at()
-                    if due is not None and (deadline is None or due < deadline):
-                        deadline = due
+                try:
+                    deadline = self._tick(now)
+                    self.last_error = None
+                except Exception as exc:  # e.g. the database locked by a backup: keep going
+                    log.exception("scheduler pass failed; retrying in %.0fs", ERROR_PAUSE)
+                    self.errors += 1
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    deadline = now + timedelta(seconds=ERROR_PAUSE)
+                if deadline is _AGAIN:
+                    await asyncio.sleep(0)  # let the API and finished jobs in, then claim more
+                    continue
+                if deadline is not None and deadline <= now:
+                    deadline = now + MIN_SLEEP  # never spin on a deadline already past
                 if self.running:
                     self.idle.clear()
                 else:
@@ -110,6 +119,21 @@ class Scheduler:
         finally:
             self.loop_alive = False
             await self._drain()
+
+    def _tick(self, now: datetime) -> datetime | None:
+        """One pass: plan time-based rules, claim what is due; return when to look again."""
+        deadline = self.planner.plan(now) if self.planner else None
+        free = self.workers - len(self.running)
+        if free > 0:
+            jobs = self.store.claim_due(now, free)
+            for job in jobs:
+                self._start(job)
+            if len(jobs) == free:
+                return _AGAIN  # there may be more due: claim again once a worker frees up
+            due = self.store.next_due_at()
+            if due is not None and (deadline is None or due < deadline):
+                deadline = due
+        return deadline
 
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
@@ -128,7 +152,7 @@ class Scheduler:
                 result = await self.runner.run(action, self._context(job))
         except asyncio.CancelledError:
             result = ActionResult(Outcome.INTERRUPTED, "interrupted: timeosd shut down mid-run")
-            self._record(job, result, self.clock.now())
+            self._record(job, result, self.clock.now(), shutdown=True)
             self.running.pop(job.id, None)
             raise
         except Exception as exc:  # the daemon must keep serving; record and carry on
@@ -156,7 +180,9 @@ class Scheduler:
             payload=job.payload,
         )
 
-    def _record(self, job: Job, result: ActionResult, now: datetime) -> None:
+    def _record(
+        self, job: Job, result: ActionResult, now: datetime, *, shutdown: bool = False
+    ) -> None:
         rules = self.rules()
         rule = rules.rule(job.rule)
         action = rules.actions.get(job.action)
@@ -164,11 +190,23 @@ class Scheduler:
             policy = effective_retry(rule, action)
         else:
             policy = (action.retry if action else None) or DEFAULT_RETRY
-        verdict = after_attempt(job.attempts, job.max_attempts, result, policy, now, self.rng)
-        if result.outcome is Outcome.INTERRUPTED and verdict.retry_at is not None:
-            verdict = type(verdict)(verdict.status, now)  # an interruption is not the job's fault
+        # Backoff counts the attempts since the budget was last renewed (a `dlq retry` starts
+        # again from `backoff`, not from where the dead job left off).
+        since_renewal = max(1, job.attempts - (job.max_attempts - policy.max_attempts))
+        verdict = after_attempt(
+            job.attempts, job.max_attempts, result, policy, now, self.rng, since_renewal
+        )
+        extra_budget = 0
+        if shutdown:
+            # Killed by our own graceful shutdown: run again on the next start, and do not
+            # charge the job an attempt for it (a crash, by contrast, counts: see recover()).
+            verdict, extra_budget = Verdict(JobStatus.RETRYING, now), 1
+        elif result.outcome is Outcome.INTERRUPTED and verdict.retry_at is not None:
+            verdict = Verdict(verdict.status, now)  # retry at once: no backoff for a crash
         try:
-            done = self.store.finish(job, result, now, verdict.status, verdict.retry_at)
+            done = self.store.finish(
+                job, result, now, verdict.status, verdict.retry_at, extra_budget
+            )
         except TimeOSError:
             log.exception("job %s: could not record the result of attempt %d", job.id, job.attempts)
             return

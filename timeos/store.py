@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
@@ -97,7 +98,11 @@ class Store:
         self._stop_checkpointer = threading.Event()
         try:
             if self.path != ":memory:":
-                Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                # Payloads may hold personal data: the database (and so its WAL and SHM, which
+                # SQLite creates with the same mode) is private to the daemon's user and group.
+                Path(self.path).parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+                if not Path(self.path).exists():
+                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o640))
             self.conn = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, cached_statements=256
             )
@@ -374,6 +379,7 @@ class Store:
         now: datetime,
         status: JobStatus,
         retry_at: datetime | None = None,
+        extra_budget: int = 0,
     ) -> Job:
         """Record how attempt `job.attempts` ended and move the job to `status`."""
         stamp = to_micros(now)
@@ -385,11 +391,18 @@ class Store:
                 (stamp, str(result.outcome), error, result.output, job.id, job.attempts),
             )
             perform_at = to_micros(retry_at) if retry_at is not None else to_micros(job.perform_at)
-            conn.execute(
+            # Only the attempt that is running may settle the job: a stale attempt's result
+            # (however it came about) never overwrites a newer one's.
+            cur = conn.execute(
                 "UPDATE jobs SET status = ?, perform_at = ?, last_error = COALESCE(?, last_error),"
-                " updated_at = ? WHERE id = ? AND status = 'running'",
-                (str(status), perform_at, error, stamp, job.id),
+                " max_attempts = max_attempts + ?, updated_at = ?"
+                " WHERE id = ? AND status = 'running' AND attempts = ?",
+                (str(status), perform_at, error, extra_budget, stamp, job.id, job.attempts),
             )
+            if cur.rowcount != 1:
+                raise InvalidState(
+                    f"job {job.id}: attempt {job.attempts} is no longer the running attempt"
+                )
         return self.get_job(job.id)
 
     def running_jobs(self) -> list[Job]:
