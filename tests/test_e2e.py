@@ -265,8 +265,11 @@ def test_sighup_reloads_rules(tmp_path, daemons):
         (("emit", "x", "--payload", '{"a":' * 100 + "1" + "}" * 100), "nested 100 levels deep"),
         (("jobs", "show", "NOPE"), "Error: no job with id 'NOPE'"),
         (("events", "show", "NOPE"), "Error: no event with id 'NOPE'"),
-        (("jobs", "list", "--status", "sleeping"), "unknown status 'sleeping'"),
-        (("jobs", "list", "--limit", "5000"), "limit must be 1..1000"),
+        (("emit", "x", "--payload", '{"a": NaN}'), "NaN is not valid JSON"),
+        (("emit", "x", "--payload", '{"a": 1e400}'), "out of range"),
+        (("emit", "x", "--payload", '{"a": "\\ud800"}'), "lone surrogate"),
+        (("emit", "bad type!"), "letters, digits"),
+        (("emit", "x", "--occurred-at", "9999-12-31T23:59:59-05:00"), "out of range"),
         (("dlq", "retry", "NOPE"), "Error: no job with id 'NOPE'"),
         (("rules", "show", "nope"), "no rule named 'nope'"),
     ],
@@ -277,8 +280,11 @@ def test_sighup_reloads_rules(tmp_path, daemons):
         "too-deep",
         "unknown-job",
         "unknown-event",
-        "bad-status",
-        "limit",
+        "nan",
+        "huge-float",
+        "surrogate",
+        "bad-type",
+        "far-future",
         "dlq-unknown",
         "unknown-rule",
     ],
@@ -455,3 +461,98 @@ def test_payload_limits_are_configurable(tmp_path, daemons):
     key = d.cli("emit", "x", "--idempotency-key", "toolong")
     assert key.returncode == 1 and "idempotency key must be 1..5 characters" in key.stderr
     assert d.cli("emit", "x", "--payload", '{"a": {"b": 1}}').returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("jobs", "list", "--status", "sleeping"), "unknown status 'sleeping'"),
+        (("jobs", "list", "--limit", "5000"), "limit must be 1..1000"),
+    ],
+    ids=["bad-status", "limit"],
+)
+def test_bad_query_values_are_usage_errors(tmp_path, daemons, args, message):
+    d = Daemon(tmp_path, _basic(tmp_path)).start()
+    daemons.append(d)
+    result = d.cli(*args)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_hostile_api_bodies_get_400_not_500(tmp_path, daemons):
+    d = Daemon(tmp_path, _basic(tmp_path)).start()
+    daemons.append(d)
+    bodies = [
+        b'{"type": "x", "payload": {"a": "\xff"}}',  # not UTF-8
+        b'{"type": "x", "payload": {"a": Infinity}}',
+        b'{"type": "x", "payload": {"a": ' + b"9" * 5000 + b"}}",  # int over 4300 digits
+        b'{"type": "x", "payload": {}, "occurred_at": "0001-01-01T00:00:00+14:00"}',
+    ]
+    for body in bodies:
+        status, raw = d.client._exchange(
+            b"POST /v1/events HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        assert status == 400, (body[:60], raw)
+        assert json.loads(raw)["error"]["code"] == "invalid_payload"
+    assert d.cli_json("events", "list") == []
+
+
+def test_payload_size_counts_utf8_bytes_not_escapes(tmp_path, daemons):
+    d = Daemon(tmp_path, _basic(tmp_path), extra_args=("--max-payload-bytes", "1000")).start()
+    daemons.append(d)
+    fits = json.dumps({"a": "é" * 450}, ensure_ascii=False)  # 900 UTF-8 bytes, 2.7 KB escaped
+    assert d.cli("emit", "x", "--payload", fits).returncode == 0
+    too_big = json.dumps({"a": "é" * 600}, ensure_ascii=False)
+    result = d.cli("emit", "x", "--payload", too_big)
+    assert result.returncode == 1 and "over the limit of 1000 bytes" in result.stderr
+
+
+def test_second_daemon_on_the_same_database_is_refused_and_harms_nothing(tmp_path, daemons):
+    marker = tmp_path / "started"
+    slow = _script(tmp_path, "slow.py", SLOW_ONCE)
+    rules = _rules(
+        tmp_path,
+        f"""
+        actions:
+          slow:
+            command: [{json.dumps(PY)}, {json.dumps(slow)}, {json.dumps(str(marker))}]
+        rules:
+          - name: slow
+            on_event: go
+            perform: slow
+        """,
+    )
+    d = Daemon(tmp_path, rules).start()
+    daemons.append(d)
+    (job_id,) = d.cli_json("emit", "go")["jobs"]
+    wait_until(marker.exists, what="the action to start")
+    for other_socket in (d.socket, tmp_path / "other" / "t.sock"):
+        second = Daemon(tmp_path, rules)
+        second.socket = other_socket
+        second.start(expect_ready=False)
+        assert second.proc is not None and second.proc.wait(20) == 2
+        assert "already using the database" in second.log.read_text()
+    job = d.job(job_id)
+    assert job["status"] == "running" and job["attempts"] == 1
+    os.kill(int(marker.read_text()), signal.SIGKILL)
+    d.wait_job(job_id, "retrying")
+
+
+def test_socket_path_that_is_a_regular_file_is_not_replaced(tmp_path):
+    precious = tmp_path / "precious"
+    precious.write_text("keep me")
+    d = Daemon(tmp_path, _basic(tmp_path))
+    d.socket = precious
+    d.start(expect_ready=False)
+    assert d.proc is not None and d.proc.wait(20) == 2
+    assert precious.read_text() == "keep me"
+    assert "not a socket" in d.log.read_text()
+
+
+def test_database_files_are_not_world_readable(tmp_path, daemons):
+    d = Daemon(tmp_path, _basic(tmp_path)).start()
+    daemons.append(d)
+    d.cli_json("emit", "user_signup", "--payload", "{}")
+    for path in tmp_path.glob("timeos.db*"):
+        assert not stat.S_IMODE(path.stat().st_mode) & 0o007, path

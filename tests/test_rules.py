@@ -663,7 +663,7 @@ RULE_CASES = [
         "retry-zero-attempts",
         rule("name: r", "on_event: e", "perform: mail", "retry: {max_attempts: 0}"),
         "8:27",
-        "rule 'r': retry.max_attempts must be at least 1, got 0",
+        "rule 'r': retry.max_attempts must be 1..1000, got 0",
     ),
     (
         "retry-backoff-zero",
@@ -1139,3 +1139,24 @@ def test_rules_error_carries_problems_for_the_wire() -> None:
     body = error.to_wire()["error"]
     assert isinstance(body, dict)
     assert body["problems"] == [str(error.problems[0])]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("    priority: 99999999999999999999", "priority must be within ±2147483647"),
+        ("    retry: {max_attempts: 5000}", "retry.max_attempts must be 1..1000, got 5000"),
+        ("    offset: 99999999999w", "longer than 100 years"),
+        ('    on_event: "also bad!"', "is not an event type"),
+    ],
+    ids=["priority", "attempts", "offset", "event-type"],
+)
+def test_numbers_and_names_that_would_break_at_run_time_are_load_errors(tmp_path, line, message):
+    path = tmp_path / "rules.yaml"
+    body = 'actions:\n  a: {command: ["true"]}\nrules:\n  - name: r\n    perform: a\n'
+    if "on_event" not in line:
+        body += "    on_event: x\n"
+    path.write_text(body + line + "\n")
+    with pytest.raises(RulesError) as err:
+        load_rules([path], {})
+    assert message in str(err.value)

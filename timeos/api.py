@@ -22,7 +22,7 @@ from timeos import __version__
 from timeos.engine import check_payload
 from timeos.errors import NotFound, PayloadError, TimeOSError, UsageError
 from timeos.model import Attempt, CronTrigger, Event, EventTrigger, IntervalTrigger, Job, Rule
-from timeos.payload import nesting_depth
+from timeos.payload import encoded_size, nesting_depth
 from timeos.service import Service
 from timeos.timefmt import format_duration, iso, parse_instant
 
@@ -123,17 +123,16 @@ def _int_param(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise UsageError(f"query parameter {name!r} must be an integer, got {raw!r}") from None
+    if not raw.isdigit() or len(raw) > 9:
+        raise UsageError(f"query parameter {name!r} must be a whole number below 10^9, got {raw!r}")
+    return int(raw)
 
 
 async def _json_body(request: Request, service: Service) -> dict[str, Any]:
-    raw = await request.body()
+    limits = service.limits
+    raw = await _capped_body(request, limits.max_payload_bytes + 64 * 1024)
     if not raw:
         return {}
-    limits = service.limits
     # Size and depth are checked on the text before json.loads: a hostile body fails cheaply,
     # and the error speaks of the payload (the body wraps it one level deep).
     if len(raw) > limits.max_payload_bytes + 64 * 1024:
@@ -151,9 +150,26 @@ async def _json_body(request: Request, service: Service) -> dict[str, Any]:
         "request body",
     )
     payload = body.get("payload")
-    if isinstance(payload, dict) and len(json.dumps(payload)) > limits.max_payload_bytes:
-        raise PayloadError(f"payload: over the limit of {limits.max_payload_bytes} bytes")
+    if isinstance(payload, dict) and (size := encoded_size(payload)) > limits.max_payload_bytes:
+        raise PayloadError(
+            f"payload: {size} bytes is over the limit of {limits.max_payload_bytes} bytes"
+        )
     return body
+
+
+async def _capped_body(request: Request, cap: int) -> bytes:
+    """The request body, refused as soon as it grows past `cap` (never buffered whole)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise PayloadError(f"payload: request of {declared} bytes is over the limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > cap:
+            raise PayloadError(f"payload: request over {cap} bytes is over the limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 def _guard(handler: Handler) -> Handler:

@@ -37,7 +37,7 @@ class Client:
             pairs = {k: v for k, v in query.items() if v is not None}
             if pairs:
                 path = f"{path}?{urlencode(pairs)}"
-        data = json.dumps(body).encode() if body is not None else b""
+        data = json.dumps(body, ensure_ascii=False).encode() if body is not None else b""
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: timeosd\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"

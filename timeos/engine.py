@@ -26,7 +26,7 @@ from timeos.model import (
     RuleSet,
     effective_retry,
 )
-from timeos.payload import nesting_depth, parse_object
+from timeos.payload import EVENT_TYPE, nesting_depth, parse_object
 
 log = logging.getLogger("timeos.engine")
 
@@ -54,7 +54,10 @@ def check_payload(raw: str | bytes, limits: Limits, source: str = "payload") -> 
         raise PayloadError(
             f"{source}: {size} bytes is over the limit of {limits.max_payload_bytes} bytes"
         )
-    text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
+    try:
+        text = raw.decode("utf-8", errors="strict") if isinstance(raw, bytes) else raw
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"{source}: not UTF-8 (byte {exc.start})") from None
     # Measure nesting on the text first: json.loads itself recurses and the CEL library crashes
     # the whole process on very deep values, so a hostile payload must fail here, cheaply.
     depth = nesting_depth(text)
@@ -69,7 +72,7 @@ def check_event_type(event_type: str, limits: Limits) -> str:
     """Event types are short printable names: letters, digits, `_ - . :`."""
     if not event_type or len(event_type) > limits.max_event_type:
         raise PayloadError(f"event type must be 1..{limits.max_event_type} characters")
-    if not all(c.isalnum() or c in "_-.:" for c in event_type):
+    if not EVENT_TYPE.fullmatch(event_type):
         raise PayloadError(
             f"event type {event_type!r} may contain only letters, digits and _ - . :"
         )
@@ -82,6 +85,10 @@ def check_idempotency_key(key: str | None, limits: Limits) -> str | None:
         return None
     if not key or len(key) > limits.max_idempotency_key:
         raise PayloadError(f"idempotency key must be 1..{limits.max_idempotency_key} characters")
+    try:
+        key.encode("utf-8")
+    except UnicodeError:
+        raise PayloadError("idempotency key contains a lone surrogate") from None
     return key
 
 

@@ -6,24 +6,60 @@ Shared by the CLI (which must stay light to start fast) and the daemon's limit c
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 from timeos.errors import PayloadError
 
+EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]+")
+
+
+class _NotPortable(ValueError):
+    pass
+
+
+def _no_constant(name: str) -> Any:
+    raise _NotPortable(f"{name} is not valid JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise _NotPortable(f"number {text[:40]} is out of range")
+    return value
+
 
 def parse_object(text: str, source: str) -> dict[str, Any]:
-    """Parse `text` as a JSON object; PayloadError names `source`, line and column."""
+    """Parse `text` as a JSON object; PayloadError names `source`, line and column.
+
+    Stricter than json.loads where the result must survive storage and re-rendering:
+    NaN/Infinity and overflowing floats are rejected (strict JSON writers refuse them), as are
+    lone surrogates (not encodable as UTF-8, so not storable).
+    """
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite)
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
     except json.JSONDecodeError as exc:
         raise PayloadError(
             f"{source}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
         ) from None
     except RecursionError:
         raise PayloadError(f"{source}: JSON nested too deeply") from None
+    except _NotPortable as exc:
+        raise PayloadError(f"{source}: {exc}") from None
+    except UnicodeError:
+        raise PayloadError(f"{source}: contains a lone surrogate (\\ud800-\\udfff)") from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise PayloadError(f"{source}: {exc}") from None
     if not isinstance(value, dict):
         raise PayloadError(f"{source}: must be a JSON object, got {type(value).__name__}")
     return value
+
+
+def encoded_size(value: Any) -> int:
+    """Bytes of `value` as compact UTF-8 JSON: how payload size limits are measured."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8"))
 
 
 def nesting_depth(text: str) -> int:

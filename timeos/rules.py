@@ -43,6 +43,7 @@ from timeos.model import (
     RuleSet,
     Trigger,
 )
+from timeos.payload import EVENT_TYPE
 from timeos.schedule import compile_cron, weekday_cron
 from timeos.timefmt import format_duration
 from timeos.yamlsource import (
@@ -81,6 +82,8 @@ RETRY_KEYS = ("max_attempts", "backoff", "max_backoff", "jitter")
 HTTP_KEYS = ("url", "method", "headers")
 DST_KEYS = ("gap", "fold")
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+MAX_ATTEMPTS = 1000
+PRIORITY_BOUND = 2**31 - 1
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DAY_NAMES = (*DAYS, *(d[:3] for d in DAYS), "weekday", "weekend")
 
@@ -252,7 +255,7 @@ class _Collector:
             "command": self._command,
             "http": lambda n, k: self._http(n, scope),
             "python": self._python,
-            "emit": lambda n, k: EmitSpec(expect_str(n, "emit")),
+            "emit": lambda n, k: EmitSpec(_event_type(n, "emit")),
         }
         spec = scope.read(node, kinds[0], readers[kinds[0]])
         if scope.count == 0 and spec is not None:
@@ -432,7 +435,7 @@ class _Collector:
             scope.add(node.loc, "missing `perform:` (the name of the action to run)")
         elif action is not None and isinstance(perform, Scalar):
             self.performs.append((scope, perform))
-        priority = scope.read(node, "priority", expect_int)
+        priority = scope.read(node, "priority", _priority)
         retry = self._retry(node, scope)
         enabled = scope.read(node, "enabled", expect_bool)
         condition = scope.read(node, "when", lambda n, k: _when(doc, n))
@@ -487,7 +490,7 @@ class _Collector:
         if len(triggers) != 1:
             return None
         if triggers[0] == "on_event":
-            event_type = scope.read(rule, "on_event", expect_str)
+            event_type = scope.read(rule, "on_event", _event_type)
             offset = scope.read(rule, "offset", expect_duration) or timedelta(0)
             return EventTrigger(event_type, offset, at, zone_expr) if event_type else None
         if triggers[0] == "cron":
@@ -535,8 +538,25 @@ def _positive(node: Node, what: str) -> timedelta:
 
 def _attempts(node: Node, what: str) -> int:
     value = expect_int(node, what)
-    if value < 1:
-        raise Invalid(node.loc, f"{what} must be at least 1, got {value}")
+    if not 1 <= value <= MAX_ATTEMPTS:
+        raise Invalid(node.loc, f"{what} must be 1..{MAX_ATTEMPTS}, got {value}")
+    return value
+
+
+def _priority(node: Node, what: str) -> int:
+    value = expect_int(node, what)
+    if not -PRIORITY_BOUND <= value <= PRIORITY_BOUND:
+        raise Invalid(node.loc, f"{what} must be within ±{PRIORITY_BOUND}, got {value}")
+    return value
+
+
+def _event_type(node: Node, what: str) -> str:
+    value = expect_str(node, what)
+    if len(value) > 200 or not EVENT_TYPE.fullmatch(value):
+        raise Invalid(
+            node.loc,
+            f"{what} {value!r} is not an event type: 1..200 of letters, digits and _ . : -",
+        )
     return value
 
 

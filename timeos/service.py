@@ -19,7 +19,14 @@ from timeos.engine import (
     check_idempotency_key,
     plan_event,
 )
-from timeos.errors import NotFound, PayloadError, RulesError, TimeOSError
+from timeos.errors import (
+    NotFound,
+    PayloadError,
+    Problem,
+    RulesError,
+    TimeOSError,
+    UsageError,
+)
 from timeos.model import (
     DEFAULT_RETRY,
     Event,
@@ -102,7 +109,12 @@ class Service:
             received_at=now,
             idempotency_key=idempotency_key,
         )
-        jobs = plan_event(event, self._rules)
+        try:
+            jobs = plan_event(event, self._rules)
+        except OverflowError:
+            raise PayloadError(
+                f"occurred_at {event.occurred_at.isoformat()} plus a rule's offset is out of range"
+            ) from None
         result = self.store.emit(event, jobs, now)
         if result.job_ids:
             self.on_change()
@@ -135,7 +147,7 @@ class Service:
             try:
                 parsed = JobStatus(status)
             except ValueError:
-                raise PayloadError(
+                raise UsageError(
                     f"unknown status {status!r}; one of: {', '.join(JobStatus)}"
                 ) from None
         return self.store.list_jobs(
@@ -193,6 +205,9 @@ class Service:
         """Load and validate the rule files; swap them in only if valid, else keep the old ones."""
         try:
             rules = self.loader(self.rule_paths)
+        except (OSError, ValueError, OverflowError) as exc:  # not a rule error: still reject
+            self.last_reload_error = str(exc)
+            raise RulesError([Problem("", f"reload failed: {type(exc).__name__}: {exc}")]) from exc
         except RulesError as exc:
             self.last_reload_error = exc.message
             log.error(
@@ -287,5 +302,5 @@ class Service:
 
     def _limit(self, limit: int) -> int:
         if limit < 1 or limit > self.limits.max_list_limit:
-            raise PayloadError(f"limit must be 1..{self.limits.max_list_limit}, got {limit}")
+            raise UsageError(f"limit must be 1..{self.limits.max_list_limit}, got {limit}")
         return limit

@@ -6,6 +6,9 @@ import re
 from datetime import UTC, datetime, timedelta
 
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
+MAX_DURATION_MS = (
+    100 * 366 * 86400 * 1000
+)  # durations are bounded so date arithmetic never overflows
 _DURATION = re.compile(r"(\d+)(w|d|h|ms|m|s)")
 
 
@@ -33,6 +36,8 @@ def parse_duration(text: str) -> timedelta:
     order = ["w", "d", "h", "m", "s", "ms"]
     if seen != sorted(seen, key=order.index):
         raise ValueError(f"duration {text!r}: units must go from largest to smallest")
+    if total_ms > MAX_DURATION_MS:
+        raise ValueError(f"duration {text!r} is longer than 100 years")
     return timedelta(milliseconds=total_ms)
 
 
@@ -62,7 +67,10 @@ def parse_instant(text: str) -> datetime:
         raise ValueError(f"{text!r} is not an ISO 8601 date-time") from None
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError(f"{text!r} has no UTC offset (add Z or +HH:MM)")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{text!r} is out of range") from None
 
 
 def iso(value: datetime | None) -> str | None:

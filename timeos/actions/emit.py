@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from timeos.actions.context import ActionContext, Emitter, describe
-from timeos.errors import TimeOSError
+from timeos.errors import StoreError, TimeOSError
 from timeos.model import ActionResult, EmitSpec, Outcome
 
 
@@ -11,6 +11,8 @@ async def run_emit(spec: EmitSpec, ctx: ActionContext, *, emitter: Emitter) -> A
     """Emit `spec.event_type` with the job's payload; output is `emitted <event id>`."""
     try:
         event_id = await emitter(spec.event_type, ctx.payload, ctx)
+    except StoreError as exc:  # e.g. "database is locked": transient, worth retrying
+        return ActionResult(Outcome.FAILED, exc.message)
     except TimeOSError as exc:
         # Rejected on purpose (bad payload, idempotency conflict...): a retry gets the same answer.
         return ActionResult(Outcome.PERMANENT, exc.message)
