@@ -77,7 +77,12 @@ class Client:
                 f"permission denied on socket {self.socket_path}: join the daemon's group"
                 " or run as its user"
             ) from None
-        except OSError as exc:  # includes timeouts
+        except TimeoutError:
+            raise DaemonUnreachable(
+                f"timeosd on socket {self.socket_path} did not answer within {self.timeout:g}s;"
+                " the request may still have taken effect (check before retrying)"
+            ) from None
+        except OSError as exc:
             raise DaemonUnreachable(
                 f"timeosd on socket {self.socket_path} did not answer: {exc}"
             ) from None
