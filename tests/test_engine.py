@@ -155,3 +155,36 @@ def test_depth_counter_ignores_brackets_inside_strings():
 def test_bad_event_types_are_rejected(name):
     with pytest.raises(PayloadError):
         check_event_type(name, Limits())
+
+
+def _at_rule(tz_expr: str | None) -> Rule:
+    from datetime import time
+
+    from timeos.conditions import compile_condition
+
+    trigger = EventTrigger(
+        "order_shipped",
+        timedelta(days=7),
+        at=time(10, 0),
+        timezone_expr=compile_condition(tz_expr) if tz_expr else None,
+    )
+    return Rule("follow-up", trigger, "act")
+
+
+@pytest.mark.parametrize(
+    ("payload", "tz_expr", "expected"),
+    [
+        # 2026-03-02 09:00Z + 7d = 2026-03-09 09:00Z; next 10:00 in Tokyo is 2026-03-10 01:00Z
+        ({"tz": "Asia/Tokyo"}, "payload.tz", datetime(2026, 3, 10, 1, 0, tzinfo=UTC)),
+        # New York is on EDT from 2026-03-08: 10:00 EDT on the 9th = 14:00Z
+        ({"tz": "America/New_York"}, "payload.tz", datetime(2026, 3, 9, 14, 0, tzinfo=UTC)),
+        # missing or unknown zone: the rule's zone (UTC) -> 10:00Z the same day
+        ({}, "payload.tz", datetime(2026, 3, 9, 10, 0, tzinfo=UTC)),
+        ({"tz": "Mars/Olympus"}, "payload.tz", datetime(2026, 3, 9, 10, 0, tzinfo=UTC)),
+        ({}, None, datetime(2026, 3, 9, 10, 0, tzinfo=UTC)),
+    ],
+    ids=["tokyo", "new-york-after-dst", "missing-zone", "unknown-zone", "rule-zone"],
+)
+def test_offset_then_next_local_time_in_the_payloads_zone(payload, tz_expr, expected):
+    (job,) = plan_event(Event("ev", "order_shipped", payload, T0, T0), _rules(_at_rule(tz_expr)))
+    assert job.perform_at == expected

@@ -198,3 +198,12 @@ def test_describe_reports_next_and_last_fire(store):
         "next_fire": (T0 + timedelta(hours=2)).isoformat(),
         "last_fire": (T0 + timedelta(hours=1)).isoformat(),
     }
+
+
+def test_a_backward_clock_step_fires_nothing_twice(store):
+    planner = OccurrencePlanner(store=store, rules=Rules(_cron("*/15 * * * *")))
+    planner.plan(T0)
+    planner.plan(T0 + timedelta(minutes=15))
+    assert planner.plan(T0 + timedelta(minutes=5)) == T0 + timedelta(minutes=30)  # stepped back
+    planner.plan(T0 + timedelta(minutes=15))  # the wall clock passes 09:15 a second time
+    assert [j.scheduled_for for j in store.list_jobs()] == [T0 + timedelta(minutes=15)]

@@ -181,6 +181,8 @@ def test_interval_keeps_its_phase_across_reload_and_replans_when_changed(tmp_pat
     rules.write_text(rules.read_text().replace("perform: act", "perform: act\n    priority: 5"))
     d.cli_json("reload")
     assert d.cli_json("rules", "show", "beat")["next_fire"] == "2026-03-02T09:30:00+00:00"
+    from_daemon = d.cli_json("next", "beat", "--count", "2")
+    assert from_daemon == ["2026-03-02T09:30:00+00:00", "2026-03-02T10:00:00+00:00"]
     rules.write_text(rules.read_text().replace("every: 30m", "every: 20m"))
     d.cli_json("reload")
     wait_until(

@@ -90,6 +90,7 @@ def preview(
         if found is None:
             raise NotFound(f"no rule named {rule!r} in {', '.join(map(str, rules_path))}")
         return rule_fires(found, start, start, count), now
-    query = {"count": count, "after": start.isoformat()}
+    # Without --after the daemon counts from its own clock (the one its schedule runs on).
+    query = {"count": count, "after": start.isoformat() if after else None}
     answer = client.call("GET", f"/v1/rules/{segment(rule)}/next", query=query)
     return answer["fires"], now
