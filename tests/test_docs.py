@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import typer
 
-from timeos import rules
+from timeos import rule_actions, rules
 from timeos.cli import app
 from timeos.errors import ALL_ERRORS
 
@@ -87,7 +87,7 @@ def test_every_rule_key_is_in_timeos_rules_5(key):
 
 
 def test_http_keys_are_documented():
-    for key in rules.HTTP_KEYS:
+    for key in rule_actions.HTTP_KEYS:
         assert f"\\fB{key}\\fR" in MAN5
 
 

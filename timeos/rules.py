@@ -6,16 +6,11 @@ The YAML reading and the generic typed readers live in yamlsource.py; this modul
 from __future__ import annotations
 
 import functools
-import importlib
-import json
-import re
-import shlex
 from collections.abc import Callable, Mapping, Sequence
 from datetime import time, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import urlsplit
+from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from timeos.conditions import CelCondition, ConditionSyntax, compile_condition
@@ -26,24 +21,22 @@ from timeos.model import (
     Action,
     ActionKind,
     ActionSpec,
-    CommandSpec,
     CronTrigger,
     DstPolicy,
     EmitSpec,
     EventTrigger,
     FoldPolicy,
     GapPolicy,
-    HttpSpec,
     IntervalTrigger,
     MissedPolicy,
     OverlapPolicy,
-    PythonSpec,
     RetryPolicy,
     Rule,
     RuleSet,
     Trigger,
 )
 from timeos.payload import EVENT_TYPE
+from timeos.rule_actions import Scope, SpecReader
 from timeos.schedule import compile_cron, weekday_cron
 from timeos.timefmt import format_duration
 from timeos.yamlsource import (
@@ -54,7 +47,6 @@ from timeos.yamlsource import (
     Node,
     Scalar,
     Seq,
-    check_keys,
     describe,
     expect_bool,
     expect_choice,
@@ -65,7 +57,6 @@ from timeos.yamlsource import (
     expect_time,
     read_document,
     suggest,
-    wrong_type,
     yaml11_hint,
 )
 
@@ -79,19 +70,12 @@ RULE_KEYS = (
     "enabled", "dst", *TIME_ONLY_KEYS,
 )  # fmt: skip
 RETRY_KEYS = ("max_attempts", "backoff", "max_backoff", "jitter")
-HTTP_KEYS = ("url", "method", "headers")
 DST_KEYS = ("gap", "fold")
-HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 MAX_ATTEMPTS = 1000
 PRIORITY_BOUND = 2**31 - 1
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DAY_NAMES = (*DAYS, *(d[:3] for d in DAYS), "weekday", "weekend")
 
-_VAR = re.compile(r"\$\{([^}]*)\}")
-_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
-_TARGET = re.compile(rf"({_DOTTED}):({_DOTTED})")
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 T = TypeVar("T")
 E = TypeVar("E", bound=StrEnum)
@@ -111,49 +95,18 @@ def load_rules(
     return collector.finish(tuple(str(path) for path in files))
 
 
-class _Scope:
-    """Collects the problems of one rule or action, each prefixed with its name."""
-
-    def __init__(self, problems: list[Invalid], prefix: str) -> None:
-        self.problems = problems
-        self.prefix = prefix
-        self.count = 0
-
-    def add(self, loc: Loc, message: str) -> None:
-        self.problems.append(Invalid(loc, self.prefix + message))
-        self.count += 1
-
-    def read(
-        self, mapping: Map, key: str, parse: Callable[[Node, str], T], label: str = ""
-    ) -> T | None:
-        """Parse `mapping[key]` (called `label` in messages) if present; on a problem, None."""
-        node = mapping.get(key)
-        if node is None:
-            return None
-        try:
-            return parse(node, label or key)
-        except Invalid as exc:
-            self.add(exc.loc, exc.message)
-            return None
-
-    def keys(self, mapping: Map, allowed: Sequence[str] | None, section: str = "") -> None:
-        for problem in check_keys(mapping, allowed):
-            self.add(problem.loc, f"{section}{problem.message}")
-
-
 class _Collector:
     """State across all files: actions and rule names are global, so some checks run at the end."""
 
     def __init__(self, environ: Mapping[str, str], import_python: bool) -> None:
-        self.environ = environ
-        self.import_python = import_python
+        self.specs = SpecReader(environ, import_python)
         self.problems: list[Invalid] = []
         self.order: dict[str, int] = {}  # file -> position, to sort problems
         self.actions: dict[str, Action] = {}
         self.action_where: dict[str, Loc] = {}  # invalid actions too: no cascade of "unknown"
         self.rules: list[Rule] = []
         self.rule_where: dict[str, Loc] = {}
-        self.performs: list[tuple[_Scope, Scalar]] = []
+        self.performs: list[tuple[Scope, Scalar]] = []
 
     def files_in(self, paths: Sequence[Path]) -> list[Path]:
         """Expand directories to their *.yaml / *.yml files, sorted; report missing paths."""
@@ -183,7 +136,7 @@ class _Collector:
 
     def load(self, doc: Document) -> None:
         """Read one document's timezone, actions and rules."""
-        top = _Scope(self.problems, "")
+        top = Scope(self.problems, "")
         whole = Loc(doc.file, 1, 1)
         # A file truncated mid-edit must fail the reload, never silently drop every rule.
         if doc.root is None:
@@ -231,7 +184,7 @@ class _Collector:
 
     def _action(self, key: Scalar, node: Node) -> None:
         name = key.text
-        scope = _Scope(self.problems, f"action {name!r}: ")
+        scope = Scope(self.problems, f"action {name!r}: ")
         if key.kind != "str" or not name.strip():
             scope.add(key.loc, f"an action name must be text: {yaml11_hint(key) or 'quote it'}")
         first = self.action_where.setdefault(name, key.loc)
@@ -252,9 +205,9 @@ class _Collector:
         if len(kinds) != 1:
             return
         readers: dict[str, Callable[[Node, str], ActionSpec]] = {
-            "command": self._command,
-            "http": lambda n, k: self._http(n, scope),
-            "python": self._python,
+            "command": self.specs.command,
+            "http": lambda n, k: self.specs.http(n, scope),
+            "python": self.specs.python,
             "emit": lambda n, k: EmitSpec(_event_type(n, "emit")),
         }
         spec = scope.read(node, kinds[0], readers[kinds[0]])
@@ -262,115 +215,7 @@ class _Collector:
             kind = ActionKind(kinds[0])
             self.actions[name] = Action(name, kind, spec, timeout, retry, str(key.loc))
 
-    def _command(self, node: Node, what: str) -> CommandSpec:
-        if isinstance(node, Scalar) and node.kind == "str":
-            # A shell string would need a shell to split it; argv lists never meet one.
-            try:
-                example = json.dumps(shlex.split(node.text))
-            except ValueError:
-                example = '["./program", "arg"]'
-            message = f"command must be an argv list, not a string: write command: {example}"
-            raise Invalid(node.loc, message)
-        if not isinstance(node, Seq):
-            raise Invalid(node.loc, f"command must be an argv list, got {describe(node)}")
-        if not node.items:
-            raise Invalid(node.loc, "command must not be an empty list: give at least the program")
-        argv = []
-        for i, item in enumerate(node.items):
-            if not isinstance(item, Scalar) or item.kind != "str":
-                raise wrong_type(item, f"command[{i}]", "a string")
-            argv.append(self._expand(item, f"command[{i}]", item.text))
-        if not argv[0].strip():
-            raise Invalid(node.items[0].loc, "command[0] (the program) must not be empty")
-        return CommandSpec(tuple(argv))
-
-    def _http(self, node: Node, scope: _Scope) -> HttpSpec:
-        http = expect_map(node, "http")
-        scope.keys(http, HTTP_KEYS, "http: ")
-        url_node = http.get("url")
-        if url_node is None:
-            raise Invalid(http.loc, "http needs a url")
-        written = expect_str(url_node, "http.url")
-        url = self._expand(url_node, "http.url", written)
-        try:
-            parts = urlsplit(url)
-            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
-        except ValueError:
-            ok = False
-        if not ok:  # show the URL as written: the expanded one may carry a secret
-            message = f"http.url {written!r} must be an http:// or https:// URL with a host"
-            raise Invalid(url_node.loc, message)
-        method = scope.read(http, "method", _method, "http.method") or "POST"
-        header_map = scope.read(http, "headers", expect_map, "http.headers")
-        if header_map is not None:
-            scope.keys(header_map, None, "http.headers: ")
-        headers: list[tuple[str, str]] = []
-        for entry in header_map.entries if header_map else ():
-            try:
-                headers.append((entry.key.text, self._header(entry.key, entry.value)))
-            except Invalid as exc:
-                scope.add(exc.loc, exc.message)
-        return HttpSpec(url, method, tuple(headers))
-
-    def _header(self, key: Scalar, node: Node) -> str:
-        what = f"http.headers.{key.text}"
-        if key.kind != "str" or not _HEADER_NAME.fullmatch(key.text):
-            raise Invalid(key.loc, f"http.headers: {key.text!r} is not a valid header name")
-        value = self._expand(node, what, expect_str(node, what))
-        if "\r" in value or "\n" in value:  # from a ${VAR}: it would split the request
-            raise Invalid(node.loc, f"{what} must not contain a line break")
-        return value
-
-    def _python(self, node: Node, what: str) -> PythonSpec:
-        target = expect_str(node, "python").strip()
-        match = _TARGET.fullmatch(target)
-        if match is None:
-            example = "'module:function' (e.g. 'myapp.scoring:score_user')"
-            raise Invalid(node.loc, f"python must be {example}, got {target!r}")
-        if not self.import_python:
-            return PythonSpec(target, _not_imported(target))
-        module, attrs = match.groups()
-        try:
-            obj: Any = importlib.import_module(module)
-        # Importing runs the user's module: whatever it raises is theirs, reported as a load error.
-        except Exception as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-            raise Invalid(
-                node.loc, f"python {target!r}: cannot import {module!r}: {problem}"
-            ) from None
-        owner = module
-        for part in attrs.split("."):
-            if not hasattr(obj, part):
-                hint = suggest(part, [n for n in dir(obj) if not n.startswith("_")])
-                raise Invalid(
-                    node.loc, f"python {target!r}: {owner!r} has no attribute {part!r}{hint}"
-                )
-            obj, owner = getattr(obj, part), f"{owner}.{part}"
-        if not callable(obj):
-            raise Invalid(node.loc, f"python {target!r}: {owner!r} is not callable")
-        return PythonSpec(target, obj)
-
-    def _expand(self, node: Node, what: str, source: str) -> str:
-        """Substitute ${VAR} from the environment; an unset or malformed variable is an error."""
-        missing: list[str] = []
-
-        def substitute(match: re.Match[str]) -> str:
-            name = match.group(1)
-            if not _VAR_NAME.fullmatch(name):
-                raise Invalid(node.loc, f"{what}: ${{{name}}} is not a valid variable name")
-            if name not in self.environ:
-                missing.append(f"${{{name}}}")
-            return self.environ.get(name, "")
-
-        result = _VAR.sub(substitute, source)
-        if "${" in _VAR.sub("", source):
-            raise Invalid(node.loc, f"{what}: unclosed ${{ in {source!r}")
-        if missing:
-            names = ", ".join(missing)
-            raise Invalid(node.loc, f"{what} uses {names}, which is not set in the environment")
-        return result
-
-    def _retry(self, mapping: Map, scope: _Scope) -> RetryPolicy | None:
+    def _retry(self, mapping: Map, scope: Scope) -> RetryPolicy | None:
         node = scope.read(mapping, "retry", expect_map)
         if node is None:
             return None
@@ -398,7 +243,7 @@ class _Collector:
     # ---- rules --------------------------------------------------------------------------------
 
     def _rule(self, doc: Document, node: Node, index: int, file_zone: ZoneInfo) -> None:
-        scope = _Scope(self.problems, f"rule #{index}: ")
+        scope = Scope(self.problems, f"rule #{index}: ")
         if not isinstance(node, Map):
             scope.add(
                 node.loc,
@@ -467,7 +312,7 @@ class _Collector:
             )
         )  # fmt: skip
 
-    def _dst(self, rule: Map, scope: _Scope) -> DstPolicy:
+    def _dst(self, rule: Map, scope: Scope) -> DstPolicy:
         node = scope.read(rule, "dst", expect_map)
         if node is None:
             return DstPolicy()
@@ -480,7 +325,7 @@ class _Collector:
         self,
         rule: Map,
         triggers: list[str],
-        scope: _Scope,
+        scope: Scope,
         zone: ZoneInfo,
         dst: DstPolicy,
         zone_expr: CelCondition | None,
@@ -568,13 +413,6 @@ def _jitter(node: Node, what: str) -> float:
     raise Invalid(node.loc, f"{what} must be a number from 0 to 1, got {describe(node)}")
 
 
-def _method(node: Node, what: str) -> str:
-    method = expect_str(node, what).upper()
-    if method not in HTTP_METHODS:
-        raise Invalid(node.loc, f"{what} must be one of {', '.join(HTTP_METHODS)}, got {method!r}")
-    return method
-
-
 def _choice(enum: type[E]) -> Callable[[Node, str], E]:
     def read(node: Node, what: str) -> E:
         return enum(expect_choice(node, what, [member.value for member in enum]))
@@ -651,10 +489,3 @@ def _when(doc: Document, node: Node) -> CelCondition:
         assert isinstance(node, Scalar)  # expect_str accepted it
         where = doc.locate(node, exc.line, exc.column)
         raise Invalid(where, f"when {source!r}: {exc.message}") from None
-
-
-def _not_imported(target: str) -> Callable[..., Any]:
-    def placeholder(*args: Any, **kwargs: Any) -> Any:
-        raise RuntimeError(f"python action {target!r} was not imported (import_python=False)")
-
-    return placeholder
