@@ -52,6 +52,26 @@ def _rules(tmp: Path, body: str) -> Path:
     return path
 
 
+def _slow_rules(tmp: Path) -> tuple[Path, Path]:
+    """Rules whose `go` job runs SLOW_ONCE: the first run writes its pid to `marker` and hangs."""
+    marker = tmp / "started"
+    slow = _script(tmp, "slow.py", SLOW_ONCE)
+    rules = _rules(
+        tmp,
+        f"""
+        actions:
+          slow:
+            command: [{json.dumps(PY)}, {json.dumps(slow)}, {json.dumps(str(marker))}]
+            timeout: 5m
+        rules:
+          - name: slow
+            on_event: go
+            perform: slow
+        """,
+    )
+    return marker, rules
+
+
 @pytest.fixture
 def daemons():
     started: list[Daemon] = []
@@ -191,21 +211,7 @@ def test_failure_retries_then_dead_letters_then_dlq_retry_succeeds(tmp_path, dae
 
 
 def test_kill_9_during_a_running_action_loses_nothing(tmp_path, daemons):
-    marker = tmp_path / "started"
-    slow = _script(tmp_path, "slow.py", SLOW_ONCE)
-    rules = _rules(
-        tmp_path,
-        f"""
-        actions:
-          slow:
-            command: [{json.dumps(PY)}, {json.dumps(slow)}, {json.dumps(str(marker))}]
-            timeout: 5m
-        rules:
-          - name: slow
-            on_event: go
-            perform: slow
-        """,
-    )
+    marker, rules = _slow_rules(tmp_path)
     d = Daemon(tmp_path, rules).start()
     daemons.append(d)
     (job_id,) = d.cli_json("emit", "go")["jobs"]
@@ -407,21 +413,7 @@ def test_emit_action_chains_rules(tmp_path, daemons):
 
 
 def test_sigterm_waits_for_running_actions_then_kills_and_requeues(tmp_path, daemons):
-    marker = tmp_path / "started"
-    slow = _script(tmp_path, "slow.py", SLOW_ONCE)
-    rules = _rules(
-        tmp_path,
-        f"""
-        actions:
-          slow:
-            command: [{json.dumps(PY)}, {json.dumps(slow)}, {json.dumps(str(marker))}]
-            timeout: 5m
-        rules:
-          - name: slow
-            on_event: go
-            perform: slow
-        """,
-    )
+    marker, rules = _slow_rules(tmp_path)
     d = Daemon(tmp_path, rules).start()  # --grace 2s
     daemons.append(d)
     (job_id,) = d.cli_json("emit", "go")["jobs"]
@@ -509,20 +501,7 @@ def test_payload_size_counts_utf8_bytes_not_escapes(tmp_path, daemons):
 
 
 def test_second_daemon_on_the_same_database_is_refused_and_harms_nothing(tmp_path, daemons):
-    marker = tmp_path / "started"
-    slow = _script(tmp_path, "slow.py", SLOW_ONCE)
-    rules = _rules(
-        tmp_path,
-        f"""
-        actions:
-          slow:
-            command: [{json.dumps(PY)}, {json.dumps(slow)}, {json.dumps(str(marker))}]
-        rules:
-          - name: slow
-            on_event: go
-            perform: slow
-        """,
-    )
+    marker, rules = _slow_rules(tmp_path)
     d = Daemon(tmp_path, rules).start()
     daemons.append(d)
     (job_id,) = d.cli_json("emit", "go")["jobs"]
