@@ -157,23 +157,55 @@ def test_after_a_long_outage_the_most_recent_occurrences_run(store, policy, grac
     assert ran == expected
 
 
-def test_overlap_skip_and_queue(store):
-    rules = Rules(_cron("*/5 * * * *"))
-    planner = OccurrencePlanner(store=store, rules=rules)
+def test_overlap_skip_skips_while_a_job_waits_or_runs(store):
+    planner = OccurrencePlanner(store=store, rules=Rules(_cron("*/5 * * * *")))
     planner.plan(T0)
     planner.plan(T0 + timedelta(minutes=5))
     planner.plan(T0 + timedelta(minutes=10))  # first job still pending: skipped
-    assert [o for _, o in _outcomes(store)] == ["fired", "skipped"]
-
-    rules.set(_cron("*/5 * * * *", overlap=OverlapPolicy.QUEUE))
-    # held: no job, and no past deadline that would make the scheduler loop spin
-    assert planner.plan(T0 + timedelta(minutes=15)) is None
-    assert len(store.list_jobs()) == 1
-    (job,) = store.claim_due(T0 + timedelta(minutes=15), 1)
+    (job,) = store.claim_due(T0 + timedelta(minutes=10), 5)
+    planner.plan(T0 + timedelta(minutes=15))  # now running: skipped too
     store.finish(job, ActionResult(Outcome.SUCCEEDED), T0, JobStatus.SUCCEEDED)
-    planner.plan(T0 + timedelta(minutes=16))
-    jobs = store.list_jobs()
-    assert [j.scheduled_for for j in jobs][-1] == T0 + timedelta(minutes=15)
+    assert planner.plan(T0 + timedelta(minutes=20)) == T0 + timedelta(minutes=25)
+    assert [o for _, o in _outcomes(store)] == ["fired", "skipped", "skipped", "fired"]
+
+
+def test_overlap_queue_lets_one_run_wait_and_skips_the_rest(store):
+    rules = Rules(_cron("*/5 * * * *", overlap=OverlapPolicy.QUEUE))
+    planner = OccurrencePlanner(store=store, rules=rules)
+    planner.plan(T0)
+    planner.plan(T0 + timedelta(minutes=5))
+    exclusive = {"r"}
+    (first,) = store.claim_due(T0 + timedelta(minutes=5), 5, exclusive=exclusive)
+    # while the first runs, 09:10 is queued; 09:15 finds a run already queued
+    assert planner.plan(T0 + timedelta(minutes=10)) == T0 + timedelta(minutes=15)
+    assert planner.plan(T0 + timedelta(minutes=15)) == T0 + timedelta(minutes=20)
+    assert [o for _, o in _outcomes(store)] == ["fired", "fired", "skipped"]
+    # the queued job is not claimed while its rule runs, nor does it count as due
+    assert store.claim_due(T0 + timedelta(minutes=16), 5, blocked={"r"}, exclusive=exclusive) == []
+    assert store.next_due_at(blocked={"r"}) is None
+    store.finish(first, ActionResult(Outcome.SUCCEEDED), T0, JobStatus.SUCCEEDED)
+    (second,) = store.claim_due(T0 + timedelta(minutes=16), 5, exclusive=exclusive)
+    assert second.scheduled_for == T0 + timedelta(minutes=10)
+
+
+def test_exclusive_claim_takes_one_job_per_rule(store):
+    rule = _cron("* * * * *", on_missed=MissedPolicy.ALL, overlap=OverlapPolicy.QUEUE)
+    rules = Rules(rule)
+    OccurrencePlanner(store=store, rules=rules).plan(T0)
+    OccurrencePlanner(store=store, rules=rules).plan(T0 + timedelta(minutes=5, seconds=30))
+    assert len(store.list_jobs()) == 5  # make-up runs of `all`, to run one after another
+    claimed = store.claim_due(T0 + timedelta(minutes=6), 10, exclusive={"r"})
+    assert [j.scheduled_for for j in claimed] == [T0 + timedelta(minutes=1)]
+
+
+def test_a_forward_jump_on_a_queue_rule_follows_on_missed(store):
+    planner = OccurrencePlanner(
+        store=store, rules=Rules(_cron("*/10 * * * *", overlap=OverlapPolicy.QUEUE))
+    )
+    planner.plan(T0)
+    planner.plan(T0 + timedelta(hours=6, minutes=5))
+    assert len(store.list_jobs()) == 1
+    assert sum(o == "missed" for _, o in _outcomes(store)) == 35
 
 
 def test_interval_phase_is_kept_when_only_priority_changes_and_replanned_on_change(store):
@@ -207,3 +239,22 @@ def test_a_backward_clock_step_fires_nothing_twice(store):
     assert planner.plan(T0 + timedelta(minutes=5)) == T0 + timedelta(minutes=30)  # stepped back
     planner.plan(T0 + timedelta(minutes=15))  # the wall clock passes 09:15 a second time
     assert [j.scheduled_for for j in store.list_jobs()] == [T0 + timedelta(minutes=15)]
+
+
+def test_a_rule_removed_and_added_again_starts_afresh(store):
+    rules = Rules(_cron("0 * * * *"))
+    planner = OccurrencePlanner(store=store, rules=rules)
+    planner.plan(T0)
+    rules.value = RuleSet((), rules.value.actions)
+    planner.plan(T0 + timedelta(hours=1, minutes=30))
+    rules.set(_cron("0 * * * *"))
+    assert planner.plan(T0 + timedelta(hours=5, minutes=30)) == T0 + timedelta(hours=6)
+    assert store.list_jobs() == [] and store.history("r") == []
+
+
+def test_a_rule_that_cannot_be_planned_does_not_stop_the_others(store):
+    far = datetime(9950, 1, 1, tzinfo=UTC)  # a century interval from here overflows datetime
+    broken = Rule("broken", IntervalTrigger(timedelta(days=36500)), "act")
+    planner = OccurrencePlanner(store=store, rules=Rules(broken, _cron("*/5 * * * *")))
+    assert planner.plan(far) == far + timedelta(minutes=5)
+    assert "OverflowError" in planner.failures["broken"]

@@ -15,7 +15,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from timeos import schedule
-from timeos.errors import TimeOSError
 from timeos.model import (
     CronTrigger,
     GapPolicy,
@@ -108,6 +107,9 @@ class OccurrencePlanner:
         self.states: dict[str, RuleState] = store.rule_states()
         self.clocks: dict[str, RuleClock] = {}
         self.enabled_since: dict[str, datetime] = {}
+        self.loaded: set[str] | None = None  # time-based rules in the previous pass
+        self.removed: set[str] = set()
+        self.failures: dict[str, str] = {}
         self.stale = True
 
     def invalidate(self) -> None:
@@ -118,14 +120,26 @@ class OccurrencePlanner:
         """Create jobs for every due occurrence; return the earliest next fire."""
         rules = self.rules()
         deadline: datetime | None = None
+        loaded = {r.name for r in rules.rules if r.time_based}
+        if self.loaded is not None:
+            for gone in self.loaded - loaded:
+                # Removed by a reload: if it comes back, it starts afresh (see _clock).
+                self.removed.add(gone)
+                self.enabled_since.pop(gone, None)
+                self.clocks.pop(gone, None)
+        self.loaded = loaded
         for rule in rules.rules:
             if not rule.time_based:
                 continue
             try:
                 nxt = self._plan_rule(rule, rules, now)
-            except TimeOSError:
-                log.exception("rule %r: planning failed", rule.name)
+            except Exception as exc:  # one broken rule must not stop the others
+                message = f"{type(exc).__name__}: {exc}"
+                if self.failures.get(rule.name) != message:  # log a failure once, not per pass
+                    log.error("rule %r: planning failed: %s", rule.name, message)
+                self.failures[rule.name] = message
                 continue
+            self.failures.pop(rule.name, None)
             if nxt is not None and (deadline is None or nxt < deadline):
                 deadline = nxt
         self.stale = False
@@ -137,8 +151,11 @@ class OccurrencePlanner:
         if clock is None or clock.rule is not rule:
             anchor = state.anchor if state and state.anchor else now
             clock = RuleClock(rule, anchor)
-            if state is None or state.fingerprint != clock.fingerprint():
-                # New rule, or its schedule changed: re-plan from now; the old phase is gone.
+            fresh = rule.name in self.removed
+            self.removed.discard(rule.name)
+            if state is None or state.fingerprint != clock.fingerprint() or fresh:
+                # New rule, re-added rule, or its schedule changed: re-plan from now; the old
+                # phase is gone (its history stays).
                 clock = RuleClock(rule, now)
                 state = RuleState(
                     rule.name, clock.fingerprint(), now, clock.next_after(now).at, None
@@ -182,45 +199,34 @@ class OccurrencePlanner:
         missed: list[Due] = []
         current: list[Due] = []
         for fire in listed:
-            is_missed = fire.at < since or (
-                now - fire.at > LATE_AS_MISSED and rule.overlap is not OverlapPolicy.QUEUE
-            )
+            is_missed = fire.at < since or now - fire.at > LATE_AS_MISSED
             (missed if is_missed else current).append(fire)
         jobs: list[NewJob] = []
-        busy = self.store.has_waiting_job(rule.name)
+        running, waiting = self.store.rule_activity(rule.name)
         # An on-time run about to start stands in for what was missed (on_missed: once).
         on_time = any(not f.skip for f in current)
-        self._missed(rule, rules, missed, now, busy, on_time, occurrences, jobs)
-        last = state.last_fire
-        next_fire: datetime = due.at
-        held = False
-        busy = busy or bool(jobs)
+        blocked = _overlap(rule.overlap, running, waiting)
+        self._missed(rule, rules, missed, now, blocked, on_time, occurrences, jobs)
+        waiting = waiting or bool(jobs)
         for fire in current:
             if fire.skip:
                 occurrences.append(_occ(rule, fire, "skipped", "DST policy (dst: gap: skip)", now))
                 continue
-            if busy and rule.overlap is OverlapPolicy.SKIP:
-                occurrences.append(
-                    _occ(
-                        rule, fire, "skipped", "overlap: previous job still waiting or running", now
-                    )
-                )
+            reason = _overlap(rule.overlap, running, waiting)
+            if reason is not None:
+                occurrences.append(_occ(rule, fire, "skipped", reason, now))
                 continue
-            if busy and rule.overlap is OverlapPolicy.QUEUE:
-                next_fire, held = fire.at, True  # created once the previous job is done
-                break
             jobs.append(self._job(rule, rules, fire, now))
             occurrences.append(_occ(rule, fire, "fired", None, now))
-            busy = True
+            waiting = True
+        last = state.last_fire
         fired = [j.scheduled_for for j in jobs if j.scheduled_for is not None]
         if fired:
             last = max(fired) if last is None else max(last, *fired)
-        new_state = RuleState(rule.name, state.fingerprint, state.anchor, next_fire, last)
+        new_state = RuleState(rule.name, state.fingerprint, state.anchor, due.at, last)
         self.store.save_rule_state(new_state, now, occurrences, jobs)
         self.states[rule.name] = new_state
-        # A held occurrence is already due: the loop is woken when the running job finishes,
-        # so returning its (past) time as a deadline would only make the loop spin.
-        return None if held else next_fire
+        return due.at
 
     def _missed(
         self,
@@ -228,7 +234,7 @@ class OccurrencePlanner:
         rules: RuleSet,
         missed: list[Due],
         now: datetime,
-        busy: bool,
+        blocked: str | None,
         on_time: bool,
         occurrences: list[Occurrence],
         jobs: list[NewJob],
@@ -247,12 +253,8 @@ class OccurrencePlanner:
         for due in missed:
             if due.skip:
                 occurrences.append(_occ(rule, due, "skipped", "DST policy (dst: gap: skip)", now))
-            elif due.at in chosen and busy and rule.overlap is not OverlapPolicy.ALLOW:
-                occurrences.append(
-                    _occ(
-                        rule, due, "skipped", "overlap: previous job still waiting or running", now
-                    )
-                )
+            elif due.at in chosen and blocked is not None:
+                occurrences.append(_occ(rule, due, "skipped", blocked, now))
             elif due.at in chosen:
                 jobs.append(self._job(rule, rules, due, now))
                 occurrences.append(
@@ -319,6 +321,16 @@ def _occ(
     rule: Rule, due: Due, outcome: str, reason: str | None, now: datetime, note: str | None = None
 ) -> Occurrence:
     return Occurrence(rule.name, due.at, outcome, reason, None, note or due.note, now)
+
+
+def _overlap(policy: OverlapPolicy, running: bool, waiting: bool) -> str | None:
+    """Why an occurrence gets no job (None: it gets one)."""
+    if policy is OverlapPolicy.SKIP and (running or waiting):
+        return "overlap: previous job still waiting or running"
+    if policy is OverlapPolicy.QUEUE and waiting:
+        # One run may wait behind the running one; more would let a backlog grow without bound.
+        return "overlap: a run is already queued behind the running one"
+    return None
 
 
 def _walk(clock: RuleClock, due: Due, now: datetime, limit: int) -> tuple[list[Due], Due]:

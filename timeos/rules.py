@@ -72,6 +72,7 @@ RULE_KEYS = (
 RETRY_KEYS = ("max_attempts", "backoff", "max_backoff", "jitter")
 DST_KEYS = ("gap", "fold")
 MAX_ATTEMPTS = 1000
+MIN_EVERY = timedelta(seconds=1)
 PRIORITY_BOUND = 2**31 - 1
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
 DAY_NAMES = (*DAYS, *(d[:3] for d in DAYS), "weekday", "weekend")
@@ -461,7 +462,10 @@ def _every(node: Node, what: str) -> timedelta | list[str]:
     """A duration (an interval) or one or more days (a weekday cron)."""
     if isinstance(node, Scalar) and node.kind in ("str", "int", "float"):
         if node.text.strip()[:1] in "-0123456789":
-            return expect_duration(node, what, positive=True)
+            every = expect_duration(node, what, positive=True)
+            if every < MIN_EVERY:  # finer than this is a busy loop, not a schedule
+                raise Invalid(node.loc, f"every {node.text!r} is shorter than the minimum of 1s")
+            return every
     items = node.items if isinstance(node, Seq) else (node,)
     if not items:
         raise Invalid(node.loc, "every: the list of days is empty")

@@ -355,7 +355,10 @@ def _fires(
     if placed.early == placed.late:
         return [_fire(placed.early, zone)]
     if wildcard:  # cron matches the wall clock, which shows this time twice
-        return [_fire(placed.early, zone), _fire(placed.late, zone)]
+        return [
+            _fire(placed.early, zone, f"first of two {shown}s"),
+            _fire(placed.late, zone, f"second of two {shown}s"),
+        ]
     if dst.fold is FoldPolicy.FIRST:
         return [_fire(placed.early, zone)]
     if dst.fold is FoldPolicy.LAST:
@@ -371,11 +374,11 @@ def _first_fire(
 ) -> Fire:
     """Return the earliest fire strictly after `after` among the walls' fires."""
     since = _utc(after, "after")
-    since_local = since.astimezone(zone)
-    resume = since_local.replace(tzinfo=None)
-    walls.restart(_scan_start(since, zone))
     best: Fire | None = None
     try:
+        since_local = since.astimezone(zone)
+        resume = since_local.replace(tzinfo=None)
+        walls.restart(_scan_start(since, zone))
         for _ in range(_MAX_WALLS):
             wall = next(walls)
             placed = _place(wall, zone)
@@ -400,7 +403,9 @@ def _first_fire(
             if placed.jump:  # every other wall in this gap maps to the same instant, or none
                 walls.restart(placed.early.astimezone(zone).replace(tzinfo=None))
     except (OverflowError, ValueError):  # walked off the end of datetime's range
-        raise ScheduleError(f"{what}: no fire time after {since.isoformat()} before 9999") from None
+        raise ScheduleError(
+            f"{what}: no fire time after {since.isoformat()} within datetime's range (1..9999)"
+        ) from None
     raise ScheduleError(f"{what}: no fire time found after {since.isoformat()}")
 
 

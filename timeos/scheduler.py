@@ -23,6 +23,7 @@ from timeos.model import (
     Job,
     JobStatus,
     Outcome,
+    OverlapPolicy,
     RuleSet,
     effective_retry,
 )
@@ -66,6 +67,7 @@ class Scheduler:
         self.rng = rng or random.Random()
         self.wake = asyncio.Event()
         self.running: dict[str, asyncio.Task[None]] = {}
+        self.running_jobs: dict[str, Job] = {}
         self.stopping = False
         self.loop_alive = False
         self.last_tick: datetime | None = None
@@ -125,12 +127,20 @@ class Scheduler:
         deadline = self.planner.plan(now) if self.planner else None
         free = self.workers - len(self.running)
         if free > 0:
-            jobs = self.store.claim_due(now, free)
+            # Time-based rules with overlap skip/queue run one job at a time.
+            exclusive = {
+                r.name
+                for r in self.rules().rules
+                if r.time_based and r.overlap is not OverlapPolicy.ALLOW
+            }
+            busy = {job.rule for job in self.running_jobs.values()} & exclusive
+            jobs = self.store.claim_due(now, free, blocked=busy, exclusive=exclusive)
             for job in jobs:
                 self._start(job)
             if len(jobs) == free:
                 return _AGAIN  # there may be more due: claim again once a worker frees up
-            due = self.store.next_due_at()
+            busy |= {job.rule for job in jobs} & exclusive
+            due = self.store.next_due_at(blocked=busy)
             if due is not None and (deadline is None or due < deadline):
                 deadline = due
         return deadline
@@ -138,6 +148,7 @@ class Scheduler:
     def _start(self, job: Job) -> None:
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self.running[job.id] = task
+        self.running_jobs[job.id] = job
 
     async def _execute(self, job: Job) -> None:
         rules = self.rules()
@@ -153,14 +164,18 @@ class Scheduler:
         except asyncio.CancelledError:
             result = ActionResult(Outcome.INTERRUPTED, "interrupted: timeosd shut down mid-run")
             self._record(job, result, self.clock.now(), shutdown=True)
-            self.running.pop(job.id, None)
+            self._forget(job)
             raise
         except Exception as exc:  # the daemon must keep serving; record and carry on
             log.exception("job %s: unexpected error", job.id)
             result = ActionResult(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
         self._record(job, result, self.clock.now())
-        self.running.pop(job.id, None)
+        self._forget(job)
         self.wake.set()
+
+    def _forget(self, job: Job) -> None:
+        self.running.pop(job.id, None)
+        self.running_jobs.pop(job.id, None)
 
     def _context(self, job: Job) -> ActionContext:
         event_type = None

@@ -224,8 +224,10 @@ class Service:
         return rules
 
     def rule_history(self, name: str, limit: int) -> list[dict[str, Any]]:
-        """A time-based rule's recorded occurrences, newest first."""
-        self.rule(name)
+        """A time-based rule's recorded occurrences, newest first (also of a removed rule)."""
+        found = self.store.history(name, self._limit(limit))
+        if not found:
+            self.rule(name)  # NotFound for a name that was never loaded
         return [
             {
                 "scheduled_for": o.scheduled_for.isoformat(),
@@ -235,7 +237,7 @@ class Service:
                 "note": o.note,
                 "recorded_at": o.recorded_at.isoformat(),
             }
-            for o in self.store.history(name, self._limit(limit))
+            for o in found
         ]
 
     def rule_next(self, name: str, after: datetime | None, count: int) -> list[dict[str, Any]]:

@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -324,21 +324,33 @@ class Store:
             for r in rows
         ]
 
-    def next_due_at(self) -> datetime | None:
-        """When the earliest waiting job is due (None: nothing waits)."""
+    def next_due_at(self, blocked: Collection[str] = ()) -> datetime | None:
+        """When the earliest waiting job not of a `blocked` rule is due (None: nothing waits)."""
         rows = self._read(
             f"SELECT perform_at FROM jobs INDEXED BY jobs_wake WHERE {_WAITING}"
-            " ORDER BY perform_at LIMIT 1"
+            f"{_not_in(blocked)} ORDER BY perform_at LIMIT 1",
+            list(blocked),
         )
         value = rows[0][0] if rows else None
         return from_micros(value) if value is not None else None
 
-    def claim_due(self, now: datetime, limit: int) -> list[Job]:
-        """Mark up to `limit` due jobs running (highest priority, then earliest) and return them."""
+    def claim_due(
+        self,
+        now: datetime,
+        limit: int,
+        blocked: Collection[str] = (),
+        exclusive: Collection[str] = (),
+    ) -> list[Job]:
+        """Mark up to `limit` due jobs running (highest priority, then earliest) and return them.
+
+        Jobs of `blocked` rules are passed over; of an `exclusive` rule, at most one is taken
+        (callers pass the exclusive rules that already have a job running as `blocked`).
+        """
         if limit <= 0:
             return []
         stamp = to_micros(now)
         claimed: list[Job] = []
+        taken: set[str] = set()
         with self._tx() as conn:
             # Loose index scan over the distinct priorities of waiting jobs (each step one index
             # seek), then per priority the earliest due rows: fast with millions of future rows.
@@ -348,12 +360,16 @@ class Store:
             while priority is not None and len(claimed) < limit:
                 rows = conn.execute(
                     f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_claim WHERE {_WAITING}"
-                    " AND priority = ?"
-                    " AND perform_at <= ? ORDER BY perform_at LIMIT ?",
-                    (priority, stamp, limit - len(claimed)),
+                    f" AND priority = ? AND perform_at <= ?{_not_in(blocked)}"
+                    " ORDER BY perform_at LIMIT ?",
+                    (priority, stamp, *blocked, limit - len(claimed)),
                 ).fetchall()
                 for row in rows:
                     job = _job(row)
+                    if job.rule in exclusive:
+                        if job.rule in taken:
+                            continue  # one run of this rule at a time: the next waits its turn
+                        taken.add(job.rule)
                     attempt = job.attempts + 1
                     conn.execute(
                         "UPDATE jobs SET status = 'running', attempts = ?, updated_at = ?"
@@ -458,14 +474,15 @@ class Store:
         """Raise StoreError when the database does not answer."""
         self._read("SELECT 1")
 
-    def has_waiting_job(self, rule: str) -> bool:
-        """Whether a job of `rule` is pending, retrying or running (the overlap check)."""
+    def rule_activity(self, rule: str) -> tuple[bool, bool]:
+        """(a job of `rule` is running, one is pending or retrying): the overlap check."""
         rows = self._read(
-            "SELECT 1 FROM jobs WHERE rule = ? AND status IN ('pending', 'retrying', 'running')"
-            " LIMIT 1",
+            "SELECT DISTINCT status FROM jobs WHERE rule = ?"
+            " AND status IN ('pending', 'retrying', 'running')",
             (rule,),
         )
-        return bool(rows)
+        found = {r[0] for r in rows}
+        return "running" in found, bool(found & {"pending", "retrying"})
 
     # ---- time-based rule state ----------------------------------------------------------------
 
@@ -539,6 +556,10 @@ class Store:
             Occurrence(r[0], from_micros(r[1]), r[2], r[3], r[4], r[5], from_micros(r[6]))
             for r in rows
         ]
+
+
+def _not_in(names: Collection[str]) -> str:
+    return f" AND rule NOT IN ({', '.join('?' * len(names))})" if names else ""
 
 
 def occurrence_key(rule: str, scheduled_for: datetime) -> str:
