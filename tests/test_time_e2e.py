@@ -287,3 +287,43 @@ def test_next_rejects_bad_cron_with_a_clear_error():
     result = cli("next", "--cron", "61 * * * *")
     assert result.returncode == 1
     assert "61" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_overlap_queue_runs_one_waiting_job_after_the_running_one(tmp_path, daemons):
+    gate = tmp_path / "gate"
+    wait_script = tmp_path / "wait.py"
+    wait_script.write_text(
+        "import pathlib, sys, time\n"
+        "for _ in range(3000):\n"
+        "    if pathlib.Path(sys.argv[1]).exists():\n"
+        "        break\n"
+        "    time.sleep(0.01)\n"
+    )
+    action = f"command: [{json.dumps(PY)}, {json.dumps(str(wait_script))}, {json.dumps(str(gate))}]"
+    rules = _rules(
+        tmp_path,
+        """
+        - name: minutely
+          cron: "* * * * *"
+          perform: act
+          overlap: queue
+    """,
+        action,
+    )
+    d = Daemon(tmp_path, rules, fake_clock="2026-03-02T09:00:30Z").start()
+    daemons.append(d)
+    d.advance("30s")
+    (first,) = wait_until(lambda: _jobs(d, "minutely"), what="the first job")
+    d.wait_job(first["id"], "running")
+    d.advance("1m")
+    jobs = wait_until(lambda: len(j := _jobs(d, "minutely")) == 2 and j, what="a queued job")
+    second = jobs[1]
+    d.advance("1m")
+    wait_until(lambda: len(_history(d, "minutely")) == 3, what="a third record")
+    assert _history(d, "minutely")[0]["reason"] == (
+        "overlap: a run is already queued behind the running one"
+    )
+    assert d.job(second["id"])["status"] == "pending"  # waits: never runs beside the first
+    gate.write_text("go")
+    d.wait_job(first["id"], "succeeded")
+    d.wait_job(second["id"], "succeeded")
