@@ -53,7 +53,13 @@ def _kv(title: str, rows: list[tuple[str, Any]]) -> Table:
 def jobs_table(jobs: list[dict[str, Any]], title: str = "Jobs") -> Table:
     """One row per job."""
     table = Table(title=f"{title} ({len(jobs)})", title_justify="left")
-    for column in ("id", "rule", "action", "status", "prio", "perform_at", "tries", "last error"):
+    # Ids and times stay whole (people copy them); the other columns wrap.
+    table.add_column("id", no_wrap=True)
+    for column in ("rule", "action"):
+        table.add_column(column, overflow="fold")
+    for column in ("status", "prio", "perform_at"):
+        table.add_column(column, no_wrap=True)
+    for column in ("tries", "last error"):
         table.add_column(column, overflow="fold")
     for job in jobs:
         table.add_row(
@@ -102,7 +108,10 @@ def job_panel(job: dict[str, Any]) -> RenderableType:
 def events_table(events: list[dict[str, Any]]) -> Table:
     """One row per event."""
     table = Table(title=f"Events ({len(events)})", title_justify="left")
-    for column in ("id", "type", "occurred_at", "idempotency key", "payload"):
+    table.add_column("id", no_wrap=True)
+    table.add_column("type", overflow="fold")
+    table.add_column("occurred_at", no_wrap=True)
+    for column in ("idempotency key", "payload"):
         table.add_column(column, overflow="fold")
     for event in events:
         table.add_row(
