@@ -166,6 +166,8 @@ def test_idempotency_key(tmp_path, daemons):
     first = d.cli_json(*args)
     second = d.cli_json(*args)
     assert second == {"id": first["id"], "duplicate": True, "jobs": []}
+    plain = d.cli(*args)  # without --json: only the id on stdout
+    assert plain.stdout.strip() == first["id"] and "duplicate" in plain.stderr
     clash = d.cli(
         "emit", "user_signup", "--payload", '{"user_id": "2"}', "--idempotency-key", "k-1"
     )
@@ -375,7 +377,7 @@ def test_invalid_rules_at_start_exit_nonzero_with_location(tmp_path):
 
 def test_rules_check_offline(tmp_path):
     good = _basic(tmp_path)
-    ok = cli("rules", "check", str(good))
+    ok = cli("rules", "check", str(good), "--socket", "/unused.sock")  # accepted everywhere
     assert ok.returncode == 0 and "3 rule(s)" in ok.stdout
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules:\n  - name: x\n    on_event: a\n    perform: nope\n")

@@ -1148,12 +1148,14 @@ def test_rules_error_carries_problems_for_the_wire() -> None:
         ("    retry: {max_attempts: 5000}", "retry.max_attempts must be 1..1000, got 5000"),
         ("    offset: 99999999999w", "longer than 100 years"),
         ('    on_event: "also bad!"', "is not an event type"),
+        ('    name: "team/reports"', "no slashes"),
     ],
-    ids=["priority", "attempts", "offset", "event-type"],
+    ids=["priority", "attempts", "offset", "event-type", "slash-in-name"],
 )
 def test_numbers_and_names_that_would_break_at_run_time_are_load_errors(tmp_path, line, message):
     path = tmp_path / "rules.yaml"
-    body = 'actions:\n  a: {command: ["true"]}\nrules:\n  - name: r\n    perform: a\n'
+    name = "" if "name:" in line else "    name: r\n"
+    body = 'actions:\n  a: {command: ["true"]}\nrules:\n  -\n' + name + "    perform: a\n"
     if "on_event" not in line:
         body += "    on_event: x\n"
     path.write_text(body + line + "\n")

@@ -29,7 +29,7 @@ app = typer.Typer(
 events_app = typer.Typer(no_args_is_help=True, help="Query stored events.")
 jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and cancel jobs.")
 dlq_app = typer.Typer(
-    no_args_is_help=True, help="The dead letter queue: jobs that ran out of attempts."
+    no_args_is_help=True, help="The dead letter queue: jobs out of attempts or failed permanently."
 )
 rules_app = typer.Typer(
     no_args_is_help=True, help="Loaded rules; offline validation of rule files."
@@ -44,8 +44,8 @@ SocketOpt = Annotated[
     typer.Option("--socket", help="timeosd's Unix socket [env TIMEOS_SOCKET; default per XDG]."),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
-LimitOpt = Annotated[int, typer.Option("--limit", help="Rows per page (1..1000).")]
-OffsetOpt = Annotated[int, typer.Option("--offset", help="Rows to skip.")]
+LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="Rows per page (1..1000).")]
+OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Rows to skip.")]
 
 
 def _client(socket_path: Path | None) -> Client:
@@ -56,10 +56,14 @@ def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
-def _show(renderable: Any) -> None:
+def _console() -> Any:
     from rich.console import Console
 
-    Console(soft_wrap=False).print(renderable)
+    return Console(soft_wrap=False)
+
+
+def _show(renderable: Any) -> None:
+    _console().print(renderable)
 
 
 # ---- emit -------------------------------------------------------------------------------------
@@ -177,7 +181,7 @@ def jobs_list(
     else:
         from timeos.render import jobs_table
 
-        _show(jobs_table(jobs))
+        _show(jobs_table(jobs, width=_console().width))
 
 
 @jobs_app.command("show")
@@ -244,7 +248,7 @@ def dlq_list(
     else:
         from timeos.render import jobs_table
 
-        _show(jobs_table(jobs, "Dead letter queue"))
+        _show(jobs_table(jobs, "Dead letter queue", width=_console().width))
 
 
 @dlq_app.command("retry")
@@ -296,7 +300,7 @@ def rules_list(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
     else:
         from timeos.render import rules_table
 
-        _show(rules_table(rules))
+        _show(rules_table(rules, width=_console().width))
 
 
 @rules_app.command("show")
@@ -344,6 +348,9 @@ def rules_history(
 def rules_check(
     rule_paths: Annotated[list[Path], typer.Argument(metavar="PATH...")],
     as_json: JsonOpt = False,
+    socket_path: Annotated[
+        Path | None, typer.Option("--socket", help="Accepted for uniformity; not used (offline).")
+    ] = None,
 ) -> None:
     """Validate rule files offline, exactly as timeosd would (imports python actions too).
 

@@ -272,7 +272,11 @@ def serve(
     ] = None,
     workers: Annotated[
         int | None,
-        typer.Option("--workers", min=1, help=f"Actions run at once [default {DEFAULT_WORKERS}]."),
+        typer.Option(
+            "--workers",
+            min=1,
+            help=f"Actions run at once. Env: TIMEOS_WORKERS [default {DEFAULT_WORKERS}].",
+        ),
     ] = None,
     grace: Annotated[
         str, typer.Option("--grace", help="Shutdown grace period for running actions.")
@@ -308,6 +312,15 @@ def serve(
     # A SIGHUP during start-up (a reload sent too early) must not kill us before the handler
     # that reloads is installed.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    if synchronous.upper() not in ("NORMAL", "FULL"):
+        print(f"timeosd: error: --synchronous {synchronous!r}: use NORMAL or FULL", file=sys.stderr)
+        raise typer.Exit(2)
+    if log_level.lower() not in ("debug", "info", "warning", "error"):
+        print(
+            f"timeosd: error: --log-level {log_level!r}: use debug, info, warning or error",
+            file=sys.stderr,
+        )
+        raise typer.Exit(2)
     environ = os.environ
     logging.basicConfig(
         level=log_level.upper(),

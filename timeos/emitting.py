@@ -71,7 +71,9 @@ def emit_event(
     if as_json:
         sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     else:
-        print(result["id"] + ("  (duplicate: no new jobs)" if result["duplicate"] else ""))
+        print(result["id"])  # only the id on stdout: `ID=$(timeos emit ...)` must always work
+        if result["duplicate"]:
+            sys.stderr.write("duplicate: this idempotency key was seen before; no new jobs\n")
 
 
 def _fast_emit(argv: list[str]) -> bool:
@@ -81,7 +83,9 @@ def _fast_emit(argv: list[str]) -> bool:
     import argparse
 
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False, allow_abbrev=False)
-    parser.add_argument("event_type")
+    # Optional here so a missing TYPE falls through to typer's usage error (argparse would
+    # print its own usage first: exit_on_error does not cover missing arguments in 3.11).
+    parser.add_argument("event_type", nargs="?")
     for option in VALUE_OPTIONS:
         parser.add_argument(option)
     for flag in FLAG_OPTIONS:
@@ -90,7 +94,7 @@ def _fast_emit(argv: list[str]) -> bool:
         args, rest = parser.parse_known_args(argv[1:])
     except (argparse.ArgumentError, SystemExit):
         return False
-    if rest:
+    if rest or args.event_type is None or args.event_type.startswith("-"):
         return False
     try:
         emit_event(

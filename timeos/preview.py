@@ -67,6 +67,8 @@ def preview(
         raise UsageError(f"--after: {exc}") from None
     if (rule is None) == (cron is None):
         raise UsageError("give either a RULE name or --cron EXPR")
+    if cron is not None and rules_path:
+        raise UsageError("--rules goes with a RULE name, not with --cron")
     if cron is not None:
         from timeos.schedule import compile_cron
 

@@ -50,29 +50,41 @@ def _kv(title: str, rows: list[tuple[str, Any]]) -> Table:
     return table
 
 
-def jobs_table(jobs: list[dict[str, Any]], title: str = "Jobs") -> Table:
-    """One row per job."""
+def jobs_table(jobs: list[dict[str, Any]], title: str = "Jobs", width: int = 200) -> Table:
+    """One row per job; below 110 columns, only what identifies and schedules a job."""
+    wide = width >= 110
     table = Table(title=f"{title} ({len(jobs)})", title_justify="left")
-    # Ids and times stay whole (people copy them); the other columns wrap.
+    # Ids, statuses and times stay whole (people copy them); the other columns wrap.
     table.add_column("id", no_wrap=True)
-    for column in ("rule", "action"):
-        table.add_column(column, overflow="fold")
-    for column in ("status", "prio", "perform_at"):
-        table.add_column(column, no_wrap=True)
-    for column in ("tries", "last error"):
-        table.add_column(column, overflow="fold")
+    table.add_column("rule", overflow="fold", min_width=8)
+    if wide:
+        table.add_column("action", overflow="fold")
+    table.add_column("status", no_wrap=True)
+    if wide:
+        table.add_column("prio", no_wrap=True)
+    table.add_column("perform_at", no_wrap=True)
+    table.add_column("tries", no_wrap=True)
+    if wide:
+        table.add_column("last error", overflow="fold")
     for job in jobs:
-        table.add_row(
-            job["id"],
-            job["rule"],
-            job["action"],
-            _status(job["status"]),
-            str(job["priority"]),
-            _short_time(job["perform_at"]),
-            f"{job['attempts']}/{job['max_attempts']}",
-            (job.get("last_error") or "")[:80],
-        )
+        cells: list[Any] = [job["id"], job["rule"]]
+        if wide:
+            cells.append(job["action"])
+        cells.append(_status(job["status"]))
+        if wide:
+            cells.append(str(job["priority"]))
+        cells.append(_short_time(job["perform_at"]) if wide else _compact_time(job["perform_at"]))
+        cells.append(f"{job['attempts']}/{job['max_attempts']}")
+        if wide:
+            cells.append((job.get("last_error") or "")[:80])
+        table.add_row(*cells)
     return table
+
+
+def _compact_time(value: str | None) -> str:
+    if not value:
+        return "-"
+    return datetime.fromisoformat(value).astimezone(UTC).strftime("%m-%d %H:%MZ")
 
 
 def job_panel(job: dict[str, Any]) -> RenderableType:
@@ -153,21 +165,27 @@ def _trigger(rule: dict[str, Any]) -> str:
     return f"every {rule.get('every')}"
 
 
-def rules_table(rules: list[dict[str, Any]]) -> Table:
-    """One row per rule, with the next fire time of time-based ones."""
+def rules_table(rules: list[dict[str, Any]], width: int = 200) -> Table:
+    """One row per rule, with the next fire time of time-based ones (fewer columns if narrow)."""
+    wide = width >= 110
     table = Table(title=f"Rules ({len(rules)})", title_justify="left")
-    for column in ("name", "trigger", "action", "prio", "when", "next fire", "enabled"):
-        table.add_column(column, overflow="fold")
+    table.add_column("name", overflow="fold", min_width=10)
+    table.add_column("trigger", overflow="fold", min_width=12)
+    if wide:
+        for column in ("action", "prio", "when"):
+            table.add_column(column, overflow="fold")
+    table.add_column("next fire", no_wrap=True)
+    if wide:
+        table.add_column("enabled", no_wrap=True)
     for rule in rules:
-        table.add_row(
-            rule["name"],
-            _trigger(rule),
-            rule["action"],
-            str(rule["priority"]),
-            rule.get("when") or "",
-            _short_time(rule.get("next_fire")) if rule.get("trigger") != "event" else "",
-            "yes" if rule.get("enabled", True) else "no",
-        )
+        nxt = rule.get("next_fire") if rule.get("trigger") != "event" else None
+        cells: list[Any] = [rule["name"], _trigger(rule)]
+        if wide:
+            cells += [rule["action"], str(rule["priority"]), rule.get("when") or ""]
+        cells.append((_short_time(nxt) if wide else _compact_time(nxt)) if nxt else "")
+        if wide:
+            cells.append("yes" if rule.get("enabled", True) else "no")
+        table.add_row(*cells)
     return table
 
 

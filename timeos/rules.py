@@ -6,6 +6,7 @@ The YAML reading and the generic typed readers live in yamlsource.py; this modul
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Mapping, Sequence
 from datetime import time, timedelta
 from enum import StrEnum
@@ -72,6 +73,7 @@ RULE_KEYS = (
 RETRY_KEYS = ("max_attempts", "backoff", "max_backoff", "jitter")
 DST_KEYS = ("gap", "fold")
 MAX_ATTEMPTS = 1000
+RULE_NAME = re.compile(r"[\w.:@ -]{1,200}")
 MIN_EVERY = timedelta(seconds=1)
 PRIORITY_BOUND = 2**31 - 1
 DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
@@ -251,7 +253,7 @@ class _Collector:
                 f"must be a mapping with name, a trigger and perform, got {describe(node)}",
             )
             return
-        name = scope.read(node, "name", expect_str)
+        name = scope.read(node, "name", _rule_name)
         if node.get("name") is None:
             scope.add(node.loc, "missing `name:`")
         if name is not None:
@@ -386,6 +388,17 @@ def _attempts(node: Node, what: str) -> int:
     value = expect_int(node, what)
     if not 1 <= value <= MAX_ATTEMPTS:
         raise Invalid(node.loc, f"{what} must be 1..{MAX_ATTEMPTS}, got {value}")
+    return value
+
+
+def _rule_name(node: Node, what: str) -> str:
+    value = expect_str(node, what)
+    # Names go into URLs (/v1/rules/NAME/history) and shell scripts: keep them plain.
+    if not RULE_NAME.fullmatch(value):
+        raise Invalid(
+            node.loc,
+            f"name {value!r} must be 1..200 of letters, digits, spaces and _ . : @ - (no slashes)",
+        )
     return value
 
 

@@ -212,11 +212,11 @@ def _check_field(expression: str, index: int, shown: str) -> str:
                 f"cron {expression!r}: {name} field {shown!r}: hashed 'H' and random 'R' values "
                 "are not supported"
             )
-        if index == 4 and _LAST_SUFFIX.match(item):
-            raise ScheduleError(
-                f"cron {expression!r}: {name} field {shown!r}: croniter writes 'last <weekday> "
-                f"of the month' as L<n> (L{item[:-1]}), not {item[:-1]}L"
-            )
+    # `nL` (Quartz's "last <weekday n> of the month") is croniter's `Ln`: accept both spellings.
+    if index == 4:
+        field = ",".join(
+            f"L{item[:-1]}" if _LAST_SUFFIX.match(item) else item for item in field.split(",")
+        )
     field = ",".join(_collapse_equal_range(index, item) for item in field.split(","))
     probe = ["0", "0", "*", "*", "*"]
     probe[index] = field

@@ -170,7 +170,11 @@ class Service:
                 job = self.store.cancel(job_id, self.clock.now())
                 outcomes.append(CancelOutcome(job_id, True, str(job.status)))
             except TimeOSError as exc:
-                outcomes.append(CancelOutcome(job_id, False, None, exc.message))
+                try:
+                    current: str | None = str(self.store.get_job(job_id).status)
+                except TimeOSError:
+                    current = None
+                outcomes.append(CancelOutcome(job_id, False, current, exc.message))
         return outcomes
 
     def dlq_retry(self, job_id: str) -> Job:

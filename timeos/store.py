@@ -410,10 +410,20 @@ class Store:
             # Only the attempt that is running may settle the job: a stale attempt's result
             # (however it came about) never overwrites a newer one's.
             cur = conn.execute(
-                "UPDATE jobs SET status = ?, perform_at = ?, last_error = COALESCE(?, last_error),"
+                "UPDATE jobs SET status = ?, perform_at = ?, last_error ="
+                " CASE WHEN ? = 'succeeded' THEN NULL ELSE COALESCE(?, last_error) END,"
                 " max_attempts = max_attempts + ?, updated_at = ?"
                 " WHERE id = ? AND status = 'running' AND attempts = ?",
-                (str(status), perform_at, error, extra_budget, stamp, job.id, job.attempts),
+                (
+                    str(status),
+                    perform_at,
+                    str(status),
+                    error,
+                    extra_budget,
+                    stamp,
+                    job.id,
+                    job.attempts,
+                ),
             )
             if cur.rowcount != 1:
                 raise InvalidState(
