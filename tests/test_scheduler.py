@@ -1,0 +1,127 @@
+"""The scheduler loop on a fake clock and a real store: claims, failures, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from timeos.actions import ActionRunner
+from timeos.clock import FakeClock
+from timeos.errors import StoreError
+from timeos.model import (
+    Action,
+    ActionKind,
+    Event,
+    EventTrigger,
+    JobStatus,
+    NewJob,
+    PythonSpec,
+    Rule,
+    RuleSet,
+)
+from timeos.scheduler import Scheduler
+from timeos.store import Store, new_id
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+class FlakyStore(Store):
+    """A real store whose first `failures` claims fail, like a database locked by a backup."""
+
+    failures = 1
+
+    def claim_due(self, *args, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("database is locked")
+        return super().claim_due(*args, **kwargs)
+
+
+def _rules(calls: list[str]) -> RuleSet:
+    def record(payload, ctx):
+        calls.append(ctx.job_id)
+
+    act = Action("act", ActionKind.PYTHON, PythonSpec("t:record", record))
+    return RuleSet((Rule("r", EventTrigger("e"), "act"),), {"act": act})
+
+
+def _add_job(store: Store, at: datetime) -> str:
+    event = Event(new_id(T0), "e", {}, T0, T0)
+    result = store.emit(event, [NewJob("r", "act", at, 0, 3, {}, event.id)], T0)
+    return result.job_ids[0]
+
+
+async def _until(predicate, what: str) -> None:
+    for _ in range(500):
+        if predicate():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_the_loop_survives_a_failed_pass_and_reports_it(tmp_path):
+    store = FlakyStore(tmp_path / "t.db")
+    calls: list[str] = []
+    job_id = _add_job(store, T0)
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+        scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=lambda: _rules(calls))
+        task = asyncio.create_task(scheduler.run())
+        await _until(lambda: scheduler.errors == 1, "the failed pass")
+        assert scheduler.last_error == "StoreError: database is locked"
+        assert scheduler.loop_alive
+        clock.advance(timedelta(seconds=1))  # the pause after a failure
+        await _until(lambda: calls == [job_id], "the job to run")
+        await _until(lambda: store.get_job(job_id).status is JobStatus.SUCCEEDED, "success")
+        assert scheduler.last_error is None
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    store.close()
+
+
+def test_jobs_run_when_due_on_the_fake_clock_and_not_before(tmp_path):
+    store = Store(tmp_path / "t.db")
+    calls: list[str] = []
+    later = _add_job(store, T0 + timedelta(minutes=5))
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+        scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=lambda: _rules(calls))
+        task = asyncio.create_task(scheduler.run())
+        await _until(lambda: scheduler.last_tick is not None, "the first pass")
+        clock.advance(timedelta(minutes=4, seconds=59))
+        await asyncio.sleep(0.05)
+        assert calls == []
+        clock.advance(timedelta(seconds=1))
+        await _until(lambda: calls == [later], "the job at 09:05")
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    store.close()
+
+
+def test_a_job_inserted_earlier_than_the_planned_wake_wakes_the_loop(tmp_path):
+    store = Store(tmp_path / "t.db")
+    calls: list[str] = []
+    _add_job(store, T0 + timedelta(hours=1))
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+        scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=lambda: _rules(calls))
+        task = asyncio.create_task(scheduler.run())
+        await _until(lambda: scheduler.last_tick is not None, "the first pass")
+        now_job = _add_job(store, T0)
+        scheduler.poke()  # what Service.emit does after storing jobs
+        await _until(lambda: calls == [now_job], "the new job")
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    store.close()
