@@ -469,7 +469,10 @@ def test_http_get_sends_no_body(server: Server) -> None:
     [
         ("/unavailable", ActionResult(Outcome.FAILED, "HTTP 503: <h1>try later</h1>")),
         ("/empty500", ActionResult(Outcome.FAILED, "HTTP 500: Internal Server Error")),
-        ("/busy", ActionResult(Outcome.FAILED, "HTTP 429: slow down")),
+        (
+            "/busy",
+            ActionResult(Outcome.FAILED, "HTTP 429: slow down", retry_after=timedelta(seconds=5)),
+        ),
         ("/missing", ActionResult(Outcome.PERMANENT, "HTTP 404: no such hook")),
         (
             "/moved",
@@ -632,3 +635,27 @@ def test_emit_unexpected_error_is_retryable() -> None:
     emitter = FakeEmitter(error=RuntimeError("database is locked"))
     result = run(make_action(EmitSpec("user.welcomed")), emitter=emitter)
     assert result == ActionResult(Outcome.FAILED, "RuntimeError: database is locked")
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "120"}, timedelta(seconds=120)),
+        ({"Retry-After": "999999"}, timedelta(days=1)),
+        (
+            {
+                "Retry-After": "Wed, 21 Oct 2026 07:30:00 GMT",
+                "Date": "Wed, 21 Oct 2026 07:28:00 GMT",
+            },
+            timedelta(minutes=2),
+        ),
+        ({"Retry-After": "Wed, 21 Oct 2026 07:30:00 GMT"}, None),
+        ({"Retry-After": "soon"}, None),
+        ({}, None),
+    ],
+    ids=["seconds", "capped", "http-date", "date-without-Date", "garbage", "absent"],
+)
+def test_retry_after_header(headers: dict[str, str], expected: timedelta | None) -> None:
+    from timeos.actions.http import retry_after
+
+    assert retry_after(httpx2.Headers(headers)) == expected

@@ -188,3 +188,14 @@ def _at_rule(tz_expr: str | None) -> Rule:
 def test_offset_then_next_local_time_in_the_payloads_zone(payload, tz_expr, expected):
     (job,) = plan_event(Event("ev", "order_shipped", payload, T0, T0), _rules(_at_rule(tz_expr)))
     assert job.perform_at == expected
+
+
+def test_a_servers_retry_after_wins_over_a_shorter_backoff():
+    policy = RetryPolicy(5, timedelta(seconds=10), timedelta(hours=1), jitter=0.0)
+    result = ActionResult(Outcome.FAILED, "HTTP 429", retry_after=timedelta(minutes=2))
+    verdict = after_attempt(1, 5, result, policy, T0, random.Random(0))
+    assert verdict.retry_at == T0 + timedelta(minutes=2)
+    short = ActionResult(Outcome.FAILED, "HTTP 503", retry_after=timedelta(seconds=1))
+    assert after_attempt(1, 5, short, policy, T0, random.Random(0)).retry_at == T0 + timedelta(
+        seconds=10
+    )

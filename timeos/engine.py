@@ -195,7 +195,10 @@ def after_attempt(
     if result.outcome is Outcome.PERMANENT or attempts >= max_attempts:
         return Verdict(JobStatus.DEAD)
     step = attempts if backoff_step is None else backoff_step
-    return Verdict(JobStatus.RETRYING, now + retry_delay(policy, step, rng))
+    delay = retry_delay(policy, step, rng)
+    if result.retry_after is not None:
+        delay = max(delay, result.retry_after)  # the server knows when it will be ready
+    return Verdict(JobStatus.RETRYING, now + delay)
 
 
 def utc(value: datetime) -> datetime:

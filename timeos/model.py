@@ -284,3 +284,4 @@ class ActionResult:
     outcome: Outcome
     error: str | None = None
     output: str | None = None
+    retry_after: timedelta | None = None  # the server's own "try again in" (HTTP Retry-After)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from contextlib import aclosing
 from datetime import timedelta
+from email.utils import parsedate_to_datetime
 
 import httpx2
 
@@ -15,6 +16,7 @@ from timeos.model import ActionResult, HttpSpec, Outcome
 
 ERROR_SNIPPET = 300  # characters of the response body quoted in the error of a failed request
 RETRYABLE_4XX = frozenset({408, 429})  # request timeout, too many requests: "try again later"
+MAX_RETRY_AFTER_S = 86400  # a server may ask for a pause, not for a day-long one
 BODYLESS_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -91,7 +93,23 @@ def classify(status: int, reason: str, headers: httpx2.Headers, head: bytes) -> 
     error = f"HTTP {status}: {snippet}"
     if 400 <= status < 500 and status not in RETRYABLE_4XX:
         return ActionResult(Outcome.PERMANENT, error)
-    return ActionResult(Outcome.FAILED, error)
+    return ActionResult(Outcome.FAILED, error, retry_after=retry_after(headers))
+
+
+def retry_after(headers: httpx2.Headers) -> timedelta | None:
+    """The Retry-After header (delay-seconds, or an HTTP-date relative to the Date header)."""
+    value = (headers.get("Retry-After") or "").strip()
+    if not value:
+        return None
+    if value.isdigit():
+        return timedelta(seconds=min(int(value), MAX_RETRY_AFTER_S))
+    try:
+        when = parsedate_to_datetime(value)
+        sent = parsedate_to_datetime(headers.get("Date", ""))
+    except (TypeError, ValueError):
+        return None  # a date without the server's Date to compare with: no clock read here
+    seconds = (when - sent).total_seconds()
+    return timedelta(seconds=min(max(seconds, 0), MAX_RETRY_AFTER_S))
 
 
 async def _read_head(response: httpx2.Response, cap: int) -> bytes:
