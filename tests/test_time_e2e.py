@@ -64,6 +64,8 @@ def test_cron_rule_fires_on_time_and_records_history(tmp_path, daemons):
     ]
     history = _history(d, "tick")
     assert [h["outcome"] for h in history] == ["fired", "fired", "fired"]
+    older = d.cli_json("rules", "history", "tick", "--limit", "2", "--offset", "1")
+    assert older == history[1:]
     assert {h["job_id"] for h in history} == {j["id"] for j in jobs}
 
 

@@ -341,7 +341,9 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         responses: {200: {description: "{occurrences: [...]}"}}
         """
         name = request.path_params["name"]
-        history = service.rule_history(name, _int_param(request, "limit", 50))
+        history = service.rule_history(
+            name, _int_param(request, "limit", 50), _int_param(request, "offset", 0)
+        )
         return JSONResponse({"rule": name, "occurrences": history})
 
     async def rule_next(request: Request) -> Response:

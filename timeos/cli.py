@@ -326,6 +326,7 @@ def rules_show(
 def rules_history(
     name: Annotated[str, typer.Argument(metavar="NAME")],
     limit: LimitOpt = 50,
+    offset: OffsetOpt = 0,
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
@@ -334,7 +335,7 @@ def rules_history(
     Example: timeos rules history weekly-report
     """
     result = _client(socket_path).call(
-        "GET", f"/v1/rules/{segment(name)}/history", query={"limit": limit}
+        "GET", f"/v1/rules/{segment(name)}/history", query={"limit": limit, "offset": offset}
     )
     if as_json:
         _print_json(result["occurrences"])

@@ -227,10 +227,10 @@ class Service:
         self.on_change()
         return rules
 
-    def rule_history(self, name: str, limit: int) -> list[dict[str, Any]]:
+    def rule_history(self, name: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
         """A time-based rule's recorded occurrences, newest first (also of a removed rule)."""
-        found = self.store.history(name, self._limit(limit))
-        if not found:
+        found = self.store.history(name, self._limit(limit), max(0, offset))
+        if not found and offset == 0:
             self.rule(name)  # NotFound for a name that was never loaded
         return [
             {

@@ -555,12 +555,12 @@ class Store:
             )
         return ids
 
-    def history(self, rule: str, limit: int = 50) -> list[Occurrence]:
+    def history(self, rule: str, limit: int = 50, offset: int = 0) -> list[Occurrence]:
         """A rule's recorded occurrences, newest first."""
         rows = self._read(
             "SELECT rule, scheduled_for, outcome, reason, job_id, note, recorded_at"
-            " FROM occurrences WHERE rule = ? ORDER BY scheduled_for DESC LIMIT ?",
-            (rule, limit),
+            " FROM occurrences WHERE rule = ? ORDER BY scheduled_for DESC LIMIT ? OFFSET ?",
+            (rule, limit, offset),
         )
         return [
             Occurrence(r[0], from_micros(r[1]), r[2], r[3], r[4], r[5], from_micros(r[6]))
