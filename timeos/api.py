@@ -99,6 +99,8 @@ def rule_json(rule: Rule) -> dict[str, Any]:
     elif isinstance(trigger, CronTrigger):
         body["trigger"] = "cron"
         body["cron"] = trigger.expression
+        if trigger.label:
+            body["schedule"] = trigger.label
     elif isinstance(trigger, IntervalTrigger):
         body["trigger"] = "every"
         body["every"] = format_duration(trigger.every)

@@ -155,6 +155,8 @@ class CronTrigger:
     """`cron:`, or `every: monday` + `at:` compiled to the equivalent fixed-time cron."""
 
     expression: str
+    # How the rule file said it, when not as cron (e.g. "every monday at 09:00"): for display.
+    label: str | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,7 +161,7 @@ def _trigger(rule: dict[str, Any]) -> str:
             text += f" at {rule['at']}"
         return text
     if kind == "cron":
-        return f"cron {rule['cron']} ({rule['timezone']})"
+        return f"{rule.get('schedule') or 'cron ' + rule['cron']} ({rule['timezone']})"
     return f"every {rule.get('every')}"
 
 

@@ -366,7 +366,9 @@ class _Collector:
         if every is None:
             return None
         try:
-            return CronTrigger(weekday_cron(every, at or time(0, 0)))
+            when = at or time(0, 0)
+            label = f"every {', '.join(every)} at {when:%H:%M}"
+            return CronTrigger(weekday_cron(every, when), label)
         except ScheduleError as exc:
             scope.add(rule.key_loc("every"), exc.message)
             return None
