@@ -30,6 +30,20 @@ def _history(d: Daemon, rule: str) -> list[dict]:
     return d.cli_json("rules", "history", rule)
 
 
+def _gated_action(tmp: Path) -> tuple[Path, str]:
+    """An action that runs until the file `gate` exists (at most 30 s): a job we can hold open."""
+    gate = tmp / "gate"
+    script = tmp / "wait.py"
+    script.write_text(
+        "import pathlib, sys, time\n"
+        "for _ in range(3000):\n"
+        "    if pathlib.Path(sys.argv[1]).exists():\n"
+        "        break\n"
+        "    time.sleep(0.01)\n"
+    )
+    return gate, f"command: [{json.dumps(PY)}, {json.dumps(str(script))}, {json.dumps(str(gate))}]"
+
+
 @pytest.fixture
 def daemons():
     started: list[Daemon] = []
@@ -194,16 +208,7 @@ def test_interval_keeps_its_phase_across_reload_and_replans_when_changed(tmp_pat
 
 
 def test_overlap_skip_records_a_skipped_occurrence(tmp_path, daemons):
-    gate = tmp_path / "gate"
-    wait_script = tmp_path / "wait.py"
-    wait_script.write_text(
-        "import pathlib, sys, time\n"
-        "for _ in range(3000):\n"
-        "    if pathlib.Path(sys.argv[1]).exists():\n"
-        "        break\n"
-        "    time.sleep(0.01)\n"
-    )
-    action = f"command: [{json.dumps(PY)}, {json.dumps(str(wait_script))}, {json.dumps(str(gate))}]"
+    gate, action = _gated_action(tmp_path)
     rules = _rules(
         tmp_path,
         """
@@ -292,16 +297,7 @@ def test_next_rejects_bad_cron_with_a_clear_error():
 
 
 def test_overlap_queue_runs_one_waiting_job_after_the_running_one(tmp_path, daemons):
-    gate = tmp_path / "gate"
-    wait_script = tmp_path / "wait.py"
-    wait_script.write_text(
-        "import pathlib, sys, time\n"
-        "for _ in range(3000):\n"
-        "    if pathlib.Path(sys.argv[1]).exists():\n"
-        "        break\n"
-        "    time.sleep(0.01)\n"
-    )
-    action = f"command: [{json.dumps(PY)}, {json.dumps(str(wait_script))}, {json.dumps(str(gate))}]"
+    gate, action = _gated_action(tmp_path)
     rules = _rules(
         tmp_path,
         """

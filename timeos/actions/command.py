@@ -22,7 +22,7 @@ STDERR_TAIL = 2048  # bytes of stderr quoted in the error of a failed run
 EXIT_POLL = 0.1  # seconds between checks for the main process's exit while pipes stay open
 _CHUNK = 65536
 
-# exec() failures that no retry can fix: the rule file names something that cannot run.
+# Failures to start the program that no retry can fix: the rule names something unrunnable.
 _PERMANENT_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.ENOEXEC, errno.ENOTDIR}
 
 
