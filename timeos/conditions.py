@@ -1,4 +1,4 @@
-"""Compile and evaluate `when:` expressions (and `timezone: payload.tz`) with CEL, never Python.
+"""Compile and evaluate `when:` expressions (and `timezone: payload.tz`) with CEL, never Python."""
 
 from __future__ import annotations
 
