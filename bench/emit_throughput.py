@@ -118,6 +118,15 @@ def main() -> None:
         bare = wall_ms([sys.executable, "-c", "pass"], env, baseline_runs)
         imports = wall_ms([sys.executable, "-c", "import timeos.cli"], env, baseline_runs)
         jobs = daemon.query("SELECT COUNT(*) FROM jobs WHERE rule = 'bench'")[0][0]
+    # The power-loss-safe setting: every commit fsyncs the WAL.
+    with (
+        tempfile.TemporaryDirectory(prefix="timeos-bench-") as tmp,
+        TimeosDaemon(Path(tmp), RULES, extra_args=["--synchronous", "FULL"]) as full,
+    ):
+        emit_many(full.socket, 50, -1)
+        started = time.perf_counter()
+        emit_many(full.socket, single // 5, 0)
+        full_rate = (single // 5) / (time.perf_counter() - started)
 
     expected = 50 + single + clients * per_client + cli_runs + 1
     if jobs != expected:
@@ -128,6 +137,7 @@ def main() -> None:
         "one_client_latency_p50_ms": round(percentile(lat_ms, 50), 3),
         "one_client_latency_p99_ms": round(percentile(lat_ms, 99), 3),
         f"{clients}_clients_events_per_s": round(four_rate, 1),
+        "one_client_synchronous_full_events_per_s": round(full_rate, 1),
         "cli_emit_min_ms": round(min(cli), 1),
         "cli_emit_median_ms": round(statistics.median(cli), 1),
         "cli_emit_p90_ms": round(percentile(cli, 90), 1),
@@ -139,6 +149,7 @@ def main() -> None:
     print(f"  (latency p50 {figures['one_client_latency_p50_ms']} ms,", end="")
     print(f" p99 {figures['one_client_latency_p99_ms']} ms)")
     print(f"  {clients} clients, {clients} x {per_client} events: {four_rate:8.1f} events/s")
+    print(f"  1 client, --synchronous FULL, {single // 5} events: {full_rate:8.1f} events/s")
     print(f"`timeos emit` whole process, {cli_runs} runs:")
     print(
         f"  min {min(cli):.1f} ms  median {statistics.median(cli):.1f} ms"
