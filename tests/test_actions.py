@@ -651,11 +651,30 @@ def test_emit_unexpected_error_is_retryable() -> None:
         ),
         ({"Retry-After": "Wed, 21 Oct 2026 07:30:00 GMT"}, None),
         ({"Retry-After": "soon"}, None),
+        ([(b"Retry-After", b"\xb2")], None),  # latin-1 superscript 2: isdigit(), not a number
+        ({"Retry-After": "9" * 5000}, timedelta(days=1)),
+        (
+            {
+                "Retry-After": "Wed, 21 Oct 2026 07:30:00 GMT",
+                "Date": "Wed, 21 Oct 2026 07:29:00 -0000",
+            },
+            timedelta(minutes=1),
+        ),
         ({}, None),
     ],
-    ids=["seconds", "capped", "http-date", "date-without-Date", "garbage", "absent"],
+    ids=[
+        "seconds",
+        "capped",
+        "http-date",
+        "date-without-Date",
+        "garbage",
+        "superscript",
+        "huge",
+        "naive-date",
+        "absent",
+    ],
 )
-def test_retry_after_header(headers: dict[str, str], expected: timedelta | None) -> None:
+def test_retry_after_header(headers: Any, expected: timedelta | None) -> None:
     from timeos.actions.http import retry_after
 
     assert retry_after(httpx2.Headers(headers)) == expected

@@ -338,6 +338,11 @@ def test_unreachable_daemon_exits_3_and_names_the_socket(tmp_path):
     assert str(sock) in result.stderr and "timeosd" in result.stderr
 
 
+def test_empty_option_values_are_judged_like_typer_would(tmp_path):
+    result = cli("emit", "x", "--payload-file", "", "--socket", str(tmp_path / "none.sock"))
+    assert result.returncode == 1 and "--payload-file" in result.stderr
+
+
 def test_usage_error_exits_2(tmp_path):
     assert cli("emit").returncode == 2
     assert cli("jobs", "list", "--limit", "abc").returncode == 2

@@ -258,3 +258,14 @@ def test_a_rule_that_cannot_be_planned_does_not_stop_the_others(store):
     planner = OccurrencePlanner(store=store, rules=Rules(broken, _cron("*/5 * * * *")))
     assert planner.plan(far) == far + timedelta(minutes=5)
     assert "OverflowError" in planner.failures["broken"]
+
+
+def test_a_rule_removed_before_a_restart_starts_afresh_when_it_returns(store):
+    rules = Rules(_cron("0 * * * *"))
+    OccurrencePlanner(store=store, rules=rules).plan(T0)
+    rules.value = RuleSet((), rules.value.actions)
+    after_restart = OccurrencePlanner(store=store, rules=rules)
+    after_restart.plan(T0 + timedelta(hours=3))  # first pass: the rule is gone
+    rules.set(_cron("0 * * * *"))
+    assert after_restart.plan(T0 + timedelta(hours=5, minutes=30)) == T0 + timedelta(hours=6)
+    assert store.list_jobs() == []

@@ -125,3 +125,30 @@ def test_a_job_inserted_earlier_than_the_planned_wake_wakes_the_loop(tmp_path):
 
     asyncio.run(go())
     store.close()
+
+
+def test_an_action_cancelled_by_its_own_code_is_an_ordinary_failure(tmp_path):
+    store = Store(tmp_path / "t.db")
+
+    async def cancelled(payload, ctx):
+        raise asyncio.CancelledError  # e.g. it awaited a task someone else cancelled
+
+    act = Action("act", ActionKind.PYTHON, PythonSpec("t:cancelled", cancelled))
+    rules = RuleSet((Rule("r", EventTrigger("e"), "act"),), {"act": act})
+    job_id = _add_job(store, T0)
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+        scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=lambda: rules)
+        task = asyncio.create_task(scheduler.run())
+        await _until(lambda: store.get_job(job_id).status is JobStatus.RETRYING, "a retry")
+        job = store.get_job(job_id)
+        assert job.attempts == 1 and job.max_attempts == 3  # charged, like any failure
+        assert job.perform_at > T0  # with backoff
+        assert scheduler.running == {}
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    store.close()

@@ -170,3 +170,35 @@ def test_counts_cover_every_status(store):
     counts = store.counts_by_status()
     assert counts["pending"] == 1
     assert set(counts) == {s.value for s in JobStatus}
+
+
+def test_an_exclusive_rules_backlog_does_not_crowd_out_other_due_jobs(store):
+    ev = _event(T0)
+    backlog = [_job(ev, at=T0 - timedelta(minutes=10 - i), rule="cron") for i in range(6)]
+    other = _job(ev, at=T0 - timedelta(seconds=1), rule="event-rule")
+    store.emit(ev, [*backlog, other], T0)
+    claimed = store.claim_due(T0, 4, exclusive={"cron"})
+    assert sorted(j.rule for j in claimed) == ["cron", "event-rule"]
+
+
+def test_an_older_database_is_migrated_in_place(tmp_path):
+    import sqlite_utils
+
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    schema.MIGRATIONS[0](sqlite_utils.Database(conn))  # a version-1 database, with a job in it
+    conn.execute("PRAGMA user_version = 1")
+    conn.execute(
+        "INSERT INTO jobs (id, rule, action, status, priority, perform_at, attempts,"
+        " max_attempts, payload, created_at, updated_at) VALUES"
+        " ('J1', 'r', 'a', 'dead', 0, 0, 3, 3, '{}', 0, 0)"
+    )
+    conn.commit()
+    conn.close()
+    store = Store(path)
+    assert store.schema_found == 1
+    assert store.conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
+    job = store.get_job("J1")
+    assert job.backoff_base == 0 and job.attempts == 3
+    assert store.requeue_dead("J1", T0, 3).backoff_base == 3  # backoff restarts after dlq retry
+    store.close()

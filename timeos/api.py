@@ -125,7 +125,7 @@ def _int_param(request: Request, name: str, default: int) -> int:
     raw = request.query_params.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or len(raw) > 9:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 9:
         raise UsageError(f"query parameter {name!r} must be a whole number below 10^9, got {raw!r}")
     return int(raw)
 

@@ -55,7 +55,8 @@ class _Server(uvicorn.Server):
 
 def lock_database(db_path: Path) -> int:
     """Hold an exclusive lock beside the database for our lifetime: one timeosd per database."""
-    lock_path = db_path.with_name(db_path.name + ".lock")
+    real = db_path.resolve()  # two paths (a symlink) to one database must meet at one lock
+    lock_path = real.with_name(real.name + ".lock")
     lock_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
     try:

@@ -96,6 +96,8 @@ def _fast_emit(argv: list[str]) -> bool:
         return False
     if rest or args.event_type is None or args.event_type.startswith("-"):
         return False
+    if any(getattr(args, o[2:].replace("-", "_")) == "" for o in VALUE_OPTIONS):
+        return False  # an empty value: let typer judge it, as it would without this path
     try:
         emit_event(
             args.event_type,

@@ -266,6 +266,7 @@ class Job:
     last_error: str | None = None
     scheduled_for: datetime | None = None
     occurrence_key: str | None = None
+    backoff_base: int = 0  # attempts made before the budget was last renewed
 
 
 @dataclass(frozen=True, slots=True)

@@ -121,7 +121,11 @@ class OccurrencePlanner:
         rules = self.rules()
         deadline: datetime | None = None
         loaded = {r.name for r in rules.rules if r.time_based}
-        if self.loaded is not None:
+        if self.loaded is None:
+            # First pass of this process: a stored rule missing from the files was removed
+            # (while we were down, or by a reload before a restart); if it returns, it is fresh.
+            self.removed |= set(self.states) - loaded
+        else:
             for gone in self.loaded - loaded:
                 # Removed by a reload: if it comes back, it starts afresh (see _clock).
                 self.removed.add(gone)
@@ -152,7 +156,6 @@ class OccurrencePlanner:
             anchor = state.anchor if state and state.anchor else now
             clock = RuleClock(rule, anchor)
             fresh = rule.name in self.removed
-            self.removed.discard(rule.name)
             if state is None or state.fingerprint != clock.fingerprint() or fresh:
                 # New rule, re-added rule, or its schedule changed: re-plan from now; the old
                 # phase is gone (its history stays).
@@ -162,6 +165,7 @@ class OccurrencePlanner:
                 )
                 self.store.save_rule_state(state, now)
                 self.states[rule.name] = state
+                self.removed.discard(rule.name)  # only once the fresh state is stored
             self.clocks[rule.name] = clock
         assert state is not None
         return clock, state

@@ -16,7 +16,7 @@ from typing import Protocol
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
 from timeos.engine import Verdict, after_attempt
-from timeos.errors import NotFound, TimeOSError
+from timeos.errors import NotFound
 from timeos.model import (
     DEFAULT_RETRY,
     ActionResult,
@@ -154,24 +154,32 @@ class Scheduler:
         rules = self.rules()
         action = rules.actions.get(job.action)
         try:
-            if action is None:
-                result = ActionResult(
-                    Outcome.PERMANENT,
-                    f"action {job.action!r} is not defined in the loaded rules",
-                )
-            else:
-                result = await self.runner.run(action, self._context(job))
-        except asyncio.CancelledError:
-            result = ActionResult(Outcome.INTERRUPTED, "interrupted: timeosd shut down mid-run")
-            self._record(job, result, self.clock.now(), shutdown=True)
-            self._forget(job)
-            raise
-        except Exception as exc:  # the daemon must keep serving; record and carry on
-            log.exception("job %s: unexpected error", job.id)
-            result = ActionResult(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
-        self._record(job, result, self.clock.now())
-        self._forget(job)
-        self.wake.set()
+            try:
+                if action is None:
+                    result = ActionResult(
+                        Outcome.PERMANENT,
+                        f"action {job.action!r} is not defined in the loaded rules",
+                    )
+                else:
+                    result = await self.runner.run(action, self._context(job))
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if self.stopping or (task is not None and task.cancelling()):
+                    # Our own graceful shutdown killed it: it runs again on the next start.
+                    result = ActionResult(
+                        Outcome.INTERRUPTED, "interrupted: timeosd shut down mid-run"
+                    )
+                    self._record(job, result, self.clock.now(), shutdown=True)
+                    raise
+                # The action's own code was cancelled (not by us): an ordinary failure.
+                result = ActionResult(Outcome.FAILED, "CancelledError: the action was cancelled")
+            except Exception as exc:  # the daemon must keep serving; record and carry on
+                log.exception("job %s: unexpected error", job.id)
+                result = ActionResult(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
+            self._record(job, result, self.clock.now())
+        finally:
+            self._forget(job)  # whatever happened, the worker slot is free again
+            self.wake.set()
 
     def _forget(self, job: Job) -> None:
         self.running.pop(job.id, None)
@@ -222,7 +230,7 @@ class Scheduler:
             done = self.store.finish(
                 job, result, now, verdict.status, verdict.retry_at, extra_budget
             )
-        except TimeOSError:
+        except Exception:  # e.g. disk full: the job stays `running` until recovery re-queues it
             log.exception("job %s: could not record the result of attempt %d", job.id, job.attempts)
             return
         log.info(

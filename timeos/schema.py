@@ -115,7 +115,13 @@ def _v1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1]
+def _v2(db: sqlite_utils.Database) -> None:
+    # The attempt number backoff doubles from: renewed by `dlq retry`, moved on by attempts a
+    # graceful shutdown did not charge. Stored, because the rule's policy may change on reload.
+    db.table("jobs").add_column("backoff_base", int, not_null_default=0)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

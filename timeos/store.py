@@ -38,7 +38,7 @@ BACKSTOP_CHECKPOINT_PAGES = 50_000  # ~200 MB of WAL
 
 _JOB_COLUMNS = (
     "id, rule, action, event_id, status, priority, perform_at, attempts, max_attempts, payload,"
-    " last_error, created_at, updated_at, scheduled_for, occurrence_key"
+    " last_error, created_at, updated_at, scheduled_for, occurrence_key, backoff_base"
 )
 _WAITING = "status IN ('pending', 'retrying')"
 
@@ -159,14 +159,23 @@ class Store:
             raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from exc
         try:
             yield self.conn
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreError(f"{self.path}: {exc}") from exc
         except BaseException:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise
         try:
             self.conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            self.conn.execute("ROLLBACK")
+            self._rollback()
             raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+
+    def _rollback(self) -> None:
+        # SQLite may already have rolled back (disk full, I/O error): rolling back again would
+        # raise and hide the real error.
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         try:
@@ -350,26 +359,30 @@ class Store:
             return []
         stamp = to_micros(now)
         claimed: list[Job] = []
-        taken: set[str] = set()
         with self._tx() as conn:
             # Loose index scan over the distinct priorities of waiting jobs (each step one index
             # seek), then per priority the earliest due rows: fast with millions of future rows.
             priority = conn.execute(
                 f"SELECT MAX(priority) FROM jobs INDEXED BY jobs_claim WHERE {_WAITING}"
             ).fetchone()[0]
+            skip = set(blocked)
             while priority is not None and len(claimed) < limit:
                 rows = conn.execute(
                     f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_claim WHERE {_WAITING}"
-                    f" AND priority = ? AND perform_at <= ?{_not_in(blocked)}"
+                    f" AND priority = ? AND perform_at <= ?{_not_in(skip)}"
                     " ORDER BY perform_at LIMIT ?",
-                    (priority, stamp, *blocked, limit - len(claimed)),
+                    (priority, stamp, *skip, limit - len(claimed)),
                 ).fetchall()
+                again = False
                 for row in rows:
                     job = _job(row)
+                    if job.rule in skip:
+                        # One run of an exclusive rule at a time: query this priority again
+                        # without it, so its backlog cannot crowd out other rules' jobs.
+                        again = True
+                        continue
                     if job.rule in exclusive:
-                        if job.rule in taken:
-                            continue  # one run of this rule at a time: the next waits its turn
-                        taken.add(job.rule)
+                        skip.add(job.rule)
                     attempt = job.attempts + 1
                     conn.execute(
                         "UPDATE jobs SET status = 'running', attempts = ?, updated_at = ?"
@@ -381,6 +394,8 @@ class Store:
                         (job.id, attempt, stamp),
                     )
                     claimed.append(_with(job, status=JobStatus.RUNNING, attempts=attempt))
+                if again and len(claimed) < limit:
+                    continue
                 priority = conn.execute(
                     f"SELECT MAX(priority) FROM jobs INDEXED BY jobs_claim WHERE {_WAITING}"
                     " AND priority < ?",
@@ -412,13 +427,14 @@ class Store:
             cur = conn.execute(
                 "UPDATE jobs SET status = ?, perform_at = ?, last_error ="
                 " CASE WHEN ? = 'succeeded' THEN NULL ELSE COALESCE(?, last_error) END,"
-                " max_attempts = max_attempts + ?, updated_at = ?"
+                " max_attempts = max_attempts + ?, backoff_base = backoff_base + ?, updated_at = ?"
                 " WHERE id = ? AND status = 'running' AND attempts = ?",
                 (
                     str(status),
                     perform_at,
                     str(status),
                     error,
+                    extra_budget,
                     extra_budget,
                     stamp,
                     job.id,
@@ -459,7 +475,7 @@ class Store:
             # Attempts keep counting up (history stays intact); the budget is renewed on top.
             conn.execute(
                 "UPDATE jobs SET status = 'pending', perform_at = ?, max_attempts = ?,"
-                " updated_at = ? WHERE id = ?",
+                " backoff_base = attempts, updated_at = ? WHERE id = ?",
                 (to_micros(now), job.attempts + max_attempts, to_micros(now), job_id),
             )
         return self.get_job(job_id)
@@ -609,6 +625,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         updated_at=from_micros(row[12]),
         scheduled_for=from_micros(row[13]) if row[13] is not None else None,
         occurrence_key=row[14],
+        backoff_base=row[15],
     )
 
 

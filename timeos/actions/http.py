@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from contextlib import aclosing
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 
 import httpx2
@@ -101,15 +101,20 @@ def retry_after(headers: httpx2.Headers) -> timedelta | None:
     value = (headers.get("Retry-After") or "").strip()
     if not value:
         return None
-    if value.isdigit():
-        return timedelta(seconds=min(int(value), MAX_RETRY_AFTER_S))
+    if value.isascii() and value.isdigit():
+        return timedelta(seconds=min(int(value[:9]), MAX_RETRY_AFTER_S))
     try:
-        when = parsedate_to_datetime(value)
-        sent = parsedate_to_datetime(headers.get("Date", ""))
-    except (TypeError, ValueError):
+        when = _aware(parsedate_to_datetime(value))
+        sent = _aware(parsedate_to_datetime(headers.get("Date", "")))
+        seconds = (when - sent).total_seconds()
+    except (TypeError, ValueError, OverflowError):
         return None  # a date without the server's Date to compare with: no clock read here
-    seconds = (when - sent).total_seconds()
     return timedelta(seconds=min(max(seconds, 0), MAX_RETRY_AFTER_S))
+
+
+def _aware(value: datetime) -> datetime:
+    # RFC 5322 "-0000" parses as naive: it still means UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 async def _read_head(response: httpx2.Response, cap: int) -> bytes:
