@@ -288,3 +288,27 @@ class ActionResult:
     error: str | None = None
     output: str | None = None
     retry_after: timedelta | None = None  # the server's own "try again in" (HTTP Retry-After)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleState:
+    """Where a time-based rule's schedule stands (stored, so restarts keep the phase)."""
+
+    rule: str
+    fingerprint: str
+    anchor: datetime | None
+    next_fire: datetime | None
+    last_fire: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Occurrence:
+    """One expected fire time of a time-based rule, and what became of it."""
+
+    rule: str
+    scheduled_for: datetime
+    outcome: str  # fired | skipped | missed
+    reason: str | None
+    job_id: str | None
+    note: str | None
+    recorded_at: datetime

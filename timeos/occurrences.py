@@ -21,12 +21,14 @@ from timeos.model import (
     IntervalTrigger,
     MissedPolicy,
     NewJob,
+    Occurrence,
     OverlapPolicy,
     Rule,
     RuleSet,
+    RuleState,
     effective_retry,
 )
-from timeos.store import Occurrence, RuleState, Store, occurrence_key
+from timeos.store import Store, occurrence_key
 from timeos.timefmt import format_duration
 
 log = logging.getLogger("timeos.occurrences")

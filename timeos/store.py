@@ -8,20 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sqlite3
-import threading
-from collections.abc import Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from ulid import ULID
 
-from timeos import schema
-from timeos.errors import IdempotencyConflict, InvalidState, NotFound, StoreError
+from timeos.connection import Connection
+from timeos.errors import IdempotencyConflict, InvalidState, NotFound
 from timeos.model import (
     ActionResult,
     Attempt,
@@ -29,12 +25,11 @@ from timeos.model import (
     Job,
     JobStatus,
     NewJob,
+    Occurrence,
     Outcome,
+    RuleState,
 )
 from timeos.timefmt import from_micros, to_micros
-
-SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
-BACKSTOP_CHECKPOINT_PAGES = 50_000  # ~200 MB of WAL
 
 _JOB_COLUMNS = (
     "id, rule, action, event_id, status, priority, perform_at, attempts, max_attempts, payload,"
@@ -48,26 +43,6 @@ class EmitResult:
     event_id: str
     duplicate: bool
     job_ids: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class RuleState:
-    rule: str
-    fingerprint: str
-    anchor: datetime | None
-    next_fire: datetime | None
-    last_fire: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class Occurrence:
-    rule: str
-    scheduled_for: datetime
-    outcome: str  # fired | skipped | missed
-    reason: str | None
-    job_id: str | None
-    note: str | None
-    recorded_at: datetime
 
 
 def new_id(now: datetime) -> str:
@@ -85,103 +60,8 @@ def _dumps(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class Store:
+class Store(Connection):
     """SQLite-backed store. One instance per process; not shared between threads."""
-
-    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
-        self.path = str(path)
-        mode = synchronous.upper()
-        if mode not in SYNCHRONOUS_MODES:
-            raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
-        self.synchronous = mode
-        self._checkpointer: threading.Thread | None = None
-        self._stop_checkpointer = threading.Event()
-        try:
-            if self.path != ":memory:":
-                # Payloads may hold personal data: the database (and so its WAL and SHM, which
-                # SQLite creates with the same mode) is private to the daemon's user and group.
-                Path(self.path).parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-                if not Path(self.path).exists():
-                    os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT, 0o640))
-            self.conn = sqlite3.connect(
-                self.path, isolation_level=None, check_same_thread=False, cached_statements=256
-            )
-            self.conn.execute("PRAGMA journal_mode=WAL")
-            self.conn.execute(f"PRAGMA synchronous={mode}")
-            self.conn.execute("PRAGMA busy_timeout=5000")
-            # Checkpoints belong off the hot path: with SQLite's default (every 1,000 WAL
-            # pages) every fifth claim batch paid for one on the event loop (bench/claim.py,
-            # p99 27-32 ms). The daemon runs start_checkpointer(); this high mark is only
-            # the backstop that bounds the WAL if nothing else checkpoints.
-            self.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
-            self.conn.execute("PRAGMA foreign_keys=ON")
-            self.schema_found = schema.migrate(self.conn, self.path)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
-
-    def start_checkpointer(self, interval: float = 1.0) -> None:
-        """Checkpoint the WAL from a thread with its own connection, off the event loop.
-
-        PASSIVE checkpoints never block the writer; SQLite releases the GIL while it copies.
-        """
-        if self.path == ":memory:" or self._checkpointer is not None:
-            return
-        self._stop_checkpointer.clear()
-        self._checkpointer = threading.Thread(
-            target=self._checkpoint_loop, args=(interval,), name="timeos-checkpoint", daemon=True
-        )
-        self._checkpointer.start()
-
-    def _checkpoint_loop(self, interval: float) -> None:
-        conn = sqlite3.connect(self.path, check_same_thread=False)
-        try:
-            while not self._stop_checkpointer.wait(interval):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    continue  # busy or locked this time: the next tick tries again
-        finally:
-            conn.close()
-
-    def close(self) -> None:
-        """Stop the checkpointer and close the connection (checkpointing the WAL)."""
-        self._stop_checkpointer.set()
-        if self._checkpointer is not None:
-            self._checkpointer.join(5)
-            self._checkpointer = None
-        self.conn.close()
-
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        try:
-            self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from exc
-        try:
-            yield self.conn
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise StoreError(f"{self.path}: {exc}") from exc
-        except BaseException:
-            self._rollback()
-            raise
-        try:
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise StoreError(f"{self.path}: commit failed: {exc}") from exc
-
-    def _rollback(self) -> None:
-        # SQLite may already have rolled back (disk full, I/O error): rolling back again would
-        # raise and hide the real error.
-        if self.conn.in_transaction:
-            self.conn.execute("ROLLBACK")
-
-    def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
-            return self.conn.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: query failed: {exc}") from exc
 
     # ---- events -------------------------------------------------------------------------------
 
