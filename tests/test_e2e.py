@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import stat
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -542,3 +543,17 @@ def test_database_files_are_not_world_readable(tmp_path, daemons):
     d.cli_json("emit", "user_signup", "--payload", "{}")
     for path in tmp_path.glob("timeos.db*"):
         assert not stat.S_IMODE(path.stat().st_mode) & 0o007, path
+
+
+def test_python_dash_m_runs_both_programs():
+    cli_version = subprocess.run(
+        [sys.executable, "-m", "timeos", "--version"], capture_output=True, text=True, timeout=30
+    )
+    daemon_version = subprocess.run(
+        [sys.executable, "-m", "timeos.daemon", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert cli_version.stdout.strip() == "timeos 0.1.0"
+    assert daemon_version.stdout.strip() == "timeosd 0.1.0"
