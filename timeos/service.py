@@ -190,11 +190,12 @@ class Service:
         self.store.delete_dead(job_id)
 
     def _retry_budget(self, job: Job) -> int:
+        # The same policy the scheduler applies to this job's attempts (see Scheduler._record).
         rule = self._rules.rule(job.rule)
         action = self._rules.actions.get(job.action)
         if rule is not None and action is not None:
             return effective_retry(rule, action).max_attempts
-        return DEFAULT_RETRY.max_attempts
+        return ((action.retry if action else None) or DEFAULT_RETRY).max_attempts
 
     # ---- rules --------------------------------------------------------------------------------
 
