@@ -51,6 +51,13 @@ def _add_job(store: Store, at: datetime) -> str:
     return result.job_ids[0]
 
 
+def _start(store: Store, clock: FakeClock, rules) -> tuple[Scheduler, asyncio.Task]:
+    """A scheduler running on the current event loop, with a real action runner."""
+    runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+    scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=rules)
+    return scheduler, asyncio.create_task(scheduler.run())
+
+
 async def _until(predicate, what: str) -> None:
     for _ in range(500):
         if predicate():
@@ -66,9 +73,7 @@ def test_the_loop_survives_a_failed_pass_and_reports_it(tmp_path):
     clock = FakeClock(T0)
 
     async def go() -> None:
-        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
-        scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=lambda: _rules(calls))
-        task = asyncio.create_task(scheduler.run())
+        scheduler, task = _start(store, clock, lambda: _rules(calls))
         await _until(lambda: scheduler.errors == 1, "the failed pass")
         assert scheduler.last_error == "StoreError: database is locked"
         assert scheduler.loop_alive
@@ -90,9 +95,7 @@ def test_jobs_run_when_due_on_the_fake_clock_and_not_before(tmp_path):
     clock = FakeClock(T0)
 
     async def go() -> None:
-        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
-        scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=lambda: _rules(calls))
-        task = asyncio.create_task(scheduler.run())
+        scheduler, task = _start(store, clock, lambda: _rules(calls))
         await _until(lambda: scheduler.last_tick is not None, "the first pass")
         clock.advance(timedelta(minutes=4, seconds=59))
         await asyncio.sleep(0.05)
@@ -113,9 +116,7 @@ def test_a_job_inserted_earlier_than_the_planned_wake_wakes_the_loop(tmp_path):
     clock = FakeClock(T0)
 
     async def go() -> None:
-        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
-        scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=lambda: _rules(calls))
-        task = asyncio.create_task(scheduler.run())
+        scheduler, task = _start(store, clock, lambda: _rules(calls))
         await _until(lambda: scheduler.last_tick is not None, "the first pass")
         now_job = _add_job(store, T0)
         scheduler.poke()  # what Service.emit does after storing jobs
@@ -139,9 +140,7 @@ def test_an_action_cancelled_by_its_own_code_is_an_ordinary_failure(tmp_path):
     clock = FakeClock(T0)
 
     async def go() -> None:
-        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
-        scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=lambda: rules)
-        task = asyncio.create_task(scheduler.run())
+        scheduler, task = _start(store, clock, lambda: rules)
         await _until(lambda: store.get_job(job_id).status is JobStatus.RETRYING, "a retry")
         job = store.get_job(job_id)
         assert job.attempts == 1 and job.max_attempts == 3  # charged, like any failure
