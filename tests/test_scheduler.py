@@ -16,6 +16,7 @@ from timeos.model import (
     JobStatus,
     NewJob,
     PythonSpec,
+    RetryPolicy,
     Rule,
     RuleSet,
 )
@@ -146,6 +147,78 @@ def test_an_action_cancelled_by_its_own_code_is_an_ordinary_failure(tmp_path):
         assert job.attempts == 1 and job.max_attempts == 3  # charged, like any failure
         assert job.perform_at > T0  # with backoff
         assert scheduler.running == {}
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    store.close()
+
+
+class LockedFinishStore(Store):
+    """A real store whose first `failures` result writes fail, like a backup holding the lock."""
+
+    failures = 2
+
+    def finish(self, *args, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            raise StoreError("database is locked")
+        return super().finish(*args, **kwargs)
+
+
+def test_a_result_the_store_refused_is_written_on_a_later_pass(tmp_path):
+    store = LockedFinishStore(tmp_path / "t.db")
+    calls: list[str] = []
+    job_id = _add_job(store, T0)
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        scheduler, task = _start(store, clock, lambda: _rules(calls))
+        await _until(lambda: calls == [job_id] and scheduler.unrecorded, "a refused write")
+        assert store.get_job(job_id).status is JobStatus.RUNNING
+        assert scheduler.running == {}  # the worker slot is free meanwhile
+        clock.advance(timedelta(seconds=1))  # next pass: still refused, kept
+        await _until(lambda: store.failures == 0, "the second refusal")
+        clock.advance(timedelta(seconds=1))
+        await _until(lambda: store.get_job(job_id).status is JobStatus.SUCCEEDED, "the write")
+        assert scheduler.unrecorded == []
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    store.close()
+
+
+def test_backoff_counts_from_the_stored_base_not_todays_policy(tmp_path):
+    store = Store(tmp_path / "t.db")
+
+    def fail(payload, ctx):
+        raise RuntimeError("down")
+
+    def rules_with(attempts: int) -> RuleSet:
+        act = Action(
+            "act",
+            ActionKind.PYTHON,
+            PythonSpec("t:fail", fail),
+            retry=RetryPolicy(attempts, timedelta(seconds=10), timedelta(hours=1), jitter=0.0),
+        )
+        return RuleSet((Rule("r", EventTrigger("e"), "act"),), {"act": act})
+
+    current = {"rules": rules_with(5)}
+    job_id = _add_job(store, T0)
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        scheduler, task = _start(store, clock, lambda: current["rules"])
+        await _until(lambda: store.get_job(job_id).attempts == 1, "attempt 1")
+        await _until(lambda: store.get_job(job_id).status is JobStatus.RETRYING, "retry 1")
+        assert store.get_job(job_id).perform_at == T0 + timedelta(seconds=10)
+        current["rules"] = rules_with(10)  # a reload raises the budget mid-flight
+        clock.advance(timedelta(seconds=10))
+        await _until(lambda: store.get_job(job_id).attempts == 2, "attempt 2")
+        await _until(lambda: store.get_job(job_id).status is JobStatus.RETRYING, "retry 2")
+        job = store.get_job(job_id)
+        assert job.perform_at - clock.now() == timedelta(seconds=20)  # 10s doubled once
         scheduler.stop()
         await task
 

@@ -10,13 +10,14 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
 from timeos.engine import Verdict, after_attempt
-from timeos.errors import NotFound
+from timeos.errors import NotFound, StoreError
 from timeos.model import (
     DEFAULT_RETRY,
     ActionResult,
@@ -34,6 +35,17 @@ log = logging.getLogger("timeos.scheduler")
 ERROR_PAUSE = 1.0  # seconds to wait after a failed pass before the next one
 MIN_SLEEP = timedelta(milliseconds=5)
 _AGAIN = datetime.min.replace(tzinfo=UTC)  # sentinel: claim again right away
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    """An attempt's result and where it sends the job, waiting to be stored."""
+
+    job: Job
+    result: ActionResult
+    now: datetime
+    verdict: Verdict
+    extra_budget: int
 
 
 class Planner(Protocol):
@@ -73,6 +85,7 @@ class Scheduler:
         self.last_tick: datetime | None = None
         self.idle = asyncio.Event()
         self.errors = 0
+        self.unrecorded: list[_Outcome] = []  # results the store refused; retried every pass
         self.last_error: str | None = None
 
     def poke(self) -> None:
@@ -124,6 +137,10 @@ class Scheduler:
 
     def _tick(self, now: datetime) -> datetime | None:
         """One pass: plan time-based rules, claim what is due; return when to look again."""
+        if self.unrecorded:
+            self.unrecorded = [o for o in self.unrecorded if not self._write(o)]
+            if self.unrecorded:
+                raise StoreError(f"{len(self.unrecorded)} job result(s) not yet recorded")
         deadline = self.planner.plan(now) if self.planner else None
         free = self.workers - len(self.running)
         if free > 0:
@@ -164,7 +181,7 @@ class Scheduler:
                     result = await self.runner.run(action, self._context(job))
             except asyncio.CancelledError:
                 task = asyncio.current_task()
-                if self.stopping or (task is not None and task.cancelling()):
+                if task is not None and task.cancelling():
                     # Our own graceful shutdown killed it: it runs again on the next start.
                     result = ActionResult(
                         Outcome.INTERRUPTED, "interrupted: timeosd shut down mid-run"
@@ -215,7 +232,7 @@ class Scheduler:
             policy = (action.retry if action else None) or DEFAULT_RETRY
         # Backoff counts the attempts since the budget was last renewed (a `dlq retry` starts
         # again from `backoff`, not from where the dead job left off).
-        since_renewal = max(1, job.attempts - (job.max_attempts - policy.max_attempts))
+        since_renewal = max(1, job.attempts - job.backoff_base)
         verdict = after_attempt(
             job.attempts, job.max_attempts, result, policy, now, self.rng, since_renewal
         )
@@ -226,13 +243,34 @@ class Scheduler:
             verdict, extra_budget = Verdict(JobStatus.RETRYING, now), 1
         elif result.outcome is Outcome.INTERRUPTED and verdict.retry_at is not None:
             verdict = Verdict(verdict.status, now)  # retry at once: no backoff for a crash
+        self._write(_Outcome(job, result, now, verdict, extra_budget))
+
+    def _write(self, outcome: _Outcome) -> bool:
+        """Store one attempt's outcome; on failure keep it to retry on the next pass."""
+        job, result = outcome.job, outcome.result
         try:
             done = self.store.finish(
-                job, result, now, verdict.status, verdict.retry_at, extra_budget
+                job,
+                result,
+                outcome.now,
+                outcome.verdict.status,
+                outcome.verdict.retry_at,
+                outcome.extra_budget,
             )
-        except Exception:  # e.g. disk full: the job stays `running` until recovery re-queues it
-            log.exception("job %s: could not record the result of attempt %d", job.id, job.attempts)
-            return
+        except StoreError as exc:  # e.g. database locked by a backup, disk full
+            # Not dropped: a job left `running` would block its rule's overlap check for good.
+            if outcome not in self.unrecorded:
+                log.error(
+                    "job %s: could not record attempt %d (%s); will retry",
+                    job.id,
+                    job.attempts,
+                    exc,
+                )
+                self.unrecorded.append(outcome)
+            return False
+        except Exception:  # not the store failing (e.g. the attempt is no longer the running one)
+            log.exception("job %s: result of attempt %d dropped", job.id, job.attempts)
+            return True
         log.info(
             "job %s rule=%s attempt=%d outcome=%s status=%s%s",
             job.id,
@@ -242,6 +280,7 @@ class Scheduler:
             done.status,
             f" error={result.error!r}" if result.error else "",
         )
+        return True
 
     def stop(self) -> None:
         """Stop claiming; run() drains and returns."""
