@@ -21,7 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from timeos.client import Client
+from timeos.cli.client import Client
 
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent

@@ -18,7 +18,7 @@ from typing import Any
 
 from benchkit import parse_args, percentile, report, verdict
 
-from timeos.store import Store
+from timeos.store.sqlite.store import Store
 from timeos.timefmt import to_micros
 
 CLAIM_BATCH = 100

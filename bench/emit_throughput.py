@@ -18,7 +18,7 @@ from pathlib import Path
 
 from benchkit import TimeosDaemon, exe, parse_args, percentile, report, verdict
 
-from timeos.client import Client
+from timeos.cli.client import Client
 
 RULES = """\
 actions:
@@ -116,7 +116,7 @@ def main() -> None:
         cli = wall_ms([exe("timeos"), "emit", "bench", "--payload", '{"n":1}'], env, cli_runs)
         # Where the time goes: a bare interpreter, and importing the CLI module without running it.
         bare = wall_ms([sys.executable, "-c", "pass"], env, baseline_runs)
-        imports = wall_ms([sys.executable, "-c", "import timeos.cli"], env, baseline_runs)
+        imports = wall_ms([sys.executable, "-c", "import timeos.cli.app"], env, baseline_runs)
         jobs = daemon.query("SELECT COUNT(*) FROM jobs WHERE rule = 'bench'")[0][0]
     # The power-loss-safe setting: every commit fsyncs the WAL.
     with (
@@ -158,7 +158,7 @@ def main() -> None:
     )
     print(
         f"  of which: bare interpreter {statistics.median(bare):.1f} ms,"
-        f" `import timeos.cli` {statistics.median(imports):.1f} ms (medians, start-up included)"
+        f" `import timeos.cli.app` {statistics.median(imports):.1f} ms (medians, start-up included)"
     )
     report("emit_throughput", args.quick, figures, {"cli_emit_p90_ms": f"<{CLI_TARGET_MS:g}"})
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from timeos.client import Client
+from timeos.cli.client import Client
 
 BIN = Path(sys.executable).parent
 

@@ -1,4 +1,4 @@
-"""Tests for timeos.conditions: compiling and evaluating CEL `when:` expressions."""
+"""Tests for timeos.rules.conditions: compiling and evaluating CEL `when:` expressions."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from timeos.conditions import CelCondition, ConditionSyntax, compile_condition
 from timeos.errors import ConditionFailed
+from timeos.rules.conditions import CelCondition, ConditionSyntax, compile_condition
 
 
 @pytest.mark.parametrize(

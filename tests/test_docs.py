@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 import typer
 
-from timeos import rule_actions, rules
-from timeos.cli import app
+from timeos.cli.app import app
 from timeos.errors import ALL_ERRORS
+from timeos.rules import action_specs as rule_actions
+from timeos.rules import loader as rules
 
 ROOT = Path(__file__).parent.parent
 MAN1 = (ROOT / "man" / "timeos.1").read_text()
@@ -136,7 +137,7 @@ def test_no_shell_eval_or_unsafe_yaml_in_the_package():
 
 
 def test_the_fast_emit_path_accepts_exactly_the_options_typer_declares():
-    from timeos.emitting import FLAG_OPTIONS, VALUE_OPTIONS
+    from timeos.cli.emit import FLAG_OPTIONS, VALUE_OPTIONS
 
     (emit,) = [c for n, c in COMMANDS if n == "emit"]
     declared = {o for p in emit.params for o in p.opts if o.startswith("--")}

@@ -160,7 +160,7 @@ def test_bad_event_types_are_rejected(name):
 def _at_rule(tz_expr: str | None) -> Rule:
     from datetime import time
 
-    from timeos.conditions import compile_condition
+    from timeos.rules.conditions import compile_condition
 
     trigger = EventTrigger(
         "order_shipped",

@@ -24,8 +24,8 @@ from timeos.model import (
     Rule,
     RuleSet,
 )
-from timeos.occurrences import MAX_RECORDS_PER_PASS, MISSED_ALL_CAP, OccurrencePlanner
-from timeos.store import Store
+from timeos.store.sqlite.store import Store
+from timeos.time.triggers import MAX_RECORDS_PER_PASS, MISSED_ALL_CAP, OccurrencePlanner
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 

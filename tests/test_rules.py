@@ -1,4 +1,4 @@
-"""Tests for timeos.rules and timeos.yamlsource: rule files in, RuleSet or located problems out."""
+"""Tests for timeos.rules (loader, source): rule files in, RuleSet or located problems out."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from timeos.conditions import CelCondition
 from timeos.errors import RulesError
 from timeos.model import (
     DEFAULT_ACTION_TIMEOUT,
@@ -29,8 +28,9 @@ from timeos.model import (
     RetryPolicy,
     RuleSet,
 )
-from timeos.rules import load_rules
-from timeos.schedule import weekday_cron
+from timeos.rules.conditions import CelCondition
+from timeos.rules.loader import load_rules
+from timeos.time.cron import weekday_cron
 
 EXAMPLE = """\
 timezone: UTC

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from timeos.errors import ScheduleError
 from timeos.model import DstPolicy, FoldPolicy, GapPolicy
-from timeos.schedule import (
+from timeos.time.cron import (
     CronSchedule,
     Fire,
     compile_cron,

@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 from timeos.actions import ActionRunner
 from timeos.clock import FakeClock
+from timeos.daemon.scheduler import Scheduler
 from timeos.errors import StoreError
 from timeos.model import (
     Action,
@@ -20,8 +21,7 @@ from timeos.model import (
     Rule,
     RuleSet,
 )
-from timeos.scheduler import Scheduler
-from timeos.store import Store, new_id
+from timeos.store.sqlite.store import Store, new_id
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

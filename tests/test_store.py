@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from timeos import schema
 from timeos.errors import IdempotencyConflict, InvalidState, NotFound, StoreError
 from timeos.model import ActionResult, Event, JobStatus, NewJob, Outcome
-from timeos.store import Store, new_id
+from timeos.store.sqlite import schema
+from timeos.store.sqlite.store import Store, new_id
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 

@@ -1,5 +1,5 @@
 """`python -m timeos` runs the CLI (`python -m timeos.daemon` runs the daemon)."""
 
-from timeos.emitting import main
+from timeos.cli.entry import main
 
 main()

@@ -12,7 +12,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from timeos import schedule
 from timeos.errors import ConditionFailed, PayloadError
 from timeos.model import (
     ActionResult,
@@ -27,6 +26,7 @@ from timeos.model import (
     effective_retry,
 )
 from timeos.payload import EVENT_TYPE, nesting_depth, parse_object
+from timeos.time import cron as schedule
 
 log = logging.getLogger("timeos.engine")
 

@@ -36,7 +36,7 @@ from timeos.model import (
     RuleSet,
     effective_retry,
 )
-from timeos.store import EmitResult, Store, new_id
+from timeos.store.sqlite.store import EmitResult, Store, new_id
 
 log = logging.getLogger("timeos.service")
 
@@ -247,7 +247,7 @@ class Service:
 
     def rule_next(self, name: str, after: datetime | None, count: int) -> list[dict[str, Any]]:
         """The next `count` fires of a time-based rule, from its stored anchor."""
-        from timeos.preview import rule_fires
+        from timeos.time.preview import rule_fires
 
         rule = self.rule(name)
         now = self.clock.now()

@@ -19,11 +19,11 @@ from starlette.routing import Route
 from starlette.schemas import SchemaGenerator
 
 from timeos import __version__
+from timeos.daemon.service import Service
 from timeos.engine import check_payload
 from timeos.errors import NotFound, PayloadError, TimeOSError, UsageError
 from timeos.model import Attempt, CronTrigger, Event, EventTrigger, IntervalTrigger, Job, Rule
 from timeos.payload import encoded_size, nesting_depth
-from timeos.service import Service
 from timeos.timefmt import format_duration, iso, parse_instant
 
 log = logging.getLogger("timeos.api")

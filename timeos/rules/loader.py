@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
-from timeos.conditions import CelCondition, ConditionSyntax, compile_condition
 from timeos.errors import Problem, RulesError, ScheduleError
 from timeos.model import (
     DEFAULT_ACTION_TIMEOUT,
@@ -37,10 +36,9 @@ from timeos.model import (
     Trigger,
 )
 from timeos.payload import EVENT_TYPE
-from timeos.rule_actions import Scope, SpecReader
-from timeos.schedule import compile_cron, weekday_cron
-from timeos.timefmt import format_duration
-from timeos.yamlsource import (
+from timeos.rules.action_specs import Scope, SpecReader
+from timeos.rules.conditions import CelCondition, ConditionSyntax, compile_condition
+from timeos.rules.source import (
     Document,
     Invalid,
     Loc,
@@ -60,6 +58,8 @@ from timeos.yamlsource import (
     suggest,
     yaml11_hint,
 )
+from timeos.time.cron import compile_cron, weekday_cron
+from timeos.timefmt import format_duration
 
 TOP_KEYS = ("timezone", "actions", "rules")
 ACTION_KINDS = ("command", "http", "python", "emit")

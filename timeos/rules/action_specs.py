@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from timeos.model import CommandSpec, HttpSpec, PythonSpec
-from timeos.yamlsource import (
+from timeos.rules.source import (
     Invalid,
     Loc,
     Map,

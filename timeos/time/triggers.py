@@ -14,7 +14,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from timeos import schedule
 from timeos.model import (
     CronTrigger,
     GapPolicy,
@@ -28,7 +27,8 @@ from timeos.model import (
     RuleState,
     effective_retry,
 )
-from timeos.store import Store, occurrence_key
+from timeos.store.sqlite.store import Store, occurrence_key
+from timeos.time import cron as schedule
 from timeos.timefmt import format_duration
 
 log = logging.getLogger("timeos.occurrences")

@@ -16,7 +16,6 @@ from typing import Any
 
 from ulid import ULID
 
-from timeos.connection import Connection
 from timeos.errors import IdempotencyConflict, InvalidState, NotFound
 from timeos.model import (
     ActionResult,
@@ -29,6 +28,7 @@ from timeos.model import (
     Outcome,
     RuleState,
 )
+from timeos.store.sqlite.connection import Connection
 from timeos.timefmt import from_micros, to_micros
 
 _JOB_COLUMNS = (

@@ -27,16 +27,16 @@ from starlette.routing import Route
 
 from timeos import __version__, paths
 from timeos.actions import ActionContext, ActionRunner
-from timeos.api import build_app
 from timeos.clock import Clock, FakeClock, SystemClock
+from timeos.daemon.api import build_app
+from timeos.daemon.scheduler import Scheduler
+from timeos.daemon.service import Service
 from timeos.engine import MAX_IDEMPOTENCY_KEY, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, Limits
 from timeos.errors import TimeOSError, UsageError
 from timeos.model import RuleSet
-from timeos.occurrences import OccurrencePlanner
-from timeos.rules import load_rules
-from timeos.scheduler import Scheduler
-from timeos.service import Service
-from timeos.store import Store
+from timeos.rules.loader import load_rules
+from timeos.store.sqlite.store import Store
+from timeos.time.triggers import OccurrencePlanner
 from timeos.timefmt import parse_duration, parse_instant
 
 log = logging.getLogger("timeos.daemon")

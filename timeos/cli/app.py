@@ -15,8 +15,8 @@ from typing import Annotated, Any
 import typer
 
 from timeos import __version__, paths
-from timeos.client import Client, segment
-from timeos.emitting import emit_event
+from timeos.cli.client import Client, segment
+from timeos.cli.emit import emit_event
 from timeos.errors import TimeOSError
 
 app = typer.Typer(
@@ -128,7 +128,7 @@ def events_list(
     if as_json:
         _print_json(events)
     else:
-        from timeos.render import events_table
+        from timeos.cli.render import events_table
 
         _show(events_table(events))
 
@@ -147,7 +147,7 @@ def events_show(
     if as_json:
         _print_json(event)
     else:
-        from timeos.render import event_panel
+        from timeos.cli.render import event_panel
 
         _show(event_panel(event))
 
@@ -179,7 +179,7 @@ def jobs_list(
     if as_json:
         _print_json(jobs)
     else:
-        from timeos.render import jobs_table
+        from timeos.cli.render import jobs_table
 
         _show(jobs_table(jobs, width=_console().width))
 
@@ -198,7 +198,7 @@ def jobs_show(
     if as_json:
         _print_json(job)
     else:
-        from timeos.render import job_panel
+        from timeos.cli.render import job_panel
 
         _show(job_panel(job))
 
@@ -246,7 +246,7 @@ def dlq_list(
     if as_json:
         _print_json(jobs)
     else:
-        from timeos.render import jobs_table
+        from timeos.cli.render import jobs_table
 
         _show(jobs_table(jobs, "Dead letter queue", width=_console().width))
 
@@ -298,7 +298,7 @@ def rules_list(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
     if as_json:
         _print_json(rules)
     else:
-        from timeos.render import rules_table
+        from timeos.cli.render import rules_table
 
         _show(rules_table(rules, width=_console().width))
 
@@ -317,7 +317,7 @@ def rules_show(
     if as_json:
         _print_json(rule)
     else:
-        from timeos.render import rule_panel
+        from timeos.cli.render import rule_panel
 
         _show(rule_panel(rule))
 
@@ -340,7 +340,7 @@ def rules_history(
     if as_json:
         _print_json(result["occurrences"])
     else:
-        from timeos.render import history_table
+        from timeos.cli.render import history_table
 
         _show(history_table(name, result["occurrences"]))
 
@@ -359,7 +359,7 @@ def rules_check(
 
     Example: timeos rules check rules.yaml
     """
-    from timeos.rules import load_rules
+    from timeos.rules.loader import load_rules
 
     ruleset = load_rules(rule_paths, os.environ)
     if as_json:
@@ -394,7 +394,7 @@ def status(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
     if as_json:
         _print_json(result)
     else:
-        from timeos.render import status_panel
+        from timeos.cli.render import status_panel
 
         _show(status_panel(result))
 
@@ -411,7 +411,7 @@ def health(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
     if as_json:
         _print_json(result)
     else:
-        from timeos.render import health_panel
+        from timeos.cli.render import health_panel
 
         _show(health_panel(result))
     if result["status"] != "healthy":
@@ -438,7 +438,7 @@ def next_fires(
 
     Example: timeos next --cron "30 2 * * *" --tz America/New_York --count 3
     """
-    from timeos.preview import preview
+    from timeos.time.preview import preview
 
     fires, now = preview(
         rule=rule,
@@ -453,7 +453,7 @@ def next_fires(
     if as_json:
         _print_json([f["at_local"] for f in fires])
     else:
-        from timeos.render import fires_table
+        from timeos.cli.render import fires_table
 
         _show(fires_table(fires, now))
 

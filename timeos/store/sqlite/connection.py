@@ -13,8 +13,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from timeos import schema
 from timeos.errors import StoreError
+from timeos.store.sqlite import schema
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 BACKSTOP_CHECKPOINT_PAGES = 50_000  # ~200 MB of WAL

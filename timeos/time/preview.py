@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from timeos.client import Client, segment
+from timeos.cli.client import Client, segment
 from timeos.clock import SystemClock
 from timeos.errors import NotFound, UsageError
 from timeos.model import Rule
@@ -33,7 +33,7 @@ def fire_json(at: datetime, zone: ZoneInfo, note: str | None) -> dict[str, Any]:
 
 def rule_fires(rule: Rule, anchor: datetime, after: datetime, count: int) -> list[dict[str, Any]]:
     """The next `count` fires of a time-based rule strictly after `after`."""
-    from timeos.occurrences import RuleClock
+    from timeos.time.triggers import RuleClock
 
     if not rule.time_based:
         raise UsageError(f"rule {rule.name!r} is triggered by events, not by time")
@@ -70,7 +70,7 @@ def preview(
     if cron is not None and rules_path:
         raise UsageError("--rules goes with a RULE name, not with --cron")
     if cron is not None:
-        from timeos.schedule import compile_cron
+        from timeos.time.cron import compile_cron
 
         try:
             zone = ZoneInfo(tz)
@@ -86,7 +86,7 @@ def preview(
         return fires, now
     assert rule is not None
     if rules_path:
-        from timeos.rules import load_rules
+        from timeos.rules.loader import load_rules
 
         found = load_rules(rules_path, environ).rule(rule)
         if found is None:

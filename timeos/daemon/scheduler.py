@@ -28,7 +28,7 @@ from timeos.model import (
     RuleSet,
     effective_retry,
 )
-from timeos.store import Store
+from timeos.store.sqlite.store import Store
 
 log = logging.getLogger("timeos.scheduler")
 

@@ -1,0 +1,61 @@
+"""The `timeos` console entry point: runs a well-formed `timeos emit` without building typer's app.
+
+typer takes 30-60 ms to import and build; a well-formed `timeos emit` does not need it. Anything
+else (help, other commands, any argument argparse does not accept cleanly) goes to cli/app.py, so
+typer stays the one source of usage text and usage errors.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from timeos.cli.emit import FLAG_OPTIONS, VALUE_OPTIONS, emit_event
+from timeos.errors import TimeOSError
+
+
+def _fast_emit(argv: list[str]) -> bool:
+    """Run a well-formed `timeos emit ...` and return True; False means "let typer do it"."""
+    if not argv or argv[0] != "emit" or any(a in ("-h", "--help") for a in argv):
+        return False
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False, allow_abbrev=False)
+    # Optional here so a missing TYPE falls through to typer's usage error (argparse would
+    # print its own usage first: exit_on_error does not cover missing arguments in 3.11).
+    parser.add_argument("event_type", nargs="?")
+    for option in VALUE_OPTIONS:
+        parser.add_argument(option)
+    for flag in FLAG_OPTIONS:
+        parser.add_argument(flag, action="store_true")
+    try:
+        args, rest = parser.parse_known_args(argv[1:])
+    except (argparse.ArgumentError, SystemExit):
+        return False
+    if rest or args.event_type is None or args.event_type.startswith("-"):
+        return False
+    if any(getattr(args, o[2:].replace("-", "_")) == "" for o in VALUE_OPTIONS):
+        return False  # an empty value: let typer judge it, as it would without this path
+    try:
+        emit_event(
+            args.event_type,
+            payload=args.payload,
+            payload_file=Path(args.payload_file) if args.payload_file else None,
+            idempotency_key=args.idempotency_key,
+            occurred_at=args.occurred_at,
+            as_json=args.json,
+            socket_path=Path(args.socket) if args.socket else None,
+        )
+    except TimeOSError as err:
+        sys.stderr.write(f"Error: {err.message}\n")
+        sys.exit(err.exit_code)
+    return True
+
+
+def main() -> None:
+    """Console-script entry point of `timeos`."""
+    if _fast_emit(sys.argv[1:]):
+        sys.exit(0)
+    from timeos.cli.app import main as typer_main
+
+    typer_main()

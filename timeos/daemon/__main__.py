@@ -1,0 +1,5 @@
+"""`python -m timeos.daemon` runs timeosd."""
+
+from timeos.daemon.main import main
+
+main()

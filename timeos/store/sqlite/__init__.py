@@ -1,0 +1,3 @@
+"""The embedded SQLite store: connection (pragmas, transactions, checkpoints), schema and
+migrations (sqlite-utils), queries. sqlite3 errors are translated here and nowhere else.
+"""
