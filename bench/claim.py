@@ -18,7 +18,7 @@ from typing import Any
 
 from benchkit import parse_args, percentile, report, verdict
 
-from timeos.store.sqlite.store import Store
+from timeos.store.sqlite.store import SqliteStore
 from timeos.timefmt import to_micros
 
 CLAIM_BATCH = 100
@@ -54,9 +54,9 @@ def rows(total: int, due: int, now_us: int) -> Iterator[tuple[Any, ...]]:
 
 
 def build(path: Path, total: int, due: int, now: datetime) -> float:
-    """Create the schema through Store, then bulk-insert the jobs; return the seconds taken."""
+    """Create the schema through SqliteStore, then bulk-insert the jobs; return the seconds."""
     started = time.perf_counter()
-    store = Store(path)
+    store = SqliteStore(path)
     conn = store.conn
     conn.execute("PRAGMA synchronous=OFF")  # build speed only; the measured Store uses NORMAL
     conn.execute("PRAGMA cache_size=-262144")
@@ -90,7 +90,7 @@ def timed(fn: Callable[[], Any], reps: int) -> list[float]:
     return durations
 
 
-def query_plans(store: Store, now: datetime) -> list[tuple[str, list[str]]]:
+def query_plans(store: SqliteStore, now: datetime) -> list[tuple[str, list[str]]]:
     """EXPLAIN QUERY PLAN of every SELECT one claim_due and one next_due_at actually run."""
     seen: list[str] = []
     conn = store.conn
@@ -122,7 +122,7 @@ def main() -> None:
         path = Path(tmp) / "timeos.db"
         build_s = build(path, total, due, now)
         size_mb = path.stat().st_size / 2**20
-        store = Store(path)  # a fresh connection, configured exactly as the daemon's
+        store = SqliteStore(path)  # a fresh connection, configured exactly as the daemon's
         store.start_checkpointer()  # as timeosd does: checkpoints run off the claiming thread
         try:
             plans = query_plans(store, now)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from timeos.cli.client import Client
+from timeos.model import Job, JobStatus, Verdict
 
 BIN = Path(sys.executable).parent
 
@@ -163,3 +164,8 @@ def cli(
         cwd=cwd,
         env=env or dict(os.environ),
     )
+
+
+def verdict(job: Job, status: JobStatus, at: Any = None) -> Verdict:
+    """A verdict moving `job` to `status` (at `at`, else its own perform_at), budget unchanged."""
+    return Verdict(status, at or job.perform_at, job.max_attempts, job.backoff_base)

@@ -8,12 +8,15 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from timeos.engine import (
+    AttemptEnd,
     Limits,
     after_attempt,
     check_event_type,
     check_payload,
     plan_event,
+    renewal,
     retry_delay,
+    retry_policy_for,
 )
 from timeos.errors import ConditionFailed, PayloadError
 from timeos.model import (
@@ -23,6 +26,7 @@ from timeos.model import (
     CommandSpec,
     Event,
     EventTrigger,
+    Job,
     JobStatus,
     Outcome,
     RetryPolicy,
@@ -31,6 +35,24 @@ from timeos.model import (
 )
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _job(attempts: int, max_attempts: int = 3, backoff_base: int = 0) -> Job:
+    """A job that has just run attempt number `attempts`."""
+    return Job(
+        id="J",
+        rule="r",
+        action="a",
+        status=JobStatus.RUNNING,
+        priority=0,
+        perform_at=T0 - timedelta(hours=1),
+        attempts=attempts,
+        max_attempts=max_attempts,
+        payload={},
+        created_at=T0,
+        updated_at=T0,
+        backoff_base=backoff_base,
+    )
 
 
 class AmountOver:
@@ -112,18 +134,65 @@ def test_retry_jitter_stays_within_bounds_and_under_cap():
         (Outcome.TIMEOUT, 2, JobStatus.RETRYING),
         (Outcome.FAILED, 3, JobStatus.DEAD),
         (Outcome.PERMANENT, 1, JobStatus.DEAD),
-        (Outcome.INTERRUPTED, 1, JobStatus.RETRYING),
     ],
-    ids=["success", "failure-retries", "timeout-retries", "exhausted", "permanent", "interrupted"],
+    ids=["success", "failure-retries", "timeout-retries", "exhausted", "permanent"],
 )
 def test_after_attempt(outcome, attempts, status):
     policy = RetryPolicy(3, timedelta(seconds=10), timedelta(minutes=1), jitter=0.0)
-    verdict = after_attempt(attempts, 3, ActionResult(outcome), policy, T0, random.Random(0))
+    job = _job(attempts)
+    verdict = after_attempt(job, ActionResult(outcome), policy, T0, random.Random(0))
     assert verdict.status is status
+    assert (verdict.max_attempts, verdict.backoff_base) == (3, 0)
     if status is JobStatus.RETRYING:
         assert verdict.retry_at == T0 + timedelta(seconds=10 * 2 ** (attempts - 1))
     else:
-        assert verdict.retry_at is None
+        assert verdict.retry_at is None and verdict.perform_at == job.perform_at
+
+
+POLICY = RetryPolicy(3, timedelta(seconds=10), timedelta(minutes=1), jitter=0.0)
+INTERRUPTED = ActionResult(Outcome.INTERRUPTED, "interrupted")
+
+
+def test_an_interrupted_attempt_is_retried_at_once_and_counts():
+    verdict = after_attempt(_job(1), INTERRUPTED, POLICY, T0, random.Random(0))
+    assert verdict.status is JobStatus.RETRYING and verdict.retry_at == T0
+    assert verdict.max_attempts == 3
+
+
+def test_a_crash_on_the_last_attempt_dead_letters_the_job():
+    verdict = after_attempt(_job(3), INTERRUPTED, POLICY, T0, random.Random(0), AttemptEnd.CRASHED)
+    assert verdict.status is JobStatus.DEAD
+
+
+def test_our_own_shutdown_does_not_charge_an_attempt_even_the_last():
+    verdict = after_attempt(_job(3), INTERRUPTED, POLICY, T0, random.Random(0), AttemptEnd.SHUTDOWN)
+    assert verdict.status is JobStatus.RETRYING and verdict.retry_at == T0
+    assert (verdict.max_attempts, verdict.backoff_base) == (4, 1)
+
+
+def test_backoff_counts_from_the_last_renewal():
+    # Attempt 5 of a job renewed after 4 attempts is the first since renewal: base backoff.
+    verdict = after_attempt(
+        _job(5, 7, 4), ActionResult(Outcome.FAILED), POLICY, T0, random.Random(0)
+    )
+    assert verdict.retry_at == T0 + timedelta(seconds=10)
+
+
+def test_renewal_gives_a_fresh_budget_on_top_and_restarts_backoff():
+    verdict = renewal(_job(3), POLICY, T0)
+    assert verdict.status is JobStatus.PENDING and verdict.perform_at == T0
+    assert (verdict.max_attempts, verdict.backoff_base) == (6, 3)
+
+
+def test_retry_policy_falls_back_from_rule_to_action_to_default():
+    action_policy = RetryPolicy(7)
+    rule_policy = RetryPolicy(2)
+    action = Action("a", ActionKind.COMMAND, CommandSpec(("true",)), retry=action_policy)
+    rule = Rule("r", EventTrigger("e"), "a", retry=rule_policy)
+    job = _job(1)
+    assert retry_policy_for(RuleSet((rule,), {"a": action}), job) is rule_policy
+    assert retry_policy_for(RuleSet((), {"a": action}), job) is action_policy  # rule removed
+    assert retry_policy_for(RuleSet((), {}), job) == RetryPolicy()  # both removed
 
 
 @pytest.mark.parametrize(
@@ -193,9 +262,9 @@ def test_offset_then_next_local_time_in_the_payloads_zone(payload, tz_expr, expe
 def test_a_servers_retry_after_wins_over_a_shorter_backoff():
     policy = RetryPolicy(5, timedelta(seconds=10), timedelta(hours=1), jitter=0.0)
     result = ActionResult(Outcome.FAILED, "HTTP 429", retry_after=timedelta(minutes=2))
-    verdict = after_attempt(1, 5, result, policy, T0, random.Random(0))
+    verdict = after_attempt(_job(1, 5), result, policy, T0, random.Random(0))
     assert verdict.retry_at == T0 + timedelta(minutes=2)
     short = ActionResult(Outcome.FAILED, "HTTP 503", retry_after=timedelta(seconds=1))
-    assert after_attempt(1, 5, short, policy, T0, random.Random(0)).retry_at == T0 + timedelta(
-        seconds=10
+    assert after_attempt(_job(1, 5), short, policy, T0, random.Random(0)).retry_at == (
+        T0 + timedelta(seconds=10)
     )

@@ -7,7 +7,9 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from harness import verdict
 
+from timeos.daemon.planner import OccurrencePlanner
 from timeos.model import (
     Action,
     ActionKind,
@@ -24,8 +26,8 @@ from timeos.model import (
     Rule,
     RuleSet,
 )
-from timeos.store.sqlite.store import Store
-from timeos.time.triggers import MAX_RECORDS_PER_PASS, MISSED_ALL_CAP, OccurrencePlanner
+from timeos.store.sqlite.store import SqliteStore
+from timeos.time.planning import MAX_RECORDS_PER_PASS, MISSED_ALL_CAP
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -46,7 +48,7 @@ class Rules:
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(tmp_path / "t.db")
+    s = SqliteStore(tmp_path / "t.db")
     yield s
     s.close()
 
@@ -55,7 +57,7 @@ def _cron(expr: str, **kw) -> Rule:
     return Rule("r", CronTrigger(expr), "act", **kw)
 
 
-def _outcomes(store: Store) -> list[tuple[str, str]]:
+def _outcomes(store: SqliteStore) -> list[tuple[str, str]]:
     return [(o.scheduled_for.strftime("%H:%M"), o.outcome) for o in reversed(store.history("r"))]
 
 
@@ -164,7 +166,7 @@ def test_overlap_skip_skips_while_a_job_waits_or_runs(store):
     planner.plan(T0 + timedelta(minutes=10))  # first job still pending: skipped
     (job,) = store.claim_due(T0 + timedelta(minutes=10), 5)
     planner.plan(T0 + timedelta(minutes=15))  # now running: skipped too
-    store.finish(job, ActionResult(Outcome.SUCCEEDED), T0, JobStatus.SUCCEEDED)
+    store.finish(job, ActionResult(Outcome.SUCCEEDED), T0, verdict(job, JobStatus.SUCCEEDED))
     assert planner.plan(T0 + timedelta(minutes=20)) == T0 + timedelta(minutes=25)
     assert [o for _, o in _outcomes(store)] == ["fired", "skipped", "skipped", "fired"]
 
@@ -183,7 +185,7 @@ def test_overlap_queue_lets_one_run_wait_and_skips_the_rest(store):
     # the queued job is not claimed while its rule runs, nor does it count as due
     assert store.claim_due(T0 + timedelta(minutes=16), 5, blocked={"r"}, exclusive=exclusive) == []
     assert store.next_due_at(blocked={"r"}) is None
-    store.finish(first, ActionResult(Outcome.SUCCEEDED), T0, JobStatus.SUCCEEDED)
+    store.finish(first, ActionResult(Outcome.SUCCEEDED), T0, verdict(first, JobStatus.SUCCEEDED))
     (second,) = store.claim_due(T0 + timedelta(minutes=16), 5, exclusive=exclusive)
     assert second.scheduled_for == T0 + timedelta(minutes=10)
 

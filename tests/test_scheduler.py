@@ -20,13 +20,14 @@ from timeos.model import (
     RetryPolicy,
     Rule,
     RuleSet,
+    new_id,
 )
-from timeos.store.sqlite.store import Store, new_id
+from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
-class FlakyStore(Store):
+class FlakyStore(SqliteStore):
     """A real store whose first `failures` claims fail, like a database locked by a backup."""
 
     failures = 1
@@ -46,13 +47,13 @@ def _rules(calls: list[str]) -> RuleSet:
     return RuleSet((Rule("r", EventTrigger("e"), "act"),), {"act": act})
 
 
-def _add_job(store: Store, at: datetime) -> str:
+def _add_job(store: SqliteStore, at: datetime) -> str:
     event = Event(new_id(T0), "e", {}, T0, T0)
     result = store.emit(event, [NewJob("r", "act", at, 0, 3, {}, event.id)], T0)
     return result.job_ids[0]
 
 
-def _start(store: Store, clock: FakeClock, rules) -> tuple[Scheduler, asyncio.Task]:
+def _start(store: SqliteStore, clock: FakeClock, rules) -> tuple[Scheduler, asyncio.Task]:
     """A scheduler running on the current event loop, with a real action runner."""
     runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
     scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=rules)
@@ -90,7 +91,7 @@ def test_the_loop_survives_a_failed_pass_and_reports_it(tmp_path):
 
 
 def test_jobs_run_when_due_on_the_fake_clock_and_not_before(tmp_path):
-    store = Store(tmp_path / "t.db")
+    store = SqliteStore(tmp_path / "t.db")
     calls: list[str] = []
     later = _add_job(store, T0 + timedelta(minutes=5))
     clock = FakeClock(T0)
@@ -111,7 +112,7 @@ def test_jobs_run_when_due_on_the_fake_clock_and_not_before(tmp_path):
 
 
 def test_a_job_inserted_earlier_than_the_planned_wake_wakes_the_loop(tmp_path):
-    store = Store(tmp_path / "t.db")
+    store = SqliteStore(tmp_path / "t.db")
     calls: list[str] = []
     _add_job(store, T0 + timedelta(hours=1))
     clock = FakeClock(T0)
@@ -130,7 +131,7 @@ def test_a_job_inserted_earlier_than_the_planned_wake_wakes_the_loop(tmp_path):
 
 
 def test_an_action_cancelled_by_its_own_code_is_an_ordinary_failure(tmp_path):
-    store = Store(tmp_path / "t.db")
+    store = SqliteStore(tmp_path / "t.db")
 
     async def cancelled(payload, ctx):
         raise asyncio.CancelledError  # e.g. it awaited a task someone else cancelled
@@ -154,7 +155,7 @@ def test_an_action_cancelled_by_its_own_code_is_an_ordinary_failure(tmp_path):
     store.close()
 
 
-class LockedFinishStore(Store):
+class LockedFinishStore(SqliteStore):
     """A real store whose first `failures` result writes fail, like a backup holding the lock."""
 
     failures = 2
@@ -190,7 +191,7 @@ def test_a_result_the_store_refused_is_written_on_a_later_pass(tmp_path):
 
 
 def test_backoff_counts_from_the_stored_base_not_todays_policy(tmp_path):
-    store = Store(tmp_path / "t.db")
+    store = SqliteStore(tmp_path / "t.db")
 
     def fail(payload, ctx):
         raise RuntimeError("down")

@@ -6,11 +6,13 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from harness import verdict
 
+from timeos.engine import renewal
 from timeos.errors import IdempotencyConflict, InvalidState, NotFound, StoreError
-from timeos.model import ActionResult, Event, JobStatus, NewJob, Outcome
+from timeos.model import ActionResult, Event, Job, JobStatus, NewJob, Outcome, RetryPolicy, new_id
 from timeos.store.sqlite import schema
-from timeos.store.sqlite.store import Store, new_id
+from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
 
@@ -25,7 +27,7 @@ def _job(event: Event, *, at: datetime, priority: int = 0, rule: str = "r") -> N
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(tmp_path / "t.db")
+    s = SqliteStore(tmp_path / "t.db")
     yield s
     s.close()
 
@@ -93,7 +95,7 @@ def test_finish_records_attempt_and_moves_status(store):
     later = T0 + timedelta(seconds=3)
     retry_at = T0 + timedelta(seconds=30)
     done = store.finish(
-        job, ActionResult(Outcome.FAILED, "boom"), later, JobStatus.RETRYING, retry_at
+        job, ActionResult(Outcome.FAILED, "boom"), later, verdict(job, JobStatus.RETRYING, retry_at)
     )
     assert done.status is JobStatus.RETRYING
     assert done.perform_at == retry_at
@@ -118,13 +120,13 @@ def test_dead_job_requeue_renews_budget_and_delete_removes_it(store):
     ev = _event(T0)
     store.emit(ev, [_job(ev, at=T0), _job(ev, at=T0)], T0)
     a, b = store.claim_due(T0, 2)
-    store.finish(a, ActionResult(Outcome.PERMANENT, "404"), T0, JobStatus.DEAD)
-    store.finish(b, ActionResult(Outcome.PERMANENT, "404"), T0, JobStatus.DEAD)
-    again = store.requeue_dead(a.id, T0 + timedelta(hours=1), 3)
+    store.finish(a, ActionResult(Outcome.PERMANENT, "404"), T0, verdict(a, JobStatus.DEAD))
+    store.finish(b, ActionResult(Outcome.PERMANENT, "404"), T0, verdict(b, JobStatus.DEAD))
+    again = _requeue(store, a.id, T0 + timedelta(hours=1))
     assert again.status is JobStatus.PENDING and again.max_attempts == 4
     assert again.perform_at == T0 + timedelta(hours=1)
     with pytest.raises(InvalidState):
-        store.requeue_dead(a.id, T0, 3)
+        _requeue(store, a.id, T0)
     store.delete_dead(b.id)
     with pytest.raises(NotFound):
         store.get_job(b.id)
@@ -140,11 +142,11 @@ def test_occurrence_key_makes_duplicate_jobs_impossible(store):
 
 def test_data_survives_reopen_and_schema_is_versioned(tmp_path):
     path = tmp_path / "t.db"
-    s = Store(path)
+    s = SqliteStore(path)
     ev = _event(T0)
     s.emit(ev, [_job(ev, at=T0)], T0)
     s.close()
-    s2 = Store(path)
+    s2 = SqliteStore(path)
     assert s2.get_event(ev.id).id == ev.id
     assert s2.schema_found == schema.SCHEMA_VERSION
     assert s2.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -156,12 +158,12 @@ def test_newer_schema_is_refused(tmp_path):
     conn.execute(f"PRAGMA user_version = {schema.SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(StoreError, match="newer"):
-        Store(path)
+        SqliteStore(path)
 
 
 def test_unknown_synchronous_mode_is_refused(tmp_path):
     with pytest.raises(StoreError, match="synchronous"):
-        Store(tmp_path / "t.db", synchronous="SOMETIMES")
+        SqliteStore(tmp_path / "t.db", synchronous="SOMETIMES")
 
 
 def test_counts_cover_every_status(store):
@@ -195,10 +197,15 @@ def test_an_older_database_is_migrated_in_place(tmp_path):
     )
     conn.commit()
     conn.close()
-    store = Store(path)
+    store = SqliteStore(path)
     assert store.schema_found == 1
     assert store.conn.execute("PRAGMA user_version").fetchone()[0] == schema.SCHEMA_VERSION
     job = store.get_job("J1")
     assert job.backoff_base == 0 and job.attempts == 3
-    assert store.requeue_dead("J1", T0, 3).backoff_base == 3  # backoff restarts after dlq retry
+    assert _requeue(store, "J1", T0).backoff_base == 3  # backoff restarts after dlq retry
     store.close()
+
+
+def _requeue(store: SqliteStore, job_id: str, now: datetime) -> Job:
+    job = store.get_job(job_id)
+    return store.requeue_dead(job, now, renewal(job, RetryPolicy(max_attempts=3), now))

@@ -5,28 +5,32 @@ No I/O and no clock: every function takes `now` (and a random source where jitte
 
 from __future__ import annotations
 
+import enum
 import logging
 import random
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from timeos.errors import ConditionFailed, PayloadError
 from timeos.model import (
+    DEFAULT_RETRY,
     ActionResult,
     Event,
     EventTrigger,
+    Job,
     JobStatus,
     NewJob,
     Outcome,
     RetryPolicy,
     Rule,
     RuleSet,
+    Verdict,
     effective_retry,
 )
 from timeos.payload import EVENT_TYPE, nesting_depth, parse_object
-from timeos.time import cron as schedule
+from timeos.time.cron import next_local_time
 
 log = logging.getLogger("timeos.engine")
 
@@ -140,7 +144,7 @@ def perform_at(event: Event, rule: Rule, trigger: EventTrigger) -> datetime:
     zone = rule.timezone
     if trigger.timezone_expr is not None:
         zone = _zone_from_payload(event, rule, trigger) or zone
-    return schedule.next_local_time(due, trigger.at, zone, rule.dst).at
+    return next_local_time(due, trigger.at, zone, rule.dst).at
 
 
 def _zone_from_payload(event: Event, rule: Rule, trigger: EventTrigger) -> ZoneInfo | None:
@@ -171,36 +175,57 @@ def retry_delay(policy: RetryPolicy, attempt: int, rng: random.Random) -> timede
     return timedelta(seconds=min(delay, cap))
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
-    status: JobStatus
-    retry_at: datetime | None = None
+class AttemptEnd(enum.StrEnum):
+    """How an attempt came to an end, besides its result."""
+
+    RAN = "ran"  # the action ran to a result
+    CRASHED = "crashed"  # found running at start-up: the daemon died mid-run
+    SHUTDOWN = "shutdown"  # our own graceful shutdown killed it
+
+
+def retry_policy_for(rules: RuleSet, job: Job) -> RetryPolicy:
+    """The policy that governs `job` under `rules`: the rule's, else its action's, else default.
+
+    A job of a removed rule keeps its action's policy; of a removed action, the default.
+    """
+    rule = rules.rule(job.rule)
+    action = rules.actions.get(job.action)
+    if rule is not None and action is not None:
+        return effective_retry(rule, action)
+    return (action.retry if action else None) or DEFAULT_RETRY
 
 
 def after_attempt(
-    attempts: int,
-    max_attempts: int,
+    job: Job,
     result: ActionResult,
     policy: RetryPolicy,
     now: datetime,
     rng: random.Random,
-    backoff_step: int | None = None,
+    end: AttemptEnd = AttemptEnd.RAN,
 ) -> Verdict:
-    """Where a job goes after attempt number `attempts` ended with `result`.
-
-    `backoff_step` (default `attempts`) is the attempt number the backoff doubles from.
-    """
+    """Where `job` goes after its attempt number `job.attempts` ended with `result`."""
+    keep = Verdict(JobStatus.RETRYING, now, job.max_attempts, job.backoff_base)
+    if end is AttemptEnd.SHUTDOWN:
+        # Killed by our own graceful shutdown: run again on the next start, and do not charge
+        # the job an attempt for it (a crash, by contrast, counts).
+        return replace(keep, max_attempts=job.max_attempts + 1, backoff_base=job.backoff_base + 1)
     if result.outcome is Outcome.SUCCEEDED:
-        return Verdict(JobStatus.SUCCEEDED)
-    if result.outcome is Outcome.PERMANENT or attempts >= max_attempts:
-        return Verdict(JobStatus.DEAD)
-    step = attempts if backoff_step is None else backoff_step
-    delay = retry_delay(policy, step, rng)
+        return replace(keep, status=JobStatus.SUCCEEDED, perform_at=job.perform_at)
+    if result.outcome is Outcome.PERMANENT or job.attempts >= job.max_attempts:
+        return replace(keep, status=JobStatus.DEAD, perform_at=job.perform_at)
+    if end is AttemptEnd.CRASHED or result.outcome is Outcome.INTERRUPTED:
+        return keep  # retry at once: no backoff for a crash
+    # Backoff counts the attempts since the budget was last renewed (a `dlq retry` starts
+    # again from `backoff`, not from where the dead job left off).
+    delay = retry_delay(policy, max(1, job.attempts - job.backoff_base), rng)
     if result.retry_after is not None:
         delay = max(delay, result.retry_after)  # the server knows when it will be ready
-    return Verdict(JobStatus.RETRYING, now + delay)
+    return replace(keep, perform_at=now + delay)
 
 
-def utc(value: datetime) -> datetime:
-    """Normalise an aware datetime to UTC."""
-    return value.astimezone(UTC)
+def renewal(job: Job, policy: RetryPolicy, now: datetime) -> Verdict:
+    """A dead job sent back by `dlq retry`: due now, with a fresh budget of attempts on top.
+
+    Attempts keep counting up (history stays intact); backoff starts again from `backoff`.
+    """
+    return Verdict(JobStatus.PENDING, now, job.attempts + policy.max_attempts, job.attempts)

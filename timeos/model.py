@@ -1,16 +1,23 @@
-"""Frozen dataclasses and StrEnums shared by every layer: rules, actions, triggers, events, jobs.
+"""Frozen dataclasses and StrEnums shared by every layer: rules, actions, triggers, events, jobs,
+and the domain helpers that name them (ids, payload hashes, occurrence keys).
 
-Built once at the boundary (rules.py, store.py, api.py) and trusted inside.
+Built once at the boundary (rules/, store/, daemon/api.py) and trusted inside. Pure: no I/O.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
+
+from ulid import ULID
+
+from timeos.timefmt import to_micros
 
 
 class JobStatus(enum.StrEnum):
@@ -20,10 +27,6 @@ class JobStatus(enum.StrEnum):
     RETRYING = "retrying"
     DEAD = "dead"
     CANCELLED = "cancelled"
-
-
-WAITING_STATUSES = (JobStatus.PENDING, JobStatus.RETRYING)
-FINAL_STATUSES = (JobStatus.SUCCEEDED, JobStatus.DEAD, JobStatus.CANCELLED)
 
 
 class Outcome(enum.StrEnum):
@@ -281,6 +284,21 @@ class Attempt:
 
 
 @dataclass(frozen=True, slots=True)
+class Verdict:
+    """Where a job goes next: the whole decision, which the store only writes."""
+
+    status: JobStatus
+    perform_at: datetime
+    max_attempts: int
+    backoff_base: int  # attempts made before the budget was last renewed
+
+    @property
+    def retry_at(self) -> datetime | None:
+        """When the next attempt runs, if there is one."""
+        return self.perform_at if self.status is JobStatus.RETRYING else None
+
+
+@dataclass(frozen=True, slots=True)
 class ActionResult:
     """What running an action once produced."""
 
@@ -301,14 +319,50 @@ class RuleState:
     last_fire: datetime | None
 
 
+class OccurrenceOutcome(enum.StrEnum):
+    """What became of one expected fire time of a time-based rule."""
+
+    FIRED = "fired"  # a job was created
+    SKIPPED = "skipped"  # deliberately not run (DST policy, overlap)
+    MISSED = "missed"  # not run because the daemon was down, the rule disabled, or too late
+
+
 @dataclass(frozen=True, slots=True)
 class Occurrence:
     """One expected fire time of a time-based rule, and what became of it."""
 
     rule: str
     scheduled_for: datetime
-    outcome: str  # fired | skipped | missed
+    outcome: OccurrenceOutcome
     reason: str | None
     job_id: str | None
     note: str | None
     recorded_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class EmitResult:
+    """What storing an event did: its id, whether it was a re-send, the jobs it created."""
+
+    event_id: str
+    duplicate: bool
+    job_ids: tuple[str, ...]
+
+
+# ---- domain helpers ---------------------------------------------------------------------------
+
+
+def new_id(now: datetime) -> str:
+    """A unique, time-sortable, printable id (ULID, 26 chars)."""
+    return str(ULID.from_datetime(now))
+
+
+def payload_hash(event_type: str, payload: Mapping[str, Any]) -> str:
+    """Hash of the canonical JSON of type + payload: how idempotent re-sends are recognised."""
+    canonical = json.dumps([event_type, payload], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def occurrence_key(rule: str, scheduled_for: datetime) -> str:
+    """The unique key of a time-based rule's occurrence: one job per (rule, instant), ever."""
+    return f"{rule}@{to_micros(scheduled_for)}"

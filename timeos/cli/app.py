@@ -438,7 +438,7 @@ def next_fires(
 
     Example: timeos next --cron "30 2 * * *" --tz America/New_York --count 3
     """
-    from timeos.time.preview import preview
+    from timeos.cli.preview import preview
 
     fires, now = preview(
         rule=rule,

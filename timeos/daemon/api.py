@@ -6,7 +6,6 @@ Errors are `{"error": {"code", "message"}}` with the stable codes of errors.py.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import replace
@@ -271,7 +270,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         responses: {200: {description: job}, 404: {description: not found}}
         """
         job = service.get_job(request.path_params["id"])
-        return JSONResponse(job_json(job, service.store.attempts(job.id)))
+        return JSONResponse(job_json(job, service.attempts(job.id)))
 
     async def cancel_jobs(request: Request) -> Response:
         """
@@ -425,12 +424,5 @@ ViewHook = Callable[[Rule], Mapping[str, Any]]
 
 def _rule_view(service: Service, rule: Rule) -> dict[str, Any]:
     body = rule_json(rule)
-    hook = getattr(service, "rule_extra", None)
-    if hook is not None:
-        body.update(hook(rule))
+    body.update(service.rule_schedule(rule))
     return body
-
-
-def dumps(value: Any) -> str:
-    """JSON text as the API renders it."""
-    return json.dumps(value, ensure_ascii=False)

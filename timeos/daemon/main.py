@@ -29,14 +29,14 @@ from timeos import __version__, paths
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock, FakeClock, SystemClock
 from timeos.daemon.api import build_app
+from timeos.daemon.planner import OccurrencePlanner
 from timeos.daemon.scheduler import Scheduler
 from timeos.daemon.service import Service
 from timeos.engine import MAX_IDEMPOTENCY_KEY, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, Limits
 from timeos.errors import TimeOSError, UsageError
 from timeos.model import RuleSet
 from timeos.rules.loader import load_rules
-from timeos.store.sqlite.store import Store
-from timeos.time.triggers import OccurrencePlanner
+from timeos.store.sqlite.store import SqliteStore
 from timeos.timefmt import parse_duration, parse_instant
 
 log = logging.getLogger("timeos.daemon")
@@ -123,9 +123,12 @@ class Daemon:
         self.clock = clock
         rules = self._load(self.rule_paths)  # before touching the database: fail fast
         self.lock_fd = lock_database(db_path)
-        self.store = Store(db_path, synchronous=synchronous)
+        self.store = SqliteStore(db_path, synchronous=synchronous)
         self.store.start_checkpointer()
         self.runner = ActionRunner(environ=self.environ, emitter=self._emit_from_action)
+        # The planner and scheduler read the service's current rules at each pass (after a
+        # reload, the new ones): the lambda is resolved then, not now.
+        self.planner = OccurrencePlanner(store=self.store, rules=lambda: self.service.rules)
         self.service = Service(
             store=self.store,
             clock=clock,
@@ -142,8 +145,9 @@ class Daemon:
                 "synchronous": synchronous,
                 "workers": workers,
             },
+            probes={"scheduler": self._scheduler_health, "workers": self._workers_health},
+            schedule=self.planner.describe,
         )
-        self.planner = OccurrencePlanner(store=self.store, rules=lambda: self.service.rules)
         self.scheduler = Scheduler(
             store=self.store,
             clock=clock,
@@ -153,16 +157,12 @@ class Daemon:
             grace=grace,
             planner=self.planner,
         )
-        self.service.health_probes["scheduler"] = self._scheduler_health
-        self.service.health_probes["workers"] = self._workers_health
-        self.service.rule_extra = self.planner.describe  # type: ignore[attr-defined]
         self.server: _Server | None = None
 
     def _load(self, rule_paths: Sequence[Path]) -> RuleSet:
         return load_rules(rule_paths, self.environ)
 
     def _poke(self) -> None:
-        self.planner.invalidate()
         self.scheduler.poke()
 
     async def _emit_from_action(
@@ -219,7 +219,7 @@ class Daemon:
             __version__,
             len(self.service.rules.rules),
             self.socket_path,
-            self.store.path,
+            self.store.location,
             self.scheduler.workers,
             f", {recovered} interrupted job(s) recovered" if recovered else "",
         )

@@ -16,19 +16,10 @@ from typing import Protocol
 
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
-from timeos.engine import Verdict, after_attempt
+from timeos.engine import AttemptEnd, after_attempt, retry_policy_for
 from timeos.errors import NotFound, StoreError
-from timeos.model import (
-    DEFAULT_RETRY,
-    ActionResult,
-    Job,
-    JobStatus,
-    Outcome,
-    OverlapPolicy,
-    RuleSet,
-    effective_retry,
-)
-from timeos.store.sqlite.store import Store
+from timeos.model import ActionResult, Job, Outcome, OverlapPolicy, RuleSet, Verdict
+from timeos.store.protocol import Store
 
 log = logging.getLogger("timeos.scheduler")
 
@@ -45,7 +36,6 @@ class _Outcome:
     result: ActionResult
     now: datetime
     verdict: Verdict
-    extra_budget: int
 
 
 class Planner(Protocol):
@@ -83,7 +73,6 @@ class Scheduler:
         self.stopping = False
         self.loop_alive = False
         self.last_tick: datetime | None = None
-        self.idle = asyncio.Event()
         self.errors = 0
         self.unrecorded: list[_Outcome] = []  # results the store refused; retried every pass
         self.last_error: str | None = None
@@ -100,7 +89,7 @@ class Scheduler:
             result = ActionResult(
                 Outcome.INTERRUPTED, "interrupted: timeosd stopped during the run"
             )
-            self._record(job, result, now)
+            self._record(job, result, now, AttemptEnd.CRASHED)
         if jobs:
             log.warning("recovered %d job(s) left running by a previous daemon", len(jobs))
         return len(jobs)
@@ -126,10 +115,6 @@ class Scheduler:
                     continue
                 if deadline is not None and deadline <= now:
                     deadline = now + MIN_SLEEP  # never spin on a deadline already past
-                if self.running:
-                    self.idle.clear()
-                else:
-                    self.idle.set()
                 await self.clock.sleep_until(deadline, self.wake)
         finally:
             self.loop_alive = False
@@ -186,7 +171,7 @@ class Scheduler:
                     result = ActionResult(
                         Outcome.INTERRUPTED, "interrupted: timeosd shut down mid-run"
                     )
-                    self._record(job, result, self.clock.now(), shutdown=True)
+                    self._record(job, result, self.clock.now(), AttemptEnd.SHUTDOWN)
                     raise
                 # The action's own code was cancelled (not by us): an ordinary failure.
                 result = ActionResult(Outcome.FAILED, "CancelledError: the action was cancelled")
@@ -221,42 +206,17 @@ class Scheduler:
         )
 
     def _record(
-        self, job: Job, result: ActionResult, now: datetime, *, shutdown: bool = False
+        self, job: Job, result: ActionResult, now: datetime, end: AttemptEnd = AttemptEnd.RAN
     ) -> None:
-        rules = self.rules()
-        rule = rules.rule(job.rule)
-        action = rules.actions.get(job.action)
-        if rule is not None and action is not None:
-            policy = effective_retry(rule, action)
-        else:
-            policy = (action.retry if action else None) or DEFAULT_RETRY
-        # Backoff counts the attempts since the budget was last renewed (a `dlq retry` starts
-        # again from `backoff`, not from where the dead job left off).
-        since_renewal = max(1, job.attempts - job.backoff_base)
-        verdict = after_attempt(
-            job.attempts, job.max_attempts, result, policy, now, self.rng, since_renewal
-        )
-        extra_budget = 0
-        if shutdown:
-            # Killed by our own graceful shutdown: run again on the next start, and do not
-            # charge the job an attempt for it (a crash, by contrast, counts: see recover()).
-            verdict, extra_budget = Verdict(JobStatus.RETRYING, now), 1
-        elif result.outcome is Outcome.INTERRUPTED and verdict.retry_at is not None:
-            verdict = Verdict(verdict.status, now)  # retry at once: no backoff for a crash
-        self._write(_Outcome(job, result, now, verdict, extra_budget))
+        policy = retry_policy_for(self.rules(), job)
+        verdict = after_attempt(job, result, policy, now, self.rng, end)
+        self._write(_Outcome(job, result, now, verdict))
 
     def _write(self, outcome: _Outcome) -> bool:
         """Store one attempt's outcome; on failure keep it to retry on the next pass."""
         job, result = outcome.job, outcome.result
         try:
-            done = self.store.finish(
-                job,
-                result,
-                outcome.now,
-                outcome.verdict.status,
-                outcome.verdict.retry_at,
-                outcome.extra_budget,
-            )
+            done = self.store.finish(job, result, outcome.now, outcome.verdict)
         except StoreError as exc:  # e.g. database locked by a backup, disk full
             # Not dropped: a job left `running` would block its rule's overlap check for good.
             if outcome not in self.unrecorded:

@@ -18,6 +18,8 @@ from timeos.engine import (
     check_event_type,
     check_idempotency_key,
     plan_event,
+    renewal,
+    retry_policy_for,
 )
 from timeos.errors import (
     NotFound,
@@ -27,20 +29,15 @@ from timeos.errors import (
     TimeOSError,
     UsageError,
 )
-from timeos.model import (
-    DEFAULT_RETRY,
-    Event,
-    Job,
-    JobStatus,
-    Rule,
-    RuleSet,
-    effective_retry,
-)
-from timeos.store.sqlite.store import EmitResult, Store, new_id
+from timeos.model import Attempt, EmitResult, Event, Job, JobStatus, Rule, RuleSet, new_id
+from timeos.store.protocol import Store
+from timeos.time.preview import rule_fires
 
 log = logging.getLogger("timeos.service")
 
 RulesLoader = Callable[[Sequence[Path]], RuleSet]
+HealthProbe = Callable[[], tuple[str, str]]  # () -> (healthy|degraded|unhealthy, message)
+RuleSchedule = Callable[[Rule], Mapping[str, Any]]  # a rule -> its next_fire / last_fire
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +62,8 @@ class Service:
         limits: Limits,
         on_change: Callable[[], None] = lambda: None,
         info: Mapping[str, Any] | None = None,
+        probes: Mapping[str, HealthProbe] | None = None,
+        schedule: RuleSchedule = lambda rule: {},
     ) -> None:
         self.store = store
         self.clock = clock
@@ -77,7 +76,8 @@ class Service:
         self.started_at = clock.now()
         self.reloads = 0
         self.last_reload_error: str | None = None
-        self.health_probes: dict[str, Callable[[], tuple[str, str]]] = {}
+        self.health_probes: dict[str, HealthProbe] = dict(probes or {})
+        self.schedule = schedule
 
     @property
     def rules(self) -> RuleSet:
@@ -177,25 +177,23 @@ class Service:
                 outcomes.append(CancelOutcome(job_id, False, current, exc.message))
         return outcomes
 
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """A job's attempt history, oldest first."""
+        return self.store.attempts(job_id)
+
     def dlq_retry(self, job_id: str) -> Job:
         """Send a dead job back to pending with a fresh attempt budget."""
         job = self.store.get_job(job_id)
-        budget = self._retry_budget(job)
-        job = self.store.requeue_dead(job_id, self.clock.now(), budget)
+        now = self.clock.now()
+        job = self.store.requeue_dead(
+            job, now, renewal(job, retry_policy_for(self._rules, job), now)
+        )
         self.on_change()
         return job
 
     def dlq_delete(self, job_id: str) -> None:
         """Delete a dead job for good."""
         self.store.delete_dead(job_id)
-
-    def _retry_budget(self, job: Job) -> int:
-        # The same policy the scheduler applies to this job's attempts (see Scheduler._record).
-        rule = self._rules.rule(job.rule)
-        action = self._rules.actions.get(job.action)
-        if rule is not None and action is not None:
-            return effective_retry(rule, action).max_attempts
-        return ((action.retry if action else None) or DEFAULT_RETRY).max_attempts
 
     # ---- rules --------------------------------------------------------------------------------
 
@@ -228,6 +226,10 @@ class Service:
         self.on_change()
         return rules
 
+    def rule_schedule(self, rule: Rule) -> dict[str, Any]:
+        """A time-based rule's next and last fire, as the planner knows them ({} otherwise)."""
+        return dict(self.schedule(rule))
+
     def rule_history(self, name: str, limit: int, offset: int = 0) -> list[dict[str, Any]]:
         """A time-based rule's recorded occurrences, newest first (also of a removed rule)."""
         found = self.store.history(name, self._limit(limit), max(0, offset))
@@ -247,8 +249,6 @@ class Service:
 
     def rule_next(self, name: str, after: datetime | None, count: int) -> list[dict[str, Any]]:
         """The next `count` fires of a time-based rule, from its stored anchor."""
-        from timeos.time.preview import rule_fires
-
         rule = self.rule(name)
         now = self.clock.now()
         state = self.store.rule_states().get(name)
@@ -277,7 +277,7 @@ class Service:
         components: dict[str, dict[str, str]] = {}
         try:
             self.store.ping()
-            components["database"] = {"status": "healthy", "message": self.store.path}
+            components["database"] = {"status": "healthy", "message": self.store.location}
         except TimeOSError as exc:
             components["database"] = {"status": "unhealthy", "message": exc.message}
         if self.last_reload_error:

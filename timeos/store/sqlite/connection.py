@@ -54,6 +54,11 @@ class Connection:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
+    @property
+    def location(self) -> str:
+        """The database file, for status and health."""
+        return self.path
+
     def start_checkpointer(self, interval: float = 1.0) -> None:
         """Checkpoint the WAL from a thread with its own connection, off the event loop.
 

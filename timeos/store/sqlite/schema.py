@@ -144,9 +144,3 @@ def migrate(conn: sqlite3.Connection, where: str) -> int:
             conn.execute("ROLLBACK")
             raise StoreError(f"{where}: migration to schema {version + 1} failed: {exc}") from exc
     return found
-
-
-def describe(conn: sqlite3.Connection) -> dict[str, int]:
-    """Row counts per table, for `timeos status` and debugging."""
-    db = sqlite_utils.Database(conn)
-    return {name: db[name].count for name in db.table_names()}

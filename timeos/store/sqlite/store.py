@@ -1,32 +1,35 @@
-"""The only module that reads and writes TimeOS data: events, jobs, attempts, rule schedule state.
+"""The SQLite implementation of the store protocol: events, jobs, attempts, rule schedule state.
 
 The hot path (emit, claim, finish) is stdlib sqlite3 with cached prepared statements, in WAL mode;
-schema.py owns creation and migrations. sqlite3 errors are translated to StoreError here, once.
+schema.py owns creation and migrations; connection.py translates every sqlite3 error to StoreError.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
-
-from ulid import ULID
 
 from timeos.errors import IdempotencyConflict, InvalidState, NotFound
 from timeos.model import (
     ActionResult,
     Attempt,
+    EmitResult,
     Event,
     Job,
     JobStatus,
     NewJob,
     Occurrence,
+    OccurrenceOutcome,
     Outcome,
     RuleState,
+    Verdict,
+    new_id,
+    occurrence_key,
+    payload_hash,
 )
 from timeos.store.sqlite.connection import Connection
 from timeos.timefmt import from_micros, to_micros
@@ -38,30 +41,12 @@ _JOB_COLUMNS = (
 _WAITING = "status IN ('pending', 'retrying')"
 
 
-@dataclass(frozen=True, slots=True)
-class EmitResult:
-    event_id: str
-    duplicate: bool
-    job_ids: tuple[str, ...]
-
-
-def new_id(now: datetime) -> str:
-    """A unique, time-sortable, printable id (ULID, 26 chars)."""
-    return str(ULID.from_datetime(now))
-
-
-def payload_hash(event_type: str, payload: Mapping[str, Any]) -> str:
-    """Hash of the canonical JSON of type + payload: how idempotent re-sends are recognised."""
-    canonical = json.dumps([event_type, payload], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def _dumps(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class Store(Connection):
-    """SQLite-backed store. One instance per process; not shared between threads."""
+class SqliteStore(Connection):
+    """The embedded store (implements store.protocol.Store). One instance per process."""
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -283,16 +268,8 @@ class Store(Connection):
                 ).fetchone()[0]
         return claimed
 
-    def finish(
-        self,
-        job: Job,
-        result: ActionResult,
-        now: datetime,
-        status: JobStatus,
-        retry_at: datetime | None = None,
-        extra_budget: int = 0,
-    ) -> Job:
-        """Record how attempt `job.attempts` ended and move the job to `status`."""
+    def finish(self, job: Job, result: ActionResult, now: datetime, verdict: Verdict) -> Job:
+        """Record how attempt `job.attempts` ended and write the verdict on the job."""
         stamp = to_micros(now)
         error = result.error if result.outcome is not Outcome.SUCCEEDED else None
         with self._tx() as conn:
@@ -301,21 +278,20 @@ class Store(Connection):
                 " WHERE job_id = ? AND number = ?",
                 (stamp, str(result.outcome), error, result.output, job.id, job.attempts),
             )
-            perform_at = to_micros(retry_at) if retry_at is not None else to_micros(job.perform_at)
             # Only the attempt that is running may settle the job: a stale attempt's result
             # (however it came about) never overwrites a newer one's.
             cur = conn.execute(
                 "UPDATE jobs SET status = ?, perform_at = ?, last_error ="
                 " CASE WHEN ? = 'succeeded' THEN NULL ELSE COALESCE(?, last_error) END,"
-                " max_attempts = max_attempts + ?, backoff_base = backoff_base + ?, updated_at = ?"
+                " max_attempts = ?, backoff_base = ?, updated_at = ?"
                 " WHERE id = ? AND status = 'running' AND attempts = ?",
                 (
-                    str(status),
-                    perform_at,
-                    str(status),
+                    str(verdict.status),
+                    to_micros(verdict.perform_at),
+                    str(verdict.status),
                     error,
-                    extra_budget,
-                    extra_budget,
+                    verdict.max_attempts,
+                    verdict.backoff_base,
                     stamp,
                     job.id,
                     job.attempts,
@@ -346,19 +322,28 @@ class Store(Connection):
             )
         return self.get_job(job_id)
 
-    def requeue_dead(self, job_id: str, now: datetime, max_attempts: int) -> Job:
-        """Put a dead job back to pending, due now, with a fresh attempt budget."""
+    def requeue_dead(self, job: Job, now: datetime, verdict: Verdict) -> Job:
+        """Write a `dlq retry` verdict on a job that is still dead (else raise InvalidState)."""
         with self._tx() as conn:
-            job = self.get_job(job_id)
-            if job.status is not JobStatus.DEAD:
-                raise InvalidState(f"job {job_id} is {job.status}, not in the dead letter queue")
-            # Attempts keep counting up (history stays intact); the budget is renewed on top.
-            conn.execute(
-                "UPDATE jobs SET status = 'pending', perform_at = ?, max_attempts = ?,"
-                " backoff_base = attempts, updated_at = ? WHERE id = ?",
-                (to_micros(now), job.attempts + max_attempts, to_micros(now), job_id),
+            cur = conn.execute(
+                "UPDATE jobs SET status = ?, perform_at = ?, max_attempts = ?, backoff_base = ?,"
+                " updated_at = ? WHERE id = ? AND status = 'dead' AND attempts = ?",
+                (
+                    str(verdict.status),
+                    to_micros(verdict.perform_at),
+                    verdict.max_attempts,
+                    verdict.backoff_base,
+                    to_micros(now),
+                    job.id,
+                    job.attempts,
+                ),
             )
-        return self.get_job(job_id)
+            if cur.rowcount != 1:
+                current = self.get_job(job.id)
+                raise InvalidState(
+                    f"job {job.id} is {current.status}, not in the dead letter queue"
+                )
+        return self.get_job(job.id)
 
     def delete_dead(self, job_id: str) -> None:
         """Delete a dead job and its attempts for good."""
@@ -419,7 +404,7 @@ class Store(Connection):
             by_key = {j.occurrence_key: i for j, i in zip(jobs, ids, strict=True)}
             for occ in occurrences:
                 job_id = occ.job_id
-                if occ.outcome == "fired" and job_id is None:
+                if occ.outcome is OccurrenceOutcome.FIRED and job_id is None:
                     job_id = by_key.get(occurrence_key(occ.rule, occ.scheduled_for))
                 conn.execute(
                     "INSERT OR IGNORE INTO occurrences (rule, scheduled_for, outcome, reason,"
@@ -427,7 +412,7 @@ class Store(Connection):
                     (
                         occ.rule,
                         to_micros(occ.scheduled_for),
-                        occ.outcome,
+                        str(occ.outcome),
                         occ.reason,
                         job_id,
                         occ.note,
@@ -459,18 +444,21 @@ class Store(Connection):
             (rule, limit, offset),
         )
         return [
-            Occurrence(r[0], from_micros(r[1]), r[2], r[3], r[4], r[5], from_micros(r[6]))
+            Occurrence(
+                r[0],
+                from_micros(r[1]),
+                OccurrenceOutcome(r[2]),
+                r[3],
+                r[4],
+                r[5],
+                from_micros(r[6]),
+            )
             for r in rows
         ]
 
 
 def _not_in(names: Collection[str]) -> str:
     return f" AND rule NOT IN ({', '.join('?' * len(names))})" if names else ""
-
-
-def occurrence_key(rule: str, scheduled_for: datetime) -> str:
-    """The unique key of a time-based rule's occurrence: one job per (rule, instant), ever."""
-    return f"{rule}@{to_micros(scheduled_for)}"
 
 
 def _opt_micros(value: datetime | None) -> int | None:

@@ -1,0 +1,60 @@
+"""`timeos next`: resolve what to preview, offline (`--cron`, `--rules`) or from the daemon.
+
+Offline previews count from this machine's clock; otherwise the running daemon answers (it knows
+each rule's stored anchor and state).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from timeos.cli.client import Client, segment
+from timeos.clock import SystemClock
+from timeos.errors import NotFound, UsageError
+from timeos.time.preview import cron_fires, rule_fires
+from timeos.timefmt import parse_instant
+
+
+def preview(
+    *,
+    rule: str | None,
+    cron: str | None,
+    tz: str,
+    after: str | None,
+    count: int,
+    rules_path: Sequence[Path] | None,
+    client: Client,
+    environ: Mapping[str, str],
+) -> tuple[list[dict[str, Any]], datetime]:
+    """Resolve what to preview and return (fires, now)."""
+    now = SystemClock().now()
+    try:
+        start = parse_instant(after) if after else now
+    except ValueError as exc:
+        raise UsageError(f"--after: {exc}") from None
+    if (rule is None) == (cron is None):
+        raise UsageError("give either a RULE name or --cron EXPR")
+    if cron is not None and rules_path:
+        raise UsageError("--rules goes with a RULE name, not with --cron")
+    if cron is not None:
+        try:
+            zone = ZoneInfo(tz)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise UsageError(f"--tz: unknown time zone {tz!r}") from None
+        return cron_fires(cron, zone, start, count), now
+    assert rule is not None
+    if rules_path:
+        from timeos.rules.loader import load_rules
+
+        found = load_rules(rules_path, environ).rule(rule)
+        if found is None:
+            raise NotFound(f"no rule named {rule!r} in {', '.join(map(str, rules_path))}")
+        return rule_fires(found, start, start, count), now
+    # Without --after the daemon counts from its own clock (the one its schedule runs on).
+    query = {"count": count, "after": start.isoformat() if after else None}
+    answer = client.call("GET", f"/v1/rules/{segment(rule)}/next", query=query)
+    return answer["fires"], now

@@ -1,0 +1,116 @@
+"""The occurrence planner the scheduler loop calls: reads each time-based rule's stored state and
+activity, asks the pure planner (time/planning.py) what is due, and writes the answer.
+
+Each rule's plan is written in one transaction (state, occurrences and jobs together), so no path
+can advance a schedule without recording what became of its occurrences.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from timeos.model import Rule, RuleSet, RuleState, effective_retry
+from timeos.store.protocol import Store
+from timeos.time.planning import is_due, plan, resume
+from timeos.time.triggers import RuleClock
+
+log = logging.getLogger("timeos.occurrences")
+
+
+class OccurrencePlanner:
+    """Creates due occurrences' jobs for every time-based rule; returns the next deadline."""
+
+    def __init__(self, *, store: Store, rules: Callable[[], RuleSet]) -> None:
+        self.store = store
+        self.rules = rules
+        self.states: dict[str, RuleState] = store.rule_states()
+        self.clocks: dict[str, RuleClock] = {}
+        self.enabled_since: dict[str, datetime] = {}
+        self.loaded: set[str] | None = None  # time-based rules in the previous pass
+        self.removed: set[str] = set()
+        self.failures: dict[str, str] = {}
+
+    def plan(self, now: datetime) -> datetime | None:
+        """Create jobs for every due occurrence; return the earliest next fire."""
+        rules = self.rules()
+        deadline: datetime | None = None
+        loaded = {r.name for r in rules.rules if r.time_based}
+        if self.loaded is None:
+            # First pass of this process: a stored rule missing from the files was removed
+            # (while we were down, or by a reload before a restart); if it returns, it is fresh.
+            self.removed |= set(self.states) - loaded
+        else:
+            for gone in self.loaded - loaded:
+                # Removed by a reload: if it comes back, it starts afresh (see resume()).
+                self.removed.add(gone)
+                self.enabled_since.pop(gone, None)
+                self.clocks.pop(gone, None)
+        self.loaded = loaded
+        for rule in rules.rules:
+            if not rule.time_based:
+                continue
+            try:
+                nxt = self._plan_rule(rule, rules, now)
+            except Exception as exc:  # one broken rule must not stop the others
+                message = f"{type(exc).__name__}: {exc}"
+                if self.failures.get(rule.name) != message:  # log a failure once, not per pass
+                    log.error("rule %r: planning failed: %s", rule.name, message)
+                self.failures[rule.name] = message
+                continue
+            self.failures.pop(rule.name, None)
+            if nxt is not None and (deadline is None or nxt < deadline):
+                deadline = nxt
+        return deadline
+
+    def _plan_rule(self, rule: Rule, rules: RuleSet, now: datetime) -> datetime | None:
+        if not rule.enabled:
+            self.enabled_since.pop(rule.name, None)
+            return None  # state stays put: what it misses while disabled follows on_missed
+        stored = self.states.get(rule.name)
+        clock = self.clocks.get(rule.name)
+        state = stored
+        if clock is None or clock.rule is not rule or stored is None:
+            clock, state = resume(rule, stored, now, fresh=rule.name in self.removed)
+        assert state is not None
+        since = self.enabled_since.setdefault(rule.name, now)
+        if not is_due(state, now):
+            if state is not stored:  # a fresh start: store the new phase
+                self._save(rule, state, now)
+            self.clocks[rule.name] = clock
+            return state.next_fire
+        running, waiting = self.store.rule_activity(rule.name)
+        result = plan(
+            rule,
+            clock,
+            state,
+            now=now,
+            since=since,
+            running=running,
+            waiting=waiting,
+            max_attempts=effective_retry(rule, rules.actions[rule.action]).max_attempts,
+        )
+        self.store.save_rule_state(result.state, now, result.occurrences, result.jobs)
+        self.states[rule.name] = result.state
+        self.removed.discard(rule.name)
+        self.clocks[rule.name] = clock
+        return result.state.next_fire
+
+    def _save(self, rule: Rule, state: RuleState, now: datetime) -> None:
+        self.store.save_rule_state(state, now)
+        self.states[rule.name] = state
+        self.removed.discard(rule.name)  # only once the fresh state is stored
+
+    def describe(self, rule: Rule) -> dict[str, Any]:
+        """Extra fields for `rules list/show`: next and last fire of a time-based rule."""
+        if not rule.time_based:
+            return {}
+        state = self.states.get(rule.name)
+        return {
+            "next_fire": state.next_fire.isoformat()
+            if state and state.next_fire and rule.enabled
+            else None,
+            "last_fire": state.last_fire.isoformat() if state and state.last_fire else None,
+        }

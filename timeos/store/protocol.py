@@ -1,0 +1,146 @@
+"""What the daemon needs from a store: every operation the service, scheduler and planner call.
+
+The SQLite store (store/sqlite/) implements it today; a PostgreSQL store will sit beside it. All
+instants are timezone-aware UTC; every failure of the backend is raised as StoreError, and the
+domain errors (NotFound, InvalidState, IdempotencyConflict) mean the same in every backend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from timeos.model import (
+    ActionResult,
+    Attempt,
+    EmitResult,
+    Event,
+    Job,
+    JobStatus,
+    NewJob,
+    Occurrence,
+    RuleState,
+    Verdict,
+)
+
+
+class Store(Protocol):
+    """Durable events, jobs, attempts and rule schedule state."""
+
+    @property
+    def location(self) -> str:
+        """Where the data lives, for status and health (a path or a URL without secrets)."""
+        ...
+
+    def close(self) -> None:
+        """Release connections and background work."""
+        ...
+
+    # ---- events ----
+
+    def find_idempotent(self, key: str, event_type: str, payload: Mapping[str, Any]) -> str | None:
+        """Event id stored under `key` with this payload; IdempotencyConflict if another."""
+        ...
+
+    def emit(self, event: Event, jobs: Sequence[NewJob], now: datetime) -> EmitResult:
+        """Store an event and the jobs it creates in one transaction (or find its duplicate)."""
+        ...
+
+    def get_event(self, event_id: str) -> Event:
+        """One event, or NotFound."""
+        ...
+
+    def list_events(
+        self, *, event_type: str | None = None, limit: int = 50, offset: int = 0
+    ) -> list[Event]:
+        """Events, newest first."""
+        ...
+
+    # ---- jobs ----
+
+    def get_job(self, job_id: str) -> Job:
+        """One job, or NotFound."""
+        ...
+
+    def list_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        rule: str | None = None,
+        event_id: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Job]:
+        """Jobs matching every given filter, by perform_at then id."""
+        ...
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """A job's attempt history, oldest first."""
+        ...
+
+    def next_due_at(self, blocked: Collection[str] = ()) -> datetime | None:
+        """When the earliest waiting job not of a `blocked` rule is due."""
+        ...
+
+    def claim_due(
+        self,
+        now: datetime,
+        limit: int,
+        blocked: Collection[str] = (),
+        exclusive: Collection[str] = (),
+    ) -> list[Job]:
+        """Mark up to `limit` due jobs running (highest priority, then earliest); return them."""
+        ...
+
+    def finish(self, job: Job, result: ActionResult, now: datetime, verdict: Verdict) -> Job:
+        """Record how attempt `job.attempts` ended and write the verdict on the job."""
+        ...
+
+    def running_jobs(self) -> list[Job]:
+        """Jobs marked running (at start-up: interrupted by a dead daemon)."""
+        ...
+
+    def cancel(self, job_id: str, now: datetime) -> Job:
+        """Cancel a waiting job; InvalidState if it already ran or is running."""
+        ...
+
+    def requeue_dead(self, job: Job, now: datetime, verdict: Verdict) -> Job:
+        """Write a `dlq retry` verdict on a job that is still dead (else InvalidState)."""
+        ...
+
+    def delete_dead(self, job_id: str) -> None:
+        """Delete a dead job and its attempts for good."""
+        ...
+
+    def counts_by_status(self) -> dict[str, int]:
+        """Number of jobs in each status, zero included."""
+        ...
+
+    def ping(self) -> None:
+        """Raise StoreError when the database does not answer."""
+        ...
+
+    def rule_activity(self, rule: str) -> tuple[bool, bool]:
+        """(a job of `rule` is running, one is waiting): the overlap check."""
+        ...
+
+    # ---- time-based rule state ----
+
+    def rule_states(self) -> dict[str, RuleState]:
+        """Stored schedule state of every time-based rule ever seen."""
+        ...
+
+    def save_rule_state(
+        self,
+        state: RuleState,
+        now: datetime,
+        occurrences: Sequence[Occurrence] = (),
+        jobs: Sequence[NewJob] = (),
+    ) -> list[str | None]:
+        """Advance a rule's schedule, record its occurrences and insert their jobs, atomically."""
+        ...
+
+    def history(self, rule: str, limit: int = 50, offset: int = 0) -> list[Occurrence]:
+        """A rule's recorded occurrences, newest first."""
+        ...
