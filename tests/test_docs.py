@@ -99,16 +99,21 @@ def test_error_codes_are_unique_and_documented():
         assert f"\\fB{code}\\fR" in MAN1, f"error code {code} missing from man/timeos.1"
 
 
-def test_only_clock_reads_real_time():
-    offenders = []
-    for path in (ROOT / "timeos").rglob("*.py"):
-        if path.name == "clock.py":
-            continue
-        text = path.read_text()
-        for pattern in ("datetime.now(", "datetime.utcnow(", "time.time()", "date.today("):
-            if pattern in text:
-                offenders.append(f"{path.relative_to(ROOT)}: {pattern}")
-    assert offenders == []
+def test_the_error_tree_drawn_in_errors_py_matches_the_classes():
+    import timeos.errors as errors
+
+    drawn = {}
+    for line in (errors.__doc__ or "").splitlines():
+        found = re.match(r"^[├└]── (\w+)\s+(\w+)\s+(\d)\s+(\d{3})", line)
+        if found:
+            drawn[found[1]] = (found[2], int(found[3]), int(found[4]))
+    actual = {
+        cls.__name__: (cls.code, cls.exit_code, cls.http_status)
+        for cls in ALL_ERRORS
+        if cls is not errors.TimeOSError
+    }
+    assert drawn == actual
+    assert all(cls.__bases__ == (errors.TimeOSError,) for cls in ALL_ERRORS[1:])
 
 
 def _risky_calls(tree: ast.AST) -> list[str]:

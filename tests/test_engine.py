@@ -65,6 +65,9 @@ class AmountOver:
             raise ConditionFailed("no such key: amount")
         return payload["amount"] > 1000
 
+    def evaluate_value(self, payload, event):
+        return self.evaluate(payload, event)
+
 
 def _rules(*rules: Rule) -> RuleSet:
     act = Action("act", ActionKind.COMMAND, CommandSpec(("true",)))

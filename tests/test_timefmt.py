@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from timeos.errors import UsageError
 from timeos.timefmt import format_duration, from_micros, parse_duration, parse_instant, to_micros
 
 
@@ -44,7 +45,7 @@ def test_parse_duration(text, expected):
     ],
 )
 def test_bad_durations_are_rejected(text):
-    with pytest.raises(ValueError):
+    with pytest.raises(UsageError):
         parse_duration(text)
 
 
@@ -57,9 +58,9 @@ def test_duration_round_trips(ms):
 def test_instant_needs_an_offset():
     assert parse_instant("2025-03-09T03:00:00-04:00") == datetime(2025, 3, 9, 7, tzinfo=UTC)
     assert parse_instant("2025-03-09T07:00:00Z") == datetime(2025, 3, 9, 7, tzinfo=UTC)
-    with pytest.raises(ValueError, match="no UTC offset"):
+    with pytest.raises(UsageError, match="no UTC offset"):
         parse_instant("2025-03-09T03:00:00")
-    with pytest.raises(ValueError, match="not an ISO 8601"):
+    with pytest.raises(UsageError, match="not an ISO 8601"):
         parse_instant("yesterday")
 
 

@@ -1,16 +1,20 @@
 """The whole TimeOS exception tree. Every error has a stable wire `code` and a CLI `exit_code`.
 
-TimeOSError                      code          exit
-├── UsageError                   usage            2   bad CLI arguments or request shape
-├── RulesError                   rules_invalid    1   rule files failed validation (many problems)
-├── ScheduleError                invalid_schedule 1   a cron / every / at / timezone value is wrong
-├── PayloadError                 invalid_payload  1   payload not a JSON object, too big, too deep
-├── IdempotencyConflict          idempotency_conflict 1  same key, different payload
-├── NotFound                     not_found        1   unknown job, event or rule
-├── InvalidState                 invalid_state    1   e.g. cancelling a job that already ran
-    ├── ConditionFailed              condition_failed 1   a `when:` failed on a payload (= false)
-├── StoreError                   store_error      1   SQLite failed (translated once, in store.py)
-└── DaemonUnreachable            daemon_unreachable 3 no timeosd on the socket
+TimeOSError               code                 exit http
+├── UsageError            usage                   2  400  bad CLI arguments or request shape
+├── RulesError            rules_invalid           1  422  rule files failed validation
+├── ScheduleError         invalid_schedule        1  400  a cron/every/at/timezone is wrong
+├── PayloadError          invalid_payload         1  400  not a JSON object, too big or deep
+├── IdempotencyConflict   idempotency_conflict    1  409  same key, different payload
+├── NotFound              not_found               1  404  unknown job, event or rule
+├── InvalidState          invalid_state           1  409  e.g. cancelling a job that ran
+├── ConditionFailed       condition_failed        1  422  a `when:` failed on a payload
+├── StoreError            store_error             1  500  the database failed (translated in
+│                                                         store/sqlite/connection.py only)
+└── DaemonUnreachable     daemon_unreachable      3  503  no timeosd on the socket
+
+All are direct subclasses of TimeOSError; tests/test_docs.py keeps this drawing and the classes
+in step.
 """
 
 from __future__ import annotations

@@ -1,9 +1,15 @@
-"""Parse and render durations (`1h30m`) and instants (ISO 8601 with an explicit UTC offset)."""
+"""Parse and render durations (`1h30m`) and instants (ISO 8601 with an explicit UTC offset).
+
+Bad text raises `error` (UsageError unless the caller says otherwise) with a message that starts
+with `source`, the flag or field it came from: callers never re-wrap.
+"""
 
 from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta
+
+from timeos.errors import TimeOSError, UsageError
 
 _UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 MAX_DURATION_MS = (
@@ -12,11 +18,17 @@ MAX_DURATION_MS = (
 _DURATION = re.compile(r"(\d+)(w|d|h|ms|m|s)")
 
 
-def parse_duration(text: str) -> timedelta:
+def parse_duration(
+    text: str, source: str | None = None, error: type[TimeOSError] = UsageError
+) -> timedelta:
     """Parse `30s`, `15m`, `2h`, `2d`, `1w`, `1h30m` (largest unit first) into a timedelta."""
+
+    def bad(problem: str) -> TimeOSError:
+        return error(f"{source}: {problem}" if source else problem)
+
     raw = text.strip()
     if not raw:
-        raise ValueError("empty duration")
+        raise bad("empty duration")
     pos = 0
     total_ms = 0
     seen: list[str] = []
@@ -25,19 +37,17 @@ def parse_duration(text: str) -> timedelta:
             break
         number, unit = int(match.group(1)), match.group(2)
         if unit in seen:
-            raise ValueError(f"duration {text!r} repeats unit {unit!r}")
+            raise bad(f"duration {text!r} repeats unit {unit!r}")
         seen.append(unit)
         total_ms += number if unit == "ms" else number * _UNITS[unit] * 1000
         pos = match.end()
     if pos != len(raw):
-        raise ValueError(
-            f"bad duration {text!r}: use a number and unit, e.g. 30s, 15m, 2h, 2d, 1w, 1h30m"
-        )
+        raise bad(f"bad duration {text!r}: use a number and unit, e.g. 30s, 15m, 2h, 2d, 1w, 1h30m")
     order = ["w", "d", "h", "m", "s", "ms"]
     if seen != sorted(seen, key=order.index):
-        raise ValueError(f"duration {text!r}: units must go from largest to smallest")
+        raise bad(f"duration {text!r}: units must go from largest to smallest")
     if total_ms > MAX_DURATION_MS:
-        raise ValueError(f"duration {text!r} is longer than 100 years")
+        raise bad(f"duration {text!r} is longer than 100 years")
     return timedelta(milliseconds=total_ms)
 
 
@@ -59,18 +69,21 @@ def format_duration(delta: timedelta) -> str:
     return sign + "".join(parts)
 
 
-def parse_instant(text: str) -> datetime:
+def parse_instant(
+    text: str, source: str | None = None, error: type[TimeOSError] = UsageError
+) -> datetime:
     """Parse an ISO 8601 instant that carries a UTC offset or `Z`; return it in UTC."""
+    prefix = f"{source}: " if source else ""
     try:
         value = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(f"{text!r} is not an ISO 8601 date-time") from None
+        raise error(f"{prefix}{text!r} is not an ISO 8601 date-time") from None
     if value.tzinfo is None or value.utcoffset() is None:
-        raise ValueError(f"{text!r} has no UTC offset (add Z or +HH:MM)")
+        raise error(f"{prefix}{text!r} has no UTC offset (add Z or +HH:MM)")
     try:
         return value.astimezone(UTC)
     except OverflowError:
-        raise ValueError(f"{text!r} is out of range") from None
+        raise error(f"{prefix}{text!r} is out of range") from None
 
 
 def iso(value: datetime | None) -> str | None:

@@ -32,10 +32,7 @@ def preview(
 ) -> tuple[list[dict[str, Any]], datetime]:
     """Resolve what to preview and return (fires, now)."""
     now = SystemClock().now()
-    try:
-        start = parse_instant(after) if after else now
-    except ValueError as exc:
-        raise UsageError(f"--after: {exc}") from None
+    start = parse_instant(after, "--after") if after else now
     if (rule is None) == (cron is None):
         raise UsageError("give either a RULE name or --cron EXPR")
     if cron is not None and rules_path:

@@ -216,10 +216,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         occurred_raw = body.get("occurred_at")
         occurred_at = None
         if occurred_raw is not None:
-            try:
-                occurred_at = parse_instant(str(occurred_raw))
-            except ValueError as exc:
-                raise PayloadError(f"occurred_at: {exc}") from None
+            occurred_at = parse_instant(str(occurred_raw), "occurred_at", PayloadError)
         result = service.emit(event_type, payload, idempotency_key=key, occurred_at=occurred_at)
         return JSONResponse(
             {"id": result.event_id, "duplicate": result.duplicate, "jobs": list(result.job_ids)},
@@ -353,10 +350,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         responses: {200: {description: "{fires: [...]}"}}
         """
         raw = request.query_params.get("after")
-        try:
-            after = parse_instant(raw) if raw else None
-        except ValueError as exc:
-            raise UsageError(f"after: {exc}") from None
+        after = parse_instant(raw, "after") if raw else None
         fires = service.rule_next(
             request.path_params["name"], after, _int_param(request, "count", 5)
         )

@@ -194,9 +194,9 @@ class Daemon:
         async def move_clock(request: Request) -> Response:
             body = await request.json()
             if "set" in body:
-                fake.set(parse_instant(body["set"]))
+                fake.set(parse_instant(body["set"], "set"))
             if "advance" in body:
-                fake.advance(parse_duration(body["advance"]))
+                fake.advance(parse_duration(body["advance"], "advance"))
             self._poke()
             return JSONResponse({"now": fake.now().isoformat()})
 
@@ -252,7 +252,7 @@ class Daemon:
 def _clock_from(environ: Mapping[str, str]) -> Clock:
     fake = environ.get("TIMEOS_FAKE_CLOCK")
     if fake:
-        return FakeClock(parse_instant(fake))
+        return FakeClock(parse_instant(fake, "TIMEOS_FAKE_CLOCK"))
     return SystemClock()
 
 
@@ -341,7 +341,7 @@ def serve(
             db_path=db or paths.default_db(environ),
             socket_path=socket_path or paths.default_socket(environ),
             workers=workers or int(env_workers or DEFAULT_WORKERS),
-            grace=parse_duration(grace).total_seconds(),
+            grace=parse_duration(grace, "--grace").total_seconds(),
             synchronous=synchronous,
             clock=_clock_from(environ),
             environ=environ,
@@ -355,9 +355,6 @@ def serve(
     except TimeOSError as exc:
         print(f"timeosd: error: {exc.message}", file=sys.stderr)
         raise typer.Exit(exc.exit_code) from None
-    except ValueError as exc:
-        print(f"timeosd: error: {exc}", file=sys.stderr)
-        raise typer.Exit(2) from None
 
 
 def main() -> None:

@@ -16,6 +16,7 @@ from typing import Protocol
 import yaml
 from yaml.constructor import SafeConstructor
 
+from timeos.errors import UsageError
 from timeos.timefmt import parse_duration
 
 MAX_NODES = 100_000  # expanded size: far above any real rules file, far below a billion laughs
@@ -452,8 +453,8 @@ def expect_duration(node: Node, what: str, *, positive: bool = False) -> timedel
         raise Invalid(node.loc, f"{what} must not be negative, got {text!r}")
     try:
         value = parse_duration(text)
-    except ValueError as exc:
-        raise Invalid(node.loc, f"{what}: {exc}") from None
+    except UsageError as exc:  # the YAML boundary: give the problem its file:line:col
+        raise Invalid(node.loc, f"{what}: {exc.message}") from None
     if positive and value <= timedelta(0):
         raise Invalid(node.loc, f"{what} must be greater than 0, got {text!r}")
     return value

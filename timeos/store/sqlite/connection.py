@@ -1,6 +1,7 @@
 """The SQLite connection under the store: opening, pragmas, migration, transactions, checkpoints.
 
-sqlite3 errors are translated to StoreError here, once; store.py builds its queries on top.
+Every sqlite3 (and sqlite-utils) error becomes a StoreError in translated(), the one place that
+catches them; store.py builds its queries on top and schema.py lets them rise.
 """
 
 from __future__ import annotations
@@ -13,11 +14,28 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlite_utils.db
+
 from timeos.errors import StoreError
 from timeos.store.sqlite import schema
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 BACKSTOP_CHECKPOINT_PAGES = 50_000  # ~200 MB of WAL
+
+
+# What the driver and sqlite-utils raise: translated to StoreError, never seen above the store.
+FOREIGN_ERRORS = (sqlite3.Error, sqlite_utils.db.AlterError)
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Raise any database error inside the block as StoreError(`what: error`)."""
+    try:
+        yield
+    except FOREIGN_ERRORS as exc:
+        notes = getattr(exc, "__notes__", ())  # e.g. which migration step failed
+        detail = f"{exc} ({'; '.join(notes)})" if notes else str(exc)
+        raise StoreError(f"{what}: {detail}") from exc
 
 
 class Connection:
@@ -31,7 +49,7 @@ class Connection:
         self.synchronous = mode
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpointer = threading.Event()
-        try:
+        with translated(f"cannot open database {self.path}"):
             if self.path != ":memory:":
                 # Payloads may hold personal data: the database (and so its WAL and SHM, which
                 # SQLite creates with the same mode) is private to the daemon's user and group.
@@ -51,8 +69,6 @@ class Connection:
             self.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.schema_found = schema.migrate(self.conn, self.path)
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
 
     @property
     def location(self) -> str:
@@ -93,23 +109,20 @@ class Connection:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        try:
+        with translated(f"{self.path}: cannot start a transaction"):
             self.conn.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: cannot start a transaction: {exc}") from exc
         try:
-            yield self.conn
-        except sqlite3.Error as exc:
-            self._rollback()
-            raise StoreError(f"{self.path}: {exc}") from exc
+            with translated(self.path):
+                yield self.conn
         except BaseException:
             self._rollback()
             raise
         try:
-            self.conn.execute("COMMIT")
-        except sqlite3.Error as exc:
+            with translated(f"{self.path}: commit failed"):
+                self.conn.execute("COMMIT")
+        except StoreError:
             self._rollback()
-            raise StoreError(f"{self.path}: commit failed: {exc}") from exc
+            raise
 
     def _rollback(self) -> None:
         # SQLite may already have rolled back (disk full, I/O error): rolling back again would
@@ -118,7 +131,5 @@ class Connection:
             self.conn.execute("ROLLBACK")
 
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        try:
+        with translated(f"{self.path}: query failed"):
             return self.conn.execute(sql, args).fetchall()
-        except sqlite3.Error as exc:
-            raise StoreError(f"{self.path}: query failed: {exc}") from exc

@@ -135,12 +135,15 @@ def migrate(conn: sqlite3.Connection, where: str) -> int:
             f" ({SCHEMA_VERSION}); upgrade timeos"
         )
     for version in range(found, SCHEMA_VERSION):
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("BEGIN IMMEDIATE")
             MIGRATIONS[version](db)
             conn.execute(f"PRAGMA user_version = {version + 1}")
             conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            conn.execute("ROLLBACK")
-            raise StoreError(f"{where}: migration to schema {version + 1} failed: {exc}") from exc
+        except BaseException as exc:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            # Errors rise to connection.translated(); say which step failed.
+            exc.add_note(f"migration to schema {version + 1} failed")
+            raise
     return found
