@@ -100,8 +100,11 @@ def test_jobs_run_when_due_on_the_fake_clock_and_not_before(tmp_path):
         scheduler, task = _start(store, clock, lambda: _rules(calls))
         await _until(lambda: scheduler.last_tick is not None, "the first pass")
         clock.advance(timedelta(minutes=4, seconds=59))
-        await asyncio.sleep(0.05)
-        assert calls == []
+        # The signal: a whole pass ran at 09:04:59 (a pass sets last_tick, then claims, with no
+        # await in between), and it claimed nothing.
+        await _until(lambda: scheduler.last_tick == clock.now(), "a pass at 09:04:59")
+        assert calls == [] and scheduler.running == {}
+        assert store.get_job(later).status is JobStatus.PENDING
         clock.advance(timedelta(seconds=1))
         await _until(lambda: calls == [later], "the job at 09:05")
         scheduler.stop()
