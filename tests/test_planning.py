@@ -42,7 +42,7 @@ def _plan(
     running: bool = False,
     waiting: bool = False,
 ) -> Plan:
-    """Plan `rule` as if its schedule was last stored at `start` and the process began at `since`."""
+    """Plan `rule` as first planned at `start`, with the process running since `since`."""
     clock, state = resume(rule, None, start, fresh=False)
     return plan(
         rule,
