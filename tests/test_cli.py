@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import io
+import json
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import typer
 from harness import cli
 
 from timeos.cli.app import app
+from timeos.cli.emit import DEFAULT_MAX_PAYLOAD_BYTES, payload_cap, read_payload
 from timeos.cli.entry import main
+from timeos.engine import MAX_PAYLOAD_BYTES
+from timeos.errors import PayloadError, UsageError
 
 BAD = "caf\udce9"  # b"caf\xe9" as Python hands it over from argv (surrogateescape)
 
@@ -90,3 +97,61 @@ def test_non_utf8_argument_from_a_real_argv_exits_2(tmp_path: Path) -> None:
         "Error: argument 2 'caf\\xe9' is not valid UTF-8; arguments must be UTF-8 text"
         " (paths aside)\n"
     )
+
+
+class _EndlessZeros(io.RawIOBase):
+    """A stdin like /dev/zero that fails the test once far more than any cap has been read."""
+
+    def __init__(self) -> None:
+        self.served = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.served > 16 * DEFAULT_MAX_PAYLOAD_BYTES:
+            raise AssertionError(f"read {self.served} bytes of an endless stdin")
+        size = len(buffer)
+        buffer[:size] = bytes(size)
+        self.served += size
+        return size
+
+
+def test_payload_from_endless_stdin_stops_just_past_the_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    zeros = _EndlessZeros()
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BufferedReader(zeros)))
+    with pytest.raises(PayloadError) as caught:
+        read_payload("-", None)
+    assert caught.value.message.startswith(
+        "--payload - (stdin): more than 1048576 bytes, over the payload limit"
+    )
+    assert zeros.served <= DEFAULT_MAX_PAYLOAD_BYTES + 64 * 1024
+
+
+def test_payload_file_over_the_limit_is_refused_before_parsing(tmp_path: Path) -> None:
+    path = tmp_path / "big.json"
+    path.write_text(json.dumps({"a": "x" * 2000}))
+    with pytest.raises(PayloadError) as caught:
+        read_payload(None, path, 1000)
+    assert caught.value.message.startswith(f"--payload-file {path}: more than 1000 bytes")
+    assert read_payload(None, path, 3000) == {"a": "x" * 2000}
+
+
+@pytest.mark.parametrize(
+    ("environ", "expected"),
+    [({}, 1024 * 1024), ({"TIMEOS_MAX_PAYLOAD_BYTES": "4194304"}, 4 * 1024 * 1024)],
+    ids=["default-is-the-daemons-default", "environment-raises-it"],
+)
+def test_payload_cap_follows_the_environment(environ: dict[str, str], expected: int) -> None:
+    assert payload_cap(environ) == expected
+
+
+def test_payload_cap_rejects_a_non_number() -> None:
+    with pytest.raises(UsageError, match="TIMEOS_MAX_PAYLOAD_BYTES='1M' must be a whole number"):
+        payload_cap({"TIMEOS_MAX_PAYLOAD_BYTES": "1M"})
+
+
+def test_cli_default_cap_is_the_daemons_default() -> None:
+    assert DEFAULT_MAX_PAYLOAD_BYTES == MAX_PAYLOAD_BYTES

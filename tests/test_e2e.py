@@ -463,6 +463,18 @@ def test_payload_limits_are_configurable(tmp_path, daemons):
     assert d.cli("emit", "x", "--payload", '{"a": {"b": 1}}').returncode == 0
 
 
+def test_body_refused_mid_send_shows_the_daemons_error_not_unreachable(tmp_path, daemons):
+    d = Daemon(tmp_path, _basic(tmp_path), extra_args=("--max-payload-bytes", "1000")).start()
+    daemons.append(d)
+    # Under the CLI's 1 MiB cap but far over this daemon's limit and the socket's buffer: timeosd
+    # answers 400 and closes while the CLI is still sending.
+    (tmp_path / "big.json").write_text(json.dumps({"a": "y" * 900_000}))
+    result = d.cli("emit", "x", "--payload-file", str(tmp_path / "big.json"))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("Error: payload: request of ")
+    assert "over the limit" in result.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
