@@ -332,6 +332,24 @@ def test_cancel_waiting_jobs(tmp_path, daemons):
     assert d.job(jobs["later"])["status"] == "cancelled"
 
 
+def test_cancel_of_more_ids_than_one_request_takes_is_split_by_the_cli(tmp_path, daemons):
+    d = Daemon(tmp_path, _basic(tmp_path)).start()
+    daemons.append(d)
+    emitted = d.cli_json("emit", "user_signup", "--payload", "{}")
+    later = next(
+        j["id"]
+        for j in d.cli_json("jobs", "list", "--event", emitted["id"])
+        if j["rule"] == "later"
+    )
+    unknown = [f"NOPE{i:05d}" for i in range(2500)]
+    result = d.cli("jobs", "cancel", *unknown, later, "--json")
+    assert result.returncode == 1, result.stderr
+    results = json.loads(result.stdout)
+    assert [r["id"] for r in results] == [*unknown, later]
+    assert results[-1]["cancelled"] is True
+    assert d.job(later)["status"] == "cancelled"
+
+
 def test_unreachable_daemon_exits_3_and_names_the_socket(tmp_path):
     sock = tmp_path / "none.sock"
     result = cli("status", "--socket", str(sock))

@@ -114,6 +114,26 @@ def test_cancel_only_waiting_jobs(store):
         store.cancel("nope", T0)
 
 
+def test_cancel_many_cancels_the_waiting_ones_and_reports_each_id_in_order(store):
+    ev = _event(T0)
+    store.emit(ev, [_job(ev, at=T0), *(_job(ev, at=T0 + timedelta(days=1)) for _ in range(3))], T0)
+    (running,) = store.claim_due(T0, 1)
+    a, b, c = (j.id for j in store.list_jobs(status=JobStatus.PENDING))
+    later = T0 + timedelta(minutes=5)
+    results = store.cancel_many([a, running.id, "nope", b, a, c], later)
+    assert results == [
+        (a, True, "cancelled", None),
+        (running.id, False, "running", f"job {running.id} is running; only waiting jobs can be"
+         " cancelled"),
+        ("nope", False, None, "no job with id 'nope'"),
+        (b, True, "cancelled", None),
+        (a, False, "cancelled", f"job {a} is cancelled; only waiting jobs can be cancelled"),
+        (c, True, "cancelled", None),
+    ]  # fmt: skip
+    assert store.get_job(c).status is JobStatus.CANCELLED and store.get_job(c).updated_at == later
+    assert store.get_job(running.id).status is JobStatus.RUNNING
+
+
 def test_dead_job_requeue_renews_budget_and_delete_removes_it(store):
     ev = _event(T0)
     store.emit(ev, [_job(ev, at=T0), _job(ev, at=T0)], T0)
