@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,6 +17,7 @@ from timeos.clock import FakeClock
 from timeos.daemon.api import _json_body, build_app
 from timeos.daemon.service import Service
 from timeos.engine import Limits
+from timeos.errors import StoreError
 from timeos.model import RuleSet
 from timeos.store.sqlite.store import Store
 
@@ -25,11 +27,12 @@ MAX_CANCEL_IDS = 1000  # documented in README and timeos(1)
 
 @pytest.fixture
 def service(tmp_path: Path) -> Iterator[Service]:
-    store = Store(tmp_path / "t.db")
+    clock = FakeClock(T0)
+    store = Store(tmp_path / "t.db", clock=clock)
     rules = RuleSet((), {})
     yield Service(
         store=store,
-        clock=FakeClock(T0),
+        clock=clock,
         rules=rules,
         rule_paths=[],
         loader=lambda paths: rules,
@@ -141,3 +144,55 @@ def test_the_cli_splits_cancel_lists_at_the_daemons_limit() -> None:
     from timeos.daemon.service import MAX_CANCEL_IDS as daemon_limit
 
     assert CANCEL_BATCH == daemon_limit == MAX_CANCEL_IDS
+
+
+def _emit(service: Service) -> None:
+    service.emit("x", {"blob": "z" * 50_000})
+
+
+def _fill_the_disk(service: Service) -> Any:
+    # SQLite's own "disk full": no page may be added beyond those the file has now.
+    pages = service.store.conn.execute("PRAGMA page_count").fetchone()[0]
+    service.store.conn.execute(f"PRAGMA max_page_count={pages}")
+    return lambda: service.store.conn.execute("PRAGMA max_page_count=1073741823")
+
+
+def _hold_the_write_lock(service: Service) -> Any:
+    service.store.conn.execute("PRAGMA busy_timeout=0")  # fail at once instead of after 5 s
+    other = sqlite3.connect(service.store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process (a backup, a sqlite3 shell) writing
+    return lambda: other.execute("ROLLBACK")
+
+
+@pytest.mark.parametrize(
+    ("break_writes", "error"),
+    [(_fill_the_disk, "database or disk is full"), (_hold_the_write_lock, "database is locked")],
+    ids=["disk-full", "write-lock-held-elsewhere"],
+)
+def test_health_reports_the_last_write_failure_until_a_write_succeeds(
+    service: Service, break_writes: Any, error: str
+) -> None:
+    _emit(service)
+    assert service.health()["components"]["database"]["status"] == "healthy"
+    repair = break_writes(service)
+    with pytest.raises(StoreError, match=error):
+        _emit(service)
+    failing = service.health()
+    database = failing["components"]["database"]
+    assert failing["status"] == "unhealthy"
+    assert database["status"] == "unhealthy"
+    assert database["message"].startswith(f"last write failed at {T0.isoformat()}: ")
+    assert error in database["message"]
+    assert database["last_write_ok"] is False
+    repair()
+    _emit(service)
+    database = service.health()["components"]["database"]
+    assert database["status"] == "healthy" and database["last_write_ok"] is True
+
+
+def test_health_reports_the_wal_size(service: Service) -> None:
+    _emit(service)
+    database = service.health()["components"]["database"]
+    wal = Path(service.store.path + "-wal").stat().st_size
+    assert database["wal_bytes"] == wal > 0
+    assert database["message"].endswith(f"; WAL {wal / 1_048_576:.1f} MiB")

@@ -7,9 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from timeos.clock import FakeClock
 from timeos.errors import IdempotencyConflict, InvalidState, NotFound, StoreError
 from timeos.model import ActionResult, Event, JobStatus, NewJob, Outcome
 from timeos.store.sqlite import schema
+from timeos.store.sqlite.connection import truncate_wanted
 from timeos.store.sqlite.store import Store, new_id
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -222,3 +224,44 @@ def test_an_older_database_is_migrated_in_place(tmp_path):
     assert job.backoff_base == 0 and job.attempts == 3
     assert store.requeue_dead("J1", T0, 3).backoff_base == 3  # backoff restarts after dlq retry
     store.close()
+
+
+def test_wal_is_truncated_once_the_writer_has_been_idle(tmp_path):
+    clock = FakeClock(T0)
+    store = Store(tmp_path / "t.db", clock=clock)
+    try:
+        for i in range(300):
+            ev = _event(T0 + timedelta(microseconds=i), payload={"blob": "z" * 20_000})
+            store.emit(ev, [_job(ev, at=T0)], T0)
+        busy = store.wal_bytes()
+        assert busy > 4_000_000
+        assert store.checkpoint() == "PASSIVE"  # the writer was busy a moment ago
+        assert store.wal_bytes() == busy  # a passive checkpoint never shrinks the file
+        clock.advance(timedelta(seconds=2))
+        assert store.checkpoint() == "TRUNCATE"
+        assert store.wal_bytes() == 0
+        assert store.checkpoint() == "PASSIVE"  # nothing left to truncate
+    finally:
+        store.close()
+
+
+def test_wal_size_is_limited_when_sqlite_restarts_it(store):
+    limit = store.conn.execute("PRAGMA journal_size_limit").fetchone()[0]
+    assert limit == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("idle", "wal", "caught_up", "wanted"),
+    [
+        (0.0, 0, True, False),
+        (60.0, 0, True, False),
+        (1.9, 10_000_000, True, False),
+        (2.0, 10_000_000, False, True),
+        (0.0, 65 * 1024 * 1024, True, True),
+        (0.0, 65 * 1024 * 1024, False, False),
+    ],
+    ids=["empty-wal", "idle-but-empty", "busy-small-wal", "idle", "busy-big-caught-up",
+         "busy-big-behind"],
+)  # fmt: skip
+def test_truncate_wanted_when_idle_or_big_and_caught_up(idle, wal, caught_up, wanted):
+    assert truncate_wanted(idle, wal, caught_up) is wanted

@@ -272,12 +272,7 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         """Overall healthy/degraded/unhealthy, a status per component, and job counts."""
-        components: dict[str, dict[str, str]] = {}
-        try:
-            self.store.ping()
-            components["database"] = {"status": "healthy", "message": self.store.path}
-        except TimeOSError as exc:
-            components["database"] = {"status": "unhealthy", "message": exc.message}
+        components: dict[str, dict[str, Any]] = {"database": self._database_health()}
         if self.last_reload_error:
             components["rules"] = {
                 "status": "degraded",
@@ -304,6 +299,30 @@ class Service:
         except TimeOSError:
             counts = {}
         return {"status": overall, "components": components, "jobs": counts}
+
+    def _database_health(self) -> dict[str, Any]:
+        # SELECT 1 answers on a full disk or while another process holds the write lock, so the
+        # outcome of the last real write decides; the next successful write clears a failure.
+        wal = self.store.wal_bytes()
+        last = self.store.last_write
+        try:
+            self.store.ping()
+        except TimeOSError as exc:
+            status, message = "unhealthy", exc.message
+        else:
+            if last is not None and not last.ok:
+                status = "unhealthy"
+                message = f"last write failed at {last.at.isoformat()}: {last.error}"
+            else:
+                status, message = "healthy", self.store.path
+        message += f"; WAL {wal / 1_048_576:.1f} MiB"
+        return {
+            "status": status,
+            "message": message,
+            "wal_bytes": wal,
+            "last_write_ok": last.ok if last else None,
+            "last_write_at": last.at.isoformat() if last else None,
+        }
 
     def _limit(self, limit: int) -> int:
         if limit < 1 or limit > self.limits.max_list_limit:
