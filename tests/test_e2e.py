@@ -332,6 +332,24 @@ def test_cancel_waiting_jobs(tmp_path, daemons):
     assert d.job(jobs["later"])["status"] == "cancelled"
 
 
+def test_cancel_of_more_ids_than_one_request_takes_is_split_by_the_cli(tmp_path, daemons):
+    d = Daemon(tmp_path, _basic(tmp_path)).start()
+    daemons.append(d)
+    emitted = d.cli_json("emit", "user_signup", "--payload", "{}")
+    later = next(
+        j["id"]
+        for j in d.cli_json("jobs", "list", "--event", emitted["id"])
+        if j["rule"] == "later"
+    )
+    unknown = [f"NOPE{i:05d}" for i in range(2500)]
+    result = d.cli("jobs", "cancel", *unknown, later, "--json")
+    assert result.returncode == 1, result.stderr
+    results = json.loads(result.stdout)
+    assert [r["id"] for r in results] == [*unknown, later]
+    assert results[-1]["cancelled"] is True
+    assert d.job(later)["status"] == "cancelled"
+
+
 def test_unreachable_daemon_exits_3_and_names_the_socket(tmp_path):
     sock = tmp_path / "none.sock"
     result = cli("status", "--socket", str(sock))
@@ -461,6 +479,18 @@ def test_payload_limits_are_configurable(tmp_path, daemons):
     key = d.cli("emit", "x", "--idempotency-key", "toolong")
     assert key.returncode == 1 and "idempotency key must be 1..5 characters" in key.stderr
     assert d.cli("emit", "x", "--payload", '{"a": {"b": 1}}').returncode == 0
+
+
+def test_body_refused_mid_send_shows_the_daemons_error_not_unreachable(tmp_path, daemons):
+    d = Daemon(tmp_path, _basic(tmp_path), extra_args=("--max-payload-bytes", "1000")).start()
+    daemons.append(d)
+    # Under the CLI's 1 MiB cap but far over this daemon's limit and the socket's buffer: timeosd
+    # answers 400 and closes while the CLI is still sending.
+    (tmp_path / "big.json").write_text(json.dumps({"a": "y" * 900_000}))
+    result = d.cli("emit", "x", "--payload-file", str(tmp_path / "big.json"))
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("Error: payload: request of ")
+    assert "over the limit" in result.stderr
 
 
 @pytest.mark.parametrize(

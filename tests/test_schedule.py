@@ -278,8 +278,10 @@ CALENDAR_ROWS = [
     ("0 9 * * sun", "2025-01-01", ["Sun 2025-01-05 09:00 UTC", "Sun 2025-01-12 09:00 UTC"]),
     ("0 9 * * 7-7", "2025-01-01", ["Sun 2025-01-05 09:00 UTC", "Sun 2025-01-12 09:00 UTC"]),
     ("0 9 * * 0-7", "2025-01-01", ["Wed 2025-01-01 09:00 UTC", "Thu 2025-01-02 09:00 UTC"]),
-    ("0 9 * * fri-mon", "2025-01-01", ["Fri 2025-01-03 09:00 UTC", "Sat 2025-01-04 09:00 UTC",
-     "Sun 2025-01-05 09:00 UTC", "Mon 2025-01-06 09:00 UTC", "Fri 2025-01-10 09:00 UTC"]),
+    ("0 9 * * fri-sat,sun-mon", "2025-01-01", ["Fri 2025-01-03 09:00 UTC",
+     "Sat 2025-01-04 09:00 UTC", "Sun 2025-01-05 09:00 UTC", "Mon 2025-01-06 09:00 UTC",
+     "Fri 2025-01-10 09:00 UTC"]),
+    ("0 9 * * mon-7", "2025-01-01", ["Wed 2025-01-01 09:00 UTC", "Thu 2025-01-02 09:00 UTC"]),
     ("0 9 * * 1-1", "2025-01-01", ["Mon 2025-01-06 09:00 UTC", "Mon 2025-01-13 09:00 UTC"]),
     ("5-5 9 * jan-jan *", "2025-01-01", ["Wed 2025-01-01 09:05 UTC", "Thu 2025-01-02 09:05 UTC"]),
     ("10/20 * * * *", "2025-01-01", ["Wed 2025-01-01 00:10 UTC", "Wed 2025-01-01 00:30 UTC",
@@ -319,7 +321,8 @@ CALENDAR_IDS = [
     "sunday-by-name",
     "equal-range-7-7-is-sunday",
     "range-0-7-is-every-day",
-    "wrapping-range-fri-mon",
+    "fri-to-mon-as-two-ranges",
+    "range-to-7-reaches-sunday",
     "equal-range-1-1-is-monday-only",
     "equal-ranges-are-one-value",
     "start-slash-step",
@@ -353,7 +356,7 @@ INVALID_ROWS = [
     ("0 0 * 13 *", "month field '13' is invalid"),
     ("0 0 * Foo *", "month field 'Foo' is invalid"),
     ("0 0 * * 8", "day-of-week field '8' is invalid"),
-    ("*/0 * * * *", "minute field '*/0' is invalid (step '0' is not acceptable)"),
+    ("*/0 * * * *", "minute field '*/0' is invalid ('*/0' has step 0; a step must be 1 or more)"),
     ("a b c d e", "minute field 'a' is invalid"),
     ("0 0 LW * *", "day-of-month field 'LW' is invalid"),
     ("0 0 L-2 * *", "day-of-month field 'L-2' is invalid"),
@@ -377,6 +380,50 @@ def test_invalid_expressions_name_the_expression_and_field(expression: str, mess
     if expression.strip():
         assert repr(expression) in caught.value.message
     assert caught.value.code == "invalid_schedule"
+
+
+# What cron rejects (or reads differently) but croniter would accept: refused in our own words.
+CRON_REJECTS = [
+    ("5-5/0 * * * *", "minute field '5-5/0' is invalid ('5-5/0' has step 0"),
+    ("0 0 1-31/00 * *", "day-of-month field '1-31/00' is invalid ('1-31/00' has step 0"),
+    ("0 0 6-0 * *", "day-of-month field '6-0' is invalid (range '6-0' ends at 0, outside 1-31)"),
+    ("0 0 1 1-0 *", "month field '1-0' is invalid (range '1-0' ends at 0, outside 1-12)"),
+    ("0 0 0-5 * *", "day-of-month field '0-5' is invalid (range '0-5' ends at 0, outside 1-31)"),
+    ("5-1 * * * *", "minute field '5-1' is invalid (range '5-1' runs backwards and cron does"
+     " not wrap around; use '5-59,0-1')"),
+    ("0 22-2 * * *", "hour field '22-2' is invalid (range '22-2' runs backwards"),
+    ("0 0 31-1 * *", "day-of-month field '31-1' is invalid (range '31-1' runs backwards"),
+    ("0 0 * nov-feb *", "use 'nov-dec,jan-feb'"),
+    ("0 9 * * fri-mon", "use 'fri-sat,sun-mon'"),
+    ("0 9 * * 5-1", "use '5-6,0-1'"),
+    ("0 9 * * mon-sun", "use 'mon-7' (7 is Sunday too)"),
+    ("0 9 * * thu-sun/2", "use two ranges, each with the step"),
+    ("0 9 * * 7-0", "day-of-week field '7-0' is invalid (range '7-0': 7 and 0 are both Sunday;"
+     " write 0 or 7 alone)"),
+    ("0 9 * * *,5#2", "day-of-week field '*,5#2' is invalid ('*' cannot be listed with '#' or 'L'"
+     " items)"),
+    ("0 9 * * 5L,*", "day-of-week field '5L,*' is invalid ('*' cannot be listed"),
+    ("0 9 * * L5,*/2", "day-of-week field 'L5,*/2' is invalid ('*/2' cannot be listed"),
+    ("0 9 *,L * *", "day-of-month field '*,L' is invalid ('*' cannot be listed"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    CRON_REJECTS,
+    ids=["step-0-on-equal-range", "step-00", "dom-range-ends-at-0", "month-range-ends-at-0",
+         "dom-range-starts-at-0", "reversed-minutes", "reversed-hours-over-midnight",
+         "reversed-days", "reversed-month-names", "reversed-day-names", "reversed-day-numbers",
+         "range-ending-at-sunday-0", "reversed-range-with-step", "dow-7-0",
+         "star-listed-with-hash", "star-listed-after-L", "star-step-listed-with-L",
+         "dom-star-listed-with-L"],
+)  # fmt: skip
+def test_cron_rejects_what_cron_rejects_in_our_own_words(expression: str, message: str) -> None:
+    with pytest.raises(ScheduleError) as caught:
+        compile_cron(expression, ZoneInfo("UTC"))
+    assert caught.value.message.startswith(f"cron {expression!r}: ")
+    assert message in caught.value.message
+    assert "not acceptable" not in caught.value.message  # croniter's wording stays inside
 
 
 @pytest.mark.parametrize(

@@ -8,10 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from harness import verdict
 
+from timeos.clock import FakeClock
 from timeos.engine import renewal
 from timeos.errors import IdempotencyConflict, InvalidState, NotFound, StoreError
 from timeos.model import ActionResult, Event, Job, JobStatus, NewJob, Outcome, RetryPolicy, new_id
 from timeos.store.sqlite import schema
+from timeos.store.sqlite.connection import truncate_wanted
 from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -116,6 +118,26 @@ def test_cancel_only_waiting_jobs(store):
         store.cancel("nope", T0)
 
 
+def test_cancel_many_cancels_the_waiting_ones_and_reports_each_id_in_order(store):
+    ev = _event(T0)
+    store.emit(ev, [_job(ev, at=T0), *(_job(ev, at=T0 + timedelta(days=1)) for _ in range(3))], T0)
+    (running,) = store.claim_due(T0, 1)
+    a, b, c = (j.id for j in store.list_jobs(status=JobStatus.PENDING))
+    later = T0 + timedelta(minutes=5)
+    results = store.cancel_many([a, running.id, "nope", b, a, c], later)
+    assert results == [
+        (a, True, "cancelled", None),
+        (running.id, False, "running", f"job {running.id} is running; only waiting jobs can be"
+         " cancelled"),
+        ("nope", False, None, "no job with id 'nope'"),
+        (b, True, "cancelled", None),
+        (a, False, "cancelled", f"job {a} is cancelled; only waiting jobs can be cancelled"),
+        (c, True, "cancelled", None),
+    ]  # fmt: skip
+    assert store.get_job(c).status is JobStatus.CANCELLED and store.get_job(c).updated_at == later
+    assert store.get_job(running.id).status is JobStatus.RUNNING
+
+
 def test_dead_job_requeue_renews_budget_and_delete_removes_it(store):
     ev = _event(T0)
     store.emit(ev, [_job(ev, at=T0), _job(ev, at=T0)], T0)
@@ -209,3 +231,44 @@ def test_an_older_database_is_migrated_in_place(tmp_path):
 def _requeue(store: SqliteStore, job_id: str, now: datetime) -> Job:
     job = store.get_job(job_id)
     return store.requeue_dead(job, now, renewal(job, RetryPolicy(max_attempts=3), now))
+
+
+def test_wal_is_truncated_once_the_writer_has_been_idle(tmp_path):
+    clock = FakeClock(T0)
+    store = SqliteStore(tmp_path / "t.db", clock=clock)
+    try:
+        for i in range(300):
+            ev = _event(T0 + timedelta(microseconds=i), payload={"blob": "z" * 20_000})
+            store.emit(ev, [_job(ev, at=T0)], T0)
+        busy = store.wal_bytes()
+        assert busy > 4_000_000
+        assert store.checkpoint() == "PASSIVE"  # the writer was busy a moment ago
+        assert store.wal_bytes() == busy  # a passive checkpoint never shrinks the file
+        clock.advance(timedelta(seconds=2))
+        assert store.checkpoint() == "TRUNCATE"
+        assert store.wal_bytes() == 0
+        assert store.checkpoint() == "PASSIVE"  # nothing left to truncate
+    finally:
+        store.close()
+
+
+def test_wal_size_is_limited_when_sqlite_restarts_it(store):
+    limit = store.conn.execute("PRAGMA journal_size_limit").fetchone()[0]
+    assert limit == 16 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("idle", "wal", "caught_up", "wanted"),
+    [
+        (0.0, 0, True, False),
+        (60.0, 0, True, False),
+        (1.9, 10_000_000, True, False),
+        (2.0, 10_000_000, False, True),
+        (0.0, 65 * 1024 * 1024, True, True),
+        (0.0, 65 * 1024 * 1024, False, False),
+    ],
+    ids=["empty-wal", "idle-but-empty", "busy-small-wal", "idle", "busy-big-caught-up",
+         "busy-big-behind"],
+)  # fmt: skip
+def test_truncate_wanted_when_idle_or_big_and_caught_up(idle, wal, caught_up, wanted):
+    assert truncate_wanted(idle, wal, caught_up) is wanted

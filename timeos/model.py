@@ -341,6 +341,15 @@ class Occurrence:
 
 
 @dataclass(frozen=True, slots=True)
+class WriteOutcome:
+    """How the last write transaction ended: health reports it (SELECT 1 cannot see a full disk)."""
+
+    ok: bool
+    at: datetime
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EmitResult:
     """What storing an event did: its id, whether it was a re-send, the jobs it created."""
 

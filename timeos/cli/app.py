@@ -48,6 +48,9 @@ LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="Rows per page (1.
 OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Rows to skip.")]
 
 
+CANCEL_BATCH = 1000  # timeosd's MAX_CANCEL_IDS (a test keeps the two equal)
+
+
 def _client(socket_path: Path | None) -> Client:
     return Client(socket_path or paths.default_socket(os.environ))
 
@@ -213,7 +216,11 @@ def jobs_cancel(
 
     Example: timeos jobs cancel 01JD3Z8W7T0000000000000001 01JD3Z8W7T0000000000000002
     """
-    results = _client(socket_path).call("POST", "/v1/jobs/cancel", {"ids": job_ids})["results"]
+    client = _client(socket_path)
+    results = []
+    for start in range(0, len(job_ids), CANCEL_BATCH):  # the daemon takes 1000 ids per request
+        batch = job_ids[start : start + CANCEL_BATCH]
+        results += client.call("POST", "/v1/jobs/cancel", {"ids": batch})["results"]
     if as_json:
         _print_json(results)
     else:

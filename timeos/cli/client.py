@@ -59,7 +59,15 @@ class Client:
         sock.settimeout(self.timeout)
         try:
             sock.connect(str(self.socket_path))
-            sock.sendall(request)
+            try:
+                sock.sendall(request)
+            except (BrokenPipeError, ConnectionResetError):
+                # timeosd refuses an oversized body as soon as it sees it, answers, and closes
+                # while we are still sending: its answer is what the user needs to see.
+                answer = _read_answer(sock)
+                if answer is None:
+                    raise
+                return _parse_response(answer, self.socket_path)
             chunks: list[bytes] = []
             size = 0
             while chunk := sock.recv(65536):
@@ -89,6 +97,20 @@ class Client:
         finally:
             sock.close()
         return _parse_response(b"".join(chunks), self.socket_path)
+
+
+def _read_answer(sock: socket.socket) -> bytes | None:
+    """Whatever the daemon sent before closing, if it looks like an HTTP answer."""
+    chunks: list[bytes] = []
+    try:
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+            if sum(map(len, chunks)) > MAX_RESPONSE:
+                return None
+    except OSError:
+        pass  # a reset after the answer: keep what arrived
+    raw = b"".join(chunks)
+    return raw if raw.startswith(b"HTTP/") else None
 
 
 def _parse_response(raw: bytes, where: Path) -> tuple[int, bytes]:

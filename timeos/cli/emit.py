@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -21,22 +22,53 @@ VALUE_OPTIONS = ("--payload", "--payload-file", "--idempotency-key", "--occurred
 FLAG_OPTIONS = ("--json",)
 
 
-def read_payload(payload: str | None, payload_file: Path | None) -> dict[str, Any]:
-    """The payload object from --payload JSON, --payload - (stdin) or --payload-file."""
+# timeosd's default --max-payload-bytes (engine.MAX_PAYLOAD_BYTES, not imported: the fast emit
+# path must not load the engine). A daemon started with a bigger limit needs the same number in
+# TIMEOS_MAX_PAYLOAD_BYTES here; the daemon still judges every payload itself.
+DEFAULT_MAX_PAYLOAD_BYTES = 1024 * 1024
+
+
+def payload_cap(environ: Mapping[str, str]) -> int:
+    """How many payload bytes the CLI reads at most: TIMEOS_MAX_PAYLOAD_BYTES or 1 MiB."""
+    raw = environ.get("TIMEOS_MAX_PAYLOAD_BYTES")
+    if raw is None:
+        return DEFAULT_MAX_PAYLOAD_BYTES
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < 1:
+        raise UsageError(f"TIMEOS_MAX_PAYLOAD_BYTES={raw!r} must be a whole number >= 1")
+    return int(raw)
+
+
+def read_payload(
+    payload: str | None, payload_file: Path | None, limit: int = DEFAULT_MAX_PAYLOAD_BYTES
+) -> dict[str, Any]:
+    """The payload object from --payload JSON, --payload - (stdin) or --payload-file.
+
+    Reads at most `limit` + 1 bytes: `--payload-file /dev/zero` must fail, not fill memory.
+    """
     if payload is not None and payload_file is not None:
         raise UsageError("give either --payload or --payload-file, not both")
     if payload_file is not None:
-        source = str(payload_file)
+        source = f"--payload-file {payload_file}"
         try:
-            text = payload_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PayloadError(f"--payload-file {payload_file}: {exc}") from None
+            with payload_file.open("rb") as f:
+                raw = f.read(limit + 1)
+        except OSError as exc:
+            raise PayloadError(f"{source}: {exc}") from None
     elif payload == "-":
-        source, text = "--payload - (stdin)", sys.stdin.read()
+        source, raw = "--payload - (stdin)", sys.stdin.buffer.read(limit + 1)
     elif payload is not None:
-        source, text = "--payload", payload
+        source, raw = "--payload", payload.encode("utf-8", "surrogatepass")
     else:
         return {}
+    if len(raw) > limit:
+        raise PayloadError(
+            f"{source}: more than {limit} bytes, over the payload limit"
+            " (set TIMEOS_MAX_PAYLOAD_BYTES if timeosd runs with a bigger --max-payload-bytes)"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PayloadError(f"{source}: not UTF-8 (byte {exc.start})") from None
     return parse_object(text, source)
 
 
@@ -51,7 +83,11 @@ def emit_event(
     socket_path: Path | None,
 ) -> None:
     """Send the event to timeosd and print its id (or, with as_json, {id, duplicate, jobs})."""
-    body: dict[str, Any] = {"type": event_type, "payload": read_payload(payload, payload_file)}
+    limit = payload_cap(os.environ)
+    body: dict[str, Any] = {
+        "type": event_type,
+        "payload": read_payload(payload, payload_file, limit),
+    }
     if idempotency_key is not None:
         body["idempotency_key"] = idempotency_key
     if occurred_at is not None:

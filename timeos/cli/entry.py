@@ -52,9 +52,43 @@ def _fast_emit(argv: list[str]) -> bool:
     return True
 
 
-def main() -> None:
+# Options whose value is a file or socket path: any bytes the file system allows, UTF-8 or not.
+PATH_OPTIONS = ("--payload-file", "--socket", "--rules")
+
+
+def undecodable_argument(argv: list[str]) -> str | None:
+    """Describe the first argument that is not valid UTF-8 (None if all are), path values aside.
+
+    Python hands such bytes over as lone surrogates (surrogateescape); sent to the daemon or
+    printed they would end in a UnicodeEncodeError traceback.
+    """
+    offline_paths = argv[:2] == ["rules", "check"]  # its arguments are all file paths
+    after_path_option = False
+    for number, arg in enumerate(argv, 1):
+        is_path = after_path_option or (offline_paths and not arg.startswith("-"))
+        after_path_option = arg in PATH_OPTIONS
+        if arg.startswith("--") and arg.partition("=")[0] in PATH_OPTIONS:
+            is_path = True
+        if is_path:
+            continue
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError:
+            shown = repr(arg.encode("utf-8", "surrogateescape"))[2:-1]
+            return f"argument {number} '{shown}' is not valid UTF-8"
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
     """Console-script entry point of `timeos`."""
-    if _fast_emit(sys.argv[1:]):
+    args = sys.argv[1:] if argv is None else argv
+    problem = undecodable_argument(args)
+    if problem is not None:
+        sys.stderr.write(f"Error: {problem}; arguments must be UTF-8 text (paths aside)\n")
+        sys.exit(2)
+    if argv is not None:
+        sys.argv[1:] = argv  # typer reads sys.argv
+    if _fast_emit(args):
         sys.exit(0)
     from timeos.cli.app import main as typer_main
 

@@ -43,6 +43,8 @@ log = logging.getLogger("timeos.daemon")
 
 DEFAULT_WORKERS = 4
 DEFAULT_GRACE = 30.0
+DEFAULT_MAX_SLEEP = 30.0  # SystemClock's cap on one scheduler sleep
+TICK_MARGIN = timedelta(seconds=30)
 
 
 class _Server(uvicorn.Server):
@@ -123,7 +125,7 @@ class Daemon:
         self.clock = clock
         rules = self._load(self.rule_paths)  # before touching the database: fail fast
         self.lock_fd = lock_database(db_path)
-        self.store = SqliteStore(db_path, synchronous=synchronous)
+        self.store = SqliteStore(db_path, synchronous=synchronous, clock=clock)
         self.store.start_checkpointer()
         self.runner = ActionRunner(environ=self.environ, emitter=self._emit_from_action)
         # The planner and scheduler read the service's current rules at each pass (after a
@@ -178,6 +180,15 @@ class Daemon:
         tick = self.scheduler.last_tick
         if self.scheduler.last_error:
             return "degraded", f"last pass failed: {self.scheduler.last_error}"
+        # The loop ticks at least every max_sleep (a FakeClock: whenever it moves); a tick much
+        # older than that means it is stuck, e.g. behind a request that holds the event loop.
+        late = timedelta(seconds=getattr(self.clock, "max_sleep", DEFAULT_MAX_SLEEP)) + TICK_MARGIN
+        if tick is not None and self.clock.now() - tick > late:
+            age = (self.clock.now() - tick).total_seconds()
+            return (
+                "degraded",
+                f"no tick for {age:.0f}s (expected within {late.total_seconds():.0f}s)",
+            )
         return "healthy", f"last tick {tick.isoformat() if tick else 'never'}"
 
     def _workers_health(self) -> tuple[str, str]:

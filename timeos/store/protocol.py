@@ -22,6 +22,7 @@ from timeos.model import (
     Occurrence,
     RuleState,
     Verdict,
+    WriteOutcome,
 )
 
 
@@ -31,6 +32,15 @@ class Store(Protocol):
     @property
     def location(self) -> str:
         """Where the data lives, for status and health (a path or a URL without secrets)."""
+        ...
+
+    @property
+    def last_write(self) -> WriteOutcome | None:
+        """How the last write transaction ended (None: none yet): health reports it."""
+        ...
+
+    def facts(self) -> dict[str, Any]:
+        """Backend-specific numbers for health and metrics (SQLite: `wal_bytes`)."""
         ...
 
     def close(self) -> None:
@@ -103,6 +113,13 @@ class Store(Protocol):
 
     def cancel(self, job_id: str, now: datetime) -> Job:
         """Cancel a waiting job; InvalidState if it already ran or is running."""
+        ...
+
+    def cancel_many(
+        self, job_ids: Sequence[str], now: datetime
+    ) -> list[tuple[str, bool, str | None, str | None]]:
+        """Cancel the waiting jobs among `job_ids` in one transaction: (id, cancelled, status,
+        error) per id, in order."""
         ...
 
     def requeue_dead(self, job: Job, now: datetime, verdict: Verdict) -> Job:

@@ -43,6 +43,10 @@ _DAY_NAMES = _DAYS | _DAY_ABBREVIATIONS
 _DAY_GROUPS = {"weekday": (1, 2, 3, 4, 5), "weekend": (0, 6)}
 
 _EQUAL_RANGE = re.compile(r"^([0-9a-z]+)-([0-9a-z]+)(?:/\d+)?$")
+_RANGE = re.compile(r"^([0-9a-z]+)-([0-9a-z]+)(?:/(\d+))?$")
+_STEP = re.compile(r"/0*$")
+# The values each field allows (day-of-week 7 is Sunday again, as in cron).
+_BOUNDS = ((0, 59), (0, 23), (1, 31), (1, 12), (0, 7))
 _HASHED = re.compile(r"^[hr](?:\(\d+-\d+\))?(?:/\d+)?$")
 _LAST_SUFFIX = re.compile(r"^\d+l$")
 # Anchor for the compile-time look-ahead: fixed, so compiling never depends on the clock.
@@ -212,6 +216,7 @@ def _check_field(expression: str, index: int, shown: str) -> str:
                 f"cron {expression!r}: {name} field {shown!r}: hashed 'H' and random 'R' values "
                 "are not supported"
             )
+    _check_cron_rules(expression, index, shown, field)
     # `nL` (Quartz's "last <weekday n> of the month") is croniter's `Ln`: accept both spellings.
     if index == 4:
         field = ",".join(
@@ -230,6 +235,53 @@ def _check_field(expression: str, index: int, shown: str) -> str:
             f"cron {expression!r}: {name} field {shown!r} is invalid ({reason})"
         ) from None
     return field
+
+
+def _check_cron_rules(expression: str, index: int, shown: str, field: str) -> None:
+    """Reject what cron itself rejects but croniter accepts (or reads differently), in our words."""
+    name = FIELD_NAMES[index]
+
+    def bad(why: str) -> ScheduleError:
+        return ScheduleError(f"cron {expression!r}: {name} field {shown!r} is invalid ({why})")
+
+    items = field.split(",")
+    if len(items) > 1 and any("#" in i or "l" in i for i in items):
+        for item in items:
+            if item.startswith("*") or item == "?":
+                # croniter drops the '*' here (`*,L5` fires on the last Friday only).
+                raise bad(f"'{item}' cannot be listed with '#' or 'L' items")
+    names = _MONTHS if index == 3 else _DAY_ABBREVIATIONS if index == 4 else {}
+    low_bound, high_bound = _BOUNDS[index]
+    for item in items:
+        if _STEP.search(item):
+            raise bad(f"'{item}' has step 0; a step must be 1 or more")
+        match = _RANGE.match(item)
+        if match is None:
+            continue
+        low, high = (int(t) if t.isdigit() else names.get(t) for t in match.groups()[:2])
+        if low is None or high is None:
+            continue  # not a name we know: croniter's own check reports it below
+        for end in (low, high):
+            if not low_bound <= end <= high_bound:
+                raise bad(f"range '{item}' ends at {end}, outside {low_bound}-{high_bound}")
+        if index == 4 and {low, high} == {0, 7}:
+            # 0 and 7 are both Sunday: cronie reads 7-0 as Sunday alone, croniter as every day.
+            if low > high:
+                raise bad(f"range '{item}': 7 and 0 are both Sunday; write 0 or 7 alone")
+            continue
+        if low > high:
+            first, last = match.group(1), match.group(2)
+            if match.group(3):
+                hint = "two ranges, each with the step"
+            elif index == 4 and high == 0:
+                hint = f"'{first}-7' (7 is Sunday too)"
+            else:
+                named = first in names or last in names
+                top = {3: "dec", 4: "sat"}[index] if named else str(6 if index == 4 else high_bound)
+                bottom = {3: "jan", 4: "sun"}[index] if named else str(low_bound)
+                tail = last if bottom == last else f"{bottom}-{last}"
+                hint = f"'{first}-{top},{tail}'"
+            raise bad(f"range '{item}' runs backwards and cron does not wrap around; use {hint}")
 
 
 def _collapse_equal_range(index: int, item: str) -> str:

@@ -16,11 +16,30 @@ from typing import Any
 
 import sqlite_utils.db
 
+from timeos.clock import Clock, SystemClock
 from timeos.errors import StoreError
+from timeos.model import WriteOutcome
 from timeos.store.sqlite import schema
 
 SYNCHRONOUS_MODES = ("OFF", "NORMAL", "FULL", "EXTRA")
 BACKSTOP_CHECKPOINT_PAGES = 50_000  # ~200 MB of WAL
+# When SQLite restarts the WAL after a complete checkpoint it cuts the file back to this size;
+# without a limit the file keeps its high-water mark (207 MB after a load test) for good.
+JOURNAL_SIZE_LIMIT = 16 * 1024 * 1024
+IDLE_TRUNCATE_SECONDS = 2.0  # writer quiet this long: truncate the WAL to zero
+TRUNCATE_WAL_BYTES = 64 * 1024 * 1024  # WAL this big: truncate once a checkpoint caught up
+
+
+def truncate_wanted(idle_seconds: float, wal_bytes: int, caught_up: bool) -> bool:
+    """Whether the checkpointer should truncate the WAL now (after its PASSIVE checkpoint).
+
+    When the writer is idle, a TRUNCATE costs it nothing; under load, only once the WAL is big
+    and a PASSIVE checkpoint has copied every frame (so TRUNCATE has nothing left to copy while
+    it holds the writer off).
+    """
+    if wal_bytes == 0:
+        return False
+    return idle_seconds >= IDLE_TRUNCATE_SECONDS or (wal_bytes > TRUNCATE_WAL_BYTES and caught_up)
 
 
 # What the driver and sqlite-utils raise: translated to StoreError, never seen above the store.
@@ -41,8 +60,13 @@ def translated(what: str) -> Iterator[None]:
 class Connection:
     """One SQLite connection in WAL mode, its transactions, and a checkpointer thread."""
 
-    def __init__(self, path: Path | str, *, synchronous: str = "NORMAL") -> None:
+    def __init__(
+        self, path: Path | str, *, synchronous: str = "NORMAL", clock: Clock | None = None
+    ) -> None:
         self.path = str(path)
+        self.clock: Clock = clock or SystemClock()
+        self.last_write: WriteOutcome | None = None
+        self._last_write_mono = self.clock.monotonic()
         mode = synchronous.upper()
         if mode not in SYNCHRONOUS_MODES:
             raise StoreError(f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}")
@@ -67,6 +91,7 @@ class Connection:
             # p99 27-32 ms). The daemon runs start_checkpointer(); this high mark is only
             # the backstop that bounds the WAL if nothing else checkpoints.
             self.conn.execute(f"PRAGMA wal_autocheckpoint={BACKSTOP_CHECKPOINT_PAGES}")
+            self.conn.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
             self.conn.execute("PRAGMA foreign_keys=ON")
             self.schema_found = schema.migrate(self.conn, self.path)
 
@@ -92,12 +117,36 @@ class Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False)
         try:
             while not self._stop_checkpointer.wait(interval):
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
-                except sqlite3.Error:
-                    continue  # busy or locked this time: the next tick tries again
+                self.checkpoint(conn)
         finally:
             conn.close()
+
+    def checkpoint(self, conn: sqlite3.Connection | None = None) -> str | None:
+        """One checkpointer pass: PASSIVE, then TRUNCATE if truncate_wanted(); return the last mode.
+
+        The checkpointer thread passes its own connection; tests call this directly.
+        """
+        conn = conn or self.conn
+        try:
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            idle = self.clock.monotonic() - self._last_write_mono
+            if not truncate_wanted(idle, self.wal_bytes(), not busy and frames == copied):
+                return "PASSIVE"
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            return "TRUNCATE"
+        except sqlite3.Error:
+            return None  # busy or locked this time: the next tick tries again
+
+    def facts(self) -> dict[str, Any]:
+        """Backend numbers for health and metrics: the WAL's size."""
+        return {"wal_bytes": self.wal_bytes()}
+
+    def wal_bytes(self) -> int:
+        """Size of the WAL file now (0 when there is none)."""
+        try:
+            return os.stat(self.path + "-wal").st_size
+        except OSError:
+            return 0
 
     def close(self) -> None:
         """Stop the checkpointer and close the connection (checkpointing the WAL)."""
@@ -109,20 +158,35 @@ class Connection:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        with translated(f"{self.path}: cannot start a transaction"):
-            self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            with translated(f"{self.path}: cannot start a transaction"):
+                self.conn.execute("BEGIN IMMEDIATE")
+        except StoreError as exc:
+            self._write_failed(exc)
+            raise
         try:
             with translated(self.path):
                 yield self.conn
-        except BaseException:
+        except StoreError as exc:
             self._rollback()
+            if isinstance(exc.__cause__, FOREIGN_ERRORS):  # the database refused the write
+                self._write_failed(exc)
+            raise
+        except BaseException:
+            self._rollback()  # our own refusal (not found, invalid state): not a write failure
             raise
         try:
             with translated(f"{self.path}: commit failed"):
                 self.conn.execute("COMMIT")
-        except StoreError:
+        except StoreError as exc:
             self._rollback()
+            self._write_failed(exc)
             raise
+        self.last_write = WriteOutcome(True, self.clock.now())
+        self._last_write_mono = self.clock.monotonic()
+
+    def _write_failed(self, exc: StoreError) -> None:
+        self.last_write = WriteOutcome(False, self.clock.now(), exc.message)
 
     def _rollback(self) -> None:
         # SQLite may already have rolled back (disk full, I/O error): rolling back again would

@@ -322,6 +322,40 @@ class SqliteStore(Connection):
             )
         return self.get_job(job_id)
 
+    def cancel_many(
+        self, job_ids: Sequence[str], now: datetime
+    ) -> list[tuple[str, bool, str | None, str | None]]:
+        """Cancel the waiting jobs among `job_ids` in one transaction.
+
+        Returns (id, cancelled, status now, error) per id, in order; one bad id does not stop
+        the others. Callers bound the list (the API takes at most MAX_CANCEL_IDS per request).
+        """
+        stamp = to_micros(now)
+        with self._tx() as conn:
+            found: dict[str, str] = {}
+            unique = list(dict.fromkeys(job_ids))
+            for start in range(0, len(unique), 500):  # under SQLite's bound-variable limit
+                part = unique[start : start + 500]
+                marks = ", ".join("?" * len(part))
+                rows = conn.execute(f"SELECT id, status FROM jobs WHERE id IN ({marks})", part)
+                found.update((str(r[0]), str(r[1])) for r in rows)
+            results: list[tuple[str, bool, str | None, str | None]] = []
+            for job_id in job_ids:
+                status = found.get(job_id)
+                if status is None:
+                    results.append((job_id, False, None, f"no job with id {job_id!r}"))
+                elif status not in ("pending", "retrying"):
+                    error = f"job {job_id} is {status}; only waiting jobs can be cancelled"
+                    results.append((job_id, False, status, error))
+                else:
+                    conn.execute(
+                        "UPDATE jobs SET status = 'cancelled', updated_at = ? WHERE id = ?",
+                        (stamp, job_id),
+                    )
+                    found[job_id] = "cancelled"  # a repeated id is then "already cancelled"
+                    results.append((job_id, True, "cancelled", None))
+        return results
+
     def requeue_dead(self, job: Job, now: datetime, verdict: Verdict) -> Job:
         """Write a `dlq retry` verdict on a job that is still dead (else raise InvalidState)."""
         with self._tx() as conn:

@@ -1,0 +1,62 @@
+"""The composition root in-process: a Daemon built on a real database, never started."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from timeos.clock import FakeClock
+from timeos.daemon.main import Daemon
+from timeos.engine import Limits
+
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[Daemon]:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        'actions:\n  act:\n    command: ["true"]\n'
+        "rules:\n  - {name: r, on_event: x, perform: act}\n"
+    )
+    built = Daemon(
+        rule_paths=[rules],
+        db_path=tmp_path / "t.db",
+        socket_path=tmp_path / "t.sock",
+        workers=1,
+        grace=1.0,
+        synchronous="NORMAL",
+        clock=FakeClock(T0),
+        environ={},
+        limits=Limits(),
+    )
+    yield built
+    built.store.close()
+    os.close(built.lock_fd)
+
+
+@pytest.mark.parametrize(
+    ("since_tick", "status", "message"),
+    [
+        (timedelta(0), "healthy", "last tick 2026-01-05T12:00:00+00:00"),
+        (timedelta(seconds=60), "healthy", "last tick 2026-01-05T12:00:00+00:00"),
+        (timedelta(seconds=61), "degraded", "no tick for 61s (expected within 60s)"),
+        (timedelta(hours=1), "degraded", "no tick for 3600s (expected within 60s)"),
+    ],
+    ids=["just-ticked", "at-max-sleep-plus-margin", "just-past-it", "stuck-an-hour"],
+)
+def test_scheduler_health_degrades_when_the_loop_stops_ticking(
+    daemon: Daemon, since_tick: timedelta, status: str, message: str
+) -> None:
+    # The state a running loop leaves behind; then time passes without another tick.
+    daemon.scheduler.loop_alive = True
+    daemon.scheduler.last_tick = T0
+    assert isinstance(daemon.clock, FakeClock)
+    daemon.clock.advance(since_tick)
+    health = daemon.service.health()
+    assert health["components"]["scheduler"] == {"status": status, "message": message}
+    assert health["status"] == status
