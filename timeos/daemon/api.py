@@ -319,7 +319,8 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
 
     async def reload(request: Request) -> Response:
         rules = service.reload()
-        return JSONResponse({"reloaded": True, "rules": len(rules.rules)})
+        warnings = [str(w) for w in rules.warnings]
+        return JSONResponse({"reloaded": True, "rules": len(rules.rules), "warnings": warnings})
 
     async def status(request: Request) -> Response:
         return JSONResponse(service.status())

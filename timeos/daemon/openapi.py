@@ -232,6 +232,11 @@ COMPONENTS.update(
         ("reloaded", "rules"),
         reloaded={"const": True},
         rules={"type": "integer", "description": "how many rules are now loaded"},
+        warnings={
+            "type": "array",
+            "items": STR,
+            "description": "file:line:col: message, e.g. a command that is not executable",
+        },
     ),
     Status=obj(
         ("up", "started_at", "uptime_seconds", "now", "rules", "actions", "rule_files", "reloads"),
