@@ -1,204 +1,270 @@
-"""The HTTP API and Service in-process: a real Store in tmp_path, requests as raw ASGI calls."""
+"""The HTTP API in-process (ASGI, no socket): its OpenAPI document, its answers, 404 and 405."""
 
 from __future__ import annotations
 
 import asyncio
-import json
-import sqlite3
-from collections.abc import Iterator, MutableMapping
+import re
+import textwrap
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import httpx2
+import jsonschema
 import pytest
-from starlette.requests import Request
+from harness import verdict
+from openapi_spec_validator import OpenAPIV31SpecValidator, validate
+from starlette.applications import Starlette
+from starlette.routing import Route
 
 from timeos.clock import FakeClock
-from timeos.daemon.api import _json_body, build_app
+from timeos.daemon.api import build_app
 from timeos.daemon.service import Service
 from timeos.engine import Limits
-from timeos.errors import StoreError
-from timeos.model import RuleSet
+from timeos.model import ActionResult, JobStatus, Outcome
+from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
 
-T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
-MAX_CANCEL_IDS = 1000  # documented in README and timeos(1)
+T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)  # a Monday
+API = Path(__file__).parent.parent / "timeos" / "daemon" / "api.py"
+
+RULES = """
+actions:
+  noop:
+    command: ["true"]
+rules:
+  - name: welcome
+    on_event: user_signup
+    perform: noop
+    retry: {max_attempts: 1}
+  - name: nightly
+    cron: "0 3 * * *"
+    timezone: Europe/Berlin
+    perform: noop
+"""
+
+
+class Api:
+    """One Service over a real SQLite store, served in-process through the ASGI interface."""
+
+    def __init__(self, tmp: Path) -> None:
+        rules = tmp / "rules.yaml"
+        rules.write_text(textwrap.dedent(RULES))
+        self.store = SqliteStore(tmp / "t.db")
+        self.clock = FakeClock(T0)
+        self.service = Service(
+            store=self.store,
+            clock=self.clock,
+            rules=load_rules([rules], {}),
+            rule_paths=[rules],
+            loader=lambda paths: load_rules(paths, {}),
+            limits=Limits(),
+        )
+        self.app: Starlette = build_app(self.service)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx2.Response:
+        async def go() -> httpx2.Response:
+            transport = httpx2.ASGITransport(app=self.app)
+            async with httpx2.AsyncClient(transport=transport, base_url="http://timeos") as c:
+                return await c.request(method, path, **kwargs)
+
+        return asyncio.run(go())
+
+    def dead_job(self) -> str:
+        """Emit an event whose job then fails for good; return the dead job's id."""
+        job_id = self.call("POST", "/v1/events", json={"type": "user_signup"}).json()["jobs"][0]
+        (job,) = self.store.claim_due(T0, 1)
+        assert job.id == job_id
+        self.store.finish(
+            job, ActionResult(Outcome.PERMANENT, "boom"), T0, verdict(job, JobStatus.DEAD)
+        )
+        return job_id
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    clock = FakeClock(T0)
-    store = SqliteStore(tmp_path / "t.db", clock=clock)
-    rules = RuleSet((), {})
-    yield Service(
-        store=store,
-        clock=clock,
-        rules=rules,
-        rule_paths=[],
-        loader=lambda paths: rules,
-        limits=Limits(),
-    )
-    store.close()
+def api(tmp_path: Path) -> Iterator[Api]:
+    a = Api(tmp_path)
+    yield a
+    a.store.close()
 
 
-def _sqlite(service: Service) -> SqliteStore:
-    """The service's store as the SQLite store it is here (tests reach into its connection)."""
-    assert isinstance(service.store, SqliteStore)
-    return service.store
+def _document(api: Api) -> dict[str, Any]:
+    response = api.call("GET", "/openapi.json")
+    assert response.status_code == 200
+    return response.json()
 
 
-def _call(service: Service, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """One request through the ASGI app, as uvicorn would make it."""
-    data = json.dumps(body).encode() if body is not None else b""
-    scope = {
-        "type": "http",
-        "http_version": "1.1",
-        "method": method,
-        "path": path,
-        "raw_path": path.encode(),
-        "query_string": b"",
-        "headers": [(b"content-length", str(len(data)).encode())],
-    }
-    sent: list[MutableMapping[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": data, "more_body": False}
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(message)
-
-    asyncio.run(build_app(service)(scope, receive, send))
-    status = sent[0]["status"]
-    answer = b"".join(m.get("body", b"") for m in sent[1:])
-    return status, json.loads(answer)
-
-
-def _request(raw: bytes) -> Request:
-    chunks = [raw[i : i + 65536] for i in range(0, len(raw), 65536)] or [b""]
-
-    async def receive() -> dict[str, Any]:
-        chunk = chunks.pop(0)
-        return {"type": "http.request", "body": chunk, "more_body": bool(chunks)}
-
-    scope = {"type": "http", "method": "POST", "path": "/v1/events", "headers": []}
-    return Request(scope, receive)
-
-
-def test_cancel_request_over_the_id_limit_is_refused_naming_the_limit(service: Service) -> None:
-    ids = [f"id{i}" for i in range(MAX_CANCEL_IDS + 1)]
-    status, answer = _call(service, "POST", "/v1/jobs/cancel", {"ids": ids})
-    assert status == 400
-    assert answer["error"]["code"] == "usage"
-    assert answer["error"]["message"].startswith(
-        "at most 1000 job ids per cancel request, got 1001;"
-    )
-
-
-def test_cancel_request_at_the_limit_reports_every_id(service: Service) -> None:
-    ids = [f"id{i}" for i in range(MAX_CANCEL_IDS)]
-    status, answer = _call(service, "POST", "/v1/jobs/cancel", {"ids": ids})
-    assert status == 200
-    assert [r["id"] for r in answer["results"]] == ids
-    assert answer["results"][0] == {
-        "id": "id0",
-        "cancelled": False,
-        "status": None,
-        "error": "no job with id 'id0'",
+def _served(app: Starlette) -> set[tuple[str, str]]:
+    return {
+        (method, route.path)
+        for route in app.routes
+        if isinstance(route, Route) and route.include_in_schema
+        for method in route.methods or ()
+        if method != "HEAD"  # Starlette answers HEAD wherever GET is served
     }
 
 
-def _loop_turns_while_parsing(raw: bytes) -> tuple[int, dict[str, Any]]:
-    """How often another task ran while the body was parsed, and the parsed body."""
-
-    async def scenario() -> tuple[int, dict[str, Any]]:
-        turns, done = 0, False
-
-        async def other_work() -> None:
-            nonlocal turns
-            while not done:
-                turns += 1
-                await asyncio.sleep(0)
-
-        other = asyncio.create_task(other_work())
-        service = Service.__new__(Service)
-        service.limits = Limits()
-        body = await _json_body(_request(raw), service)
-        done = True
-        await other
-        return turns, body
-
-    return asyncio.run(scenario())
+def test_openapi_json_is_a_valid_openapi_3_1_document(api):
+    doc = _document(api)
+    assert doc["openapi"].startswith("3.1")
+    validate(doc, cls=OpenAPIV31SpecValidator)  # raises on the first violation
 
 
-def test_a_large_body_is_parsed_off_the_event_loop() -> None:
-    raw = json.dumps({"type": "x", "payload": {"a": "y" * 900_000}}).encode()
-    assert len(raw) > 64 * 1024  # the documented threshold for parsing in a thread
-    turns, body = _loop_turns_while_parsing(raw)
-    assert turns >= 1  # the loop kept running other tasks while the body was parsed
-    assert body["payload"]["a"] == "y" * 900_000
+def test_every_served_route_is_in_the_document_and_every_operation_is_served(api):
+    doc = _document(api)
+    documented = {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops}
+    assert documented == _served(api.app)
+    assert len(documented) == 17
+    assert api.call("HEAD", "/v1/status").status_code == 200  # one route per path keeps HEAD
 
 
-def test_a_small_body_is_parsed_on_the_loop() -> None:
-    # Reading the body yields to the loop once per chunk; the parse itself adds no turns.
-    raw = json.dumps({"type": "x", "payload": {"a": 1}}).encode()
-    turns, body = _loop_turns_while_parsing(raw)
-    assert turns == 0 and body == {"type": "x", "payload": {"a": 1}}
+def test_every_path_and_query_parameter_is_declared(api):
+    doc = _document(api)
+    for path, operations in doc["paths"].items():
+        in_path = set(re.findall(r"\{(\w+)\}", path))
+        for method, op in operations.items():
+            declared = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
+            assert declared == in_path, f"{method.upper()} {path}"
+    # Every query parameter the handlers read is declared on some operation.
+    source = API.read_text()
+    read = set(re.findall(r'query_params\.get\("(\w+)"\)|q\.get\("(\w+)"\)', source))
+    read_names = {a or b for a, b in read} | set(
+        re.findall(r'_int_param\(request, "(\w+)"', source)
+    )
+    declared = {
+        p["name"]
+        for ops in doc["paths"].values()
+        for op in ops.values()
+        for p in op.get("parameters", [])
+        if p["in"] == "query"
+    }
+    assert (
+        read_names
+        == declared
+        == {"type", "status", "rule", "event", "limit", "offset"}
+        | {
+            "after",
+            "count",
+        }
+    )
 
 
-def test_the_cli_splits_cancel_lists_at_the_daemons_limit() -> None:
-    from timeos.cli.app import CANCEL_BATCH
-    from timeos.daemon.service import MAX_CANCEL_IDS as daemon_limit
+def test_every_error_response_uses_the_shared_error_envelope(api):
+    doc = _document(api)
+    envelope = doc["components"]["schemas"]["Error"]
+    assert envelope["required"] == ["error"]
+    assert envelope["properties"]["error"]["required"] == ["code", "message"]
+    assert set(envelope["properties"]["error"]["properties"]) == {"code", "message", "problems"}
+    for path, operations in doc["paths"].items():
+        for op in operations.values():
+            statuses = set(op["responses"])
+            assert "500" in statuses, path
+            for status, response in op["responses"].items():
+                if int(status) >= 400:
+                    assert response == {"$ref": f"#/components/responses/{status}"}
+    for response in doc["components"]["responses"].values():
+        assert response["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Error"
+        }
+    assert "requestBody" in doc["paths"]["/v1/events"]["post"]
+    assert "requestBody" in doc["paths"]["/v1/jobs/cancel"]["post"]
 
-    assert CANCEL_BATCH == daemon_limit == MAX_CANCEL_IDS
+
+def test_every_answer_matches_the_schema_documented_for_its_status(api):
+    doc = _document(api)
+    dead = api.dead_job()
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("POST", "/v1/events", {"json": {"type": "user_signup", "idempotency_key": "k"}}),
+        ("POST", "/v1/events", {"json": {"type": "user_signup", "idempotency_key": "k"}}),
+        ("POST", "/v1/events", {"json": {"payload": {}}}),
+        ("POST", "/v1/events", {"json": {"type": "user_signup", "idempotency_key": "k",
+                                         "payload": {"other": 1}}}),
+        ("GET", "/v1/events", {"params": {"limit": 5}}),
+        ("GET", "/v1/events", {"params": {"limit": "x"}}),
+        ("GET", f"/v1/events/{api.store.get_job(dead).event_id}", {}),
+        ("GET", "/v1/events/NOPE", {}),
+        ("GET", "/v1/jobs", {"params": {"status": "pending"}}),
+        ("GET", "/v1/jobs", {"params": {"status": "bogus"}}),
+        ("GET", f"/v1/jobs/{dead}", {}),
+        ("GET", "/v1/jobs/NOPE", {}),
+        ("POST", "/v1/jobs/cancel", {"json": {"ids": [dead, "NOPE"]}}),
+        ("POST", "/v1/jobs/cancel", {"json": {"ids": []}}),
+        ("GET", "/v1/dlq", {}),
+        ("POST", f"/v1/dlq/{dead}/retry", {}),
+        ("POST", f"/v1/dlq/{dead}/retry", {}),  # no longer dead: 409
+        ("DELETE", f"/v1/dlq/{dead}", {}),  # pending, not dead: 409
+        ("DELETE", f"/v1/dlq/{api.dead_job()}", {}),
+        ("DELETE", "/v1/dlq/NOPE", {}),
+        ("GET", "/v1/rules", {}),
+        ("GET", "/v1/rules/nightly", {}),
+        ("GET", "/v1/rules/welcome", {}),
+        ("GET", "/v1/rules/nope", {}),
+        ("GET", "/v1/rules/nightly/history", {}),
+        ("GET", "/v1/rules/nope/history", {}),
+        ("GET", "/v1/rules/nightly/next", {"params": {"count": 2, "after": "2026-03-01T00:00Z"}}),
+        ("GET", "/v1/rules/welcome/next", {}),
+        ("POST", "/v1/reload", {}),
+        ("GET", "/v1/status", {}),
+        ("GET", "/v1/health", {}),
+        ("GET", "/openapi.json", {}),
+    ]  # fmt: skip
+    seen: set[tuple[str, str, int]] = set()
+    for method, url, kwargs in calls:
+        response = api.call(method, url, **kwargs)
+        path = _template(doc, url)
+        responses = doc["paths"][path][method.lower()]["responses"]
+        status = str(response.status_code)
+        assert status in responses, f"{method} {url} answered undocumented {status}"
+        documented = responses[status]
+        if "$ref" in documented:
+            documented = doc["components"]["responses"][status]
+        schema = documented["content"]["application/json"]["schema"]
+        jsonschema.Draft202012Validator({**schema, "components": doc["components"]}).validate(
+            response.json()
+        )
+        seen.add((method, path, response.status_code))
+    operations = {(m, p) for m, p, _ in seen}
+    assert operations == _served(api.app)
+    assert {s for _, _, s in seen} >= {200, 201, 400, 404, 409}
 
 
-def _emit(service: Service) -> None:
-    service.emit("x", {"blob": "z" * 50_000})
-
-
-def _fill_the_disk(service: Service) -> Any:
-    # SQLite's own "disk full": no page may be added beyond those the file has now.
-    pages = _sqlite(service).conn.execute("PRAGMA page_count").fetchone()[0]
-    _sqlite(service).conn.execute(f"PRAGMA max_page_count={pages}")
-    return lambda: _sqlite(service).conn.execute("PRAGMA max_page_count=1073741823")
-
-
-def _hold_the_write_lock(service: Service) -> Any:
-    _sqlite(service).conn.execute("PRAGMA busy_timeout=0")  # fail at once instead of after 5 s
-    other = sqlite3.connect(_sqlite(service).path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")  # another process (a backup, a sqlite3 shell) writing
-    return lambda: other.execute("ROLLBACK")
+def _template(doc: dict[str, Any], url: str) -> str:
+    """The documented path template that `url` matches (literal segments win, as routed)."""
+    candidates = []
+    for path in doc["paths"]:
+        pattern = re.sub(r"\\\{\w+\\\}", "[^/]+", re.escape(path))
+        if re.fullmatch(pattern, url):
+            candidates.append(path)
+    return min(candidates, key=lambda p: p.count("{"))
 
 
 @pytest.mark.parametrize(
-    ("break_writes", "error"),
-    [(_fill_the_disk, "database or disk is full"), (_hold_the_write_lock, "database is locked")],
-    ids=["disk-full", "write-lock-held-elsewhere"],
-)
-def test_health_reports_the_last_write_failure_until_a_write_succeeds(
-    service: Service, break_writes: Any, error: str
-) -> None:
-    _emit(service)
-    assert service.health()["components"]["database"]["status"] == "healthy"
-    repair = break_writes(service)
-    with pytest.raises(StoreError, match=error):
-        _emit(service)
-    failing = service.health()
-    database = failing["components"]["database"]
-    assert failing["status"] == "unhealthy"
-    assert database["status"] == "unhealthy"
-    assert database["message"].startswith(f"last write failed at {T0.isoformat()}: ")
-    assert error in database["message"]
-    assert database["last_write_ok"] is False
-    repair()
-    _emit(service)
-    database = service.health()["components"]["database"]
-    assert database["status"] == "healthy" and database["last_write_ok"] is True
+    ("method", "url", "allow"),
+    [
+        ("DELETE", "/v1/events", "GET, HEAD, POST"),
+        ("PUT", "/v1/events/ABC", "GET, HEAD"),
+        ("GET", "/v1/dlq/ABC/retry", "POST"),
+        ("GET", "/v1/reload", "POST"),
+        ("POST", "/v1/dlq/ABC", "DELETE"),
+        ("PATCH", "/v1/status", "GET, HEAD"),
+        ("POST", "/openapi.json", "GET, HEAD"),
+    ],
+    ids=["delete-events", "put-event", "get-dlq-retry", "get-reload", "post-dlq-job",
+         "patch-status", "post-openapi"],
+)  # fmt: skip
+def test_a_wrong_method_answers_405_with_the_error_envelope_and_allow(api, method, url, allow):
+    response = api.call(method, url)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    error = response.json()["error"]
+    assert error["code"] == "method_not_allowed"
+    assert method in error["message"] and allow in error["message"]
 
 
-def test_health_reports_the_wal_size(service: Service) -> None:
-    _emit(service)
-    database = service.health()["components"]["database"]
-    wal = Path(_sqlite(service).path + "-wal").stat().st_size
-    assert database["wal_bytes"] == wal > 0
-    assert database["message"].endswith(f"; WAL {wal / 1_048_576:.1f} MiB")
+def test_a_known_path_with_a_wrong_method_is_405_but_an_unknown_path_stays_404(api):
+    assert api.call("DELETE", "/v1/events").status_code == 405
+    response = api.call("DELETE", "/v1/nothing-here")
+    assert response.status_code == 404
+    assert response.json()["error"]["code"] == "not_found"
+    assert "/v1/nothing-here" in response.json()["error"]["message"]

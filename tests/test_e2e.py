@@ -410,6 +410,47 @@ def test_rules_check_offline(tmp_path):
     assert "bad.yaml:4:14" in result.stderr and "nope" in result.stderr
 
 
+RELATIVE = """
+actions:
+  hello:
+    command: ["./hello.sh"]
+rules:
+  - name: greet
+    on_event: go
+    perform: hello
+"""
+
+
+def test_a_relative_command_runs_from_its_rules_file_directory_and_a_missing_one_warns(
+    tmp_path, daemons
+):
+    conf = tmp_path / "conf"  # the daemon runs in tmp_path: ./hello.sh is not there
+    conf.mkdir()
+    out = tmp_path / "out.txt"
+    hello = conf / "hello.sh"
+    hello.write_text(f'#!/bin/sh\necho "hello $TIMEOS_RULE" >> "{out}"\n')
+    hello.chmod(0o755)
+    rules = conf / "rules.yaml"
+    rules.write_text(RELATIVE)
+    d = Daemon(tmp_path, rules).start()
+    daemons.append(d)
+    (job_id,) = d.cli_json("emit", "go")["jobs"]
+    d.wait_job(job_id, "succeeded")
+    assert out.read_text() == "hello greet\n"
+
+    rules.write_text(RELATIVE.replace("rules:", '  gone:\n    command: ["./gone.sh"]\nrules:'))
+    warning = (
+        f"Warning: {rules}:6:15: action 'gone': command './gone.sh' ({conf}/gone.sh) does not exist"
+    )
+    reload = d.cli("reload")
+    assert reload.returncode == 0 and reload.stdout == "reloaded: 1 rule(s)\n"
+    assert reload.stderr == warning + "\n"
+    check = cli("rules", "check", str(rules))
+    assert check.returncode == 0 and "1 rule(s), 2 action(s)" in check.stdout
+    assert check.stderr == warning + "\n"
+    assert warning.removeprefix("Warning: ") in d.log.read_text()  # the daemon logs it too
+
+
 def test_emit_action_chains_rules(tmp_path, daemons):
     writer = _script(tmp_path, "write.py", WRITE_STDIN)
     rules = _rules(

@@ -198,7 +198,9 @@ def test_example_file_loads_every_rule_and_action() -> None:
     assert follow.timezone == ZoneInfo("UTC")  # the expression decides per event
 
     actions = ruleset.actions
-    assert actions["send_welcome_email"].spec == CommandSpec(("./examples/send-email", "welcome"))
+    # A relative program resolves against the rules file's directory (the test's cwd here).
+    sender = str(Path("examples/send-email").absolute())
+    assert actions["send_welcome_email"].spec == CommandSpec((sender, "welcome"))
     assert actions["send_welcome_email"].timeout == timedelta(seconds=30)
     assert actions["send_welcome_email"].where == "rules.yaml:3:3"
     assert actions["notify_billing"].kind is ActionKind.HTTP
@@ -309,6 +311,60 @@ rules:
     assert actions["hook"].spec == HttpSpec(
         "https://example.com/hook", "PUT", (("Authorization", "Bearer t0k"), ("X-Plain", "static"))
     )
+
+
+COMMANDS = """\
+actions:
+  here: {command: ["./bin/hello", "./not-resolved"]}
+  up: {command: ["../tools/sync"]}
+  var: {command: ["${TOOL}"]}
+  bare: {command: [echo, hi]}
+  absolute: {command: ["/usr/bin/env", "true"]}
+rules:
+  - {name: a, on_event: e, perform: here}
+"""
+
+
+def test_a_relative_command_resolves_against_the_directory_of_its_rules_file() -> None:
+    conf = Path("conf").absolute()
+    for given in (Path("conf/rules.yaml"), Path("conf")):  # a file, or a directory of them
+        write("conf/rules.yaml", COMMANDS)
+        actions = load_rules([given], {"TOOL": "libexec/tool"}).actions
+        assert actions["here"].spec == CommandSpec((f"{conf}/bin/hello", "./not-resolved"))
+        assert actions["up"].spec == CommandSpec((f"{conf}/../tools/sync",))
+        assert actions["var"].spec == CommandSpec((f"{conf}/libexec/tool",))
+        assert actions["bare"].spec == CommandSpec(("echo", "hi"))  # PATH, when it runs
+        assert actions["absolute"].spec == CommandSpec(("/usr/bin/env", "true"))
+
+
+def test_a_command_that_is_missing_or_not_executable_is_a_warning_not_an_error() -> None:
+    conf = Path("conf").absolute()
+    write("conf/bin/hello", "#!/bin/sh\n").chmod(0o755)
+    write("conf/tools/plain", "not a program\n").chmod(0o644)
+    write("path/tool", "#!/bin/sh\n").chmod(0o755)
+    text = """\
+actions:
+  ok: {command: ["./bin/hello"]}
+  on-path: {command: [tool, x]}
+  gone: {command: ["./bin/gone"]}
+  plain: {command: ["tools/plain"]}
+  dir: {command: ["./bin"]}
+  nowhere: {command: [no-such-program]}
+rules:
+  - {name: a, on_event: e, perform: ok}
+"""
+    rules = write("conf/rules.yaml", text)
+    ruleset = load_rules([rules], {"PATH": str(Path("path").absolute())})
+    assert len(ruleset.actions) == 6  # every action still loads
+    assert [str(w) for w in ruleset.warnings] == [
+        f"conf/rules.yaml:4:20: action 'gone': command './bin/gone' ({conf}/bin/gone) "
+        "does not exist",
+        f"conf/rules.yaml:5:21: action 'plain': command 'tools/plain' ({conf}/tools/plain) "
+        "is not executable",
+        f"conf/rules.yaml:6:19: action 'dir': command './bin' ({conf}/bin) is not executable",
+        "conf/rules.yaml:7:23: action 'nowhere': command 'no-such-program' is not an executable "
+        f"found on PATH ({Path('path').absolute()})",
+    ]
 
 
 def test_python_action_resolves_the_function() -> None:

@@ -6,7 +6,9 @@ TimeOSError               code                 exit http
 ├── ScheduleError         invalid_schedule        1  400  a cron/every/at/timezone is wrong
 ├── PayloadError          invalid_payload         1  400  not a JSON object, too big or deep
 ├── IdempotencyConflict   idempotency_conflict    1  409  same key, different payload
-├── NotFound              not_found               1  404  unknown job, event or rule
+├── NotFound              not_found               1  404  unknown job, event, rule or API path
+├── MethodNotAllowed      method_not_allowed      1  405  an API path asked with a method it
+│                                                         does not serve (Allow lists those)
 ├── InvalidState          invalid_state           1  409  e.g. cancelling a job that ran
 ├── ConditionFailed       condition_failed        1  422  a `when:` failed on a payload
 ├── StoreError            store_error             1  500  the database failed (translated in
@@ -89,6 +91,11 @@ class NotFound(TimeOSError):
     http_status = 404
 
 
+class MethodNotAllowed(TimeOSError):
+    code = "method_not_allowed"
+    http_status = 405
+
+
 class InvalidState(TimeOSError):
     code = "invalid_state"
     http_status = 409
@@ -118,6 +125,7 @@ ALL_ERRORS: tuple[type[TimeOSError], ...] = (
     PayloadError,
     IdempotencyConflict,
     NotFound,
+    MethodNotAllowed,
     InvalidState,
     ConditionFailed,
     StoreError,

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from ulid import ULID
 
+from timeos.errors import Problem
 from timeos.timefmt import to_micros
 
 
@@ -200,6 +201,8 @@ class RuleSet:
     rules: tuple[Rule, ...]
     actions: Mapping[str, Action]
     sources: tuple[str, ...] = ()
+    # Worth a look but not a reason to refuse the rules (a command not executable yet).
+    warnings: tuple[Problem, ...] = ()
 
     def rule(self, name: str) -> Rule | None:
         """Return the rule called `name`, if any."""

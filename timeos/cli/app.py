@@ -69,6 +69,11 @@ def _show(renderable: Any) -> None:
     _console().print(renderable)
 
 
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        sys.stderr.write(f"Warning: {warning}\n")
+
+
 # ---- emit -------------------------------------------------------------------------------------
 
 
@@ -363,12 +368,14 @@ def rules_check(
     """Validate rule files offline, exactly as timeosd would (imports python actions too).
 
     Exit 0 when valid; exit 1 with every problem on stderr as file:line:col: message.
+    Warnings (e.g. a command that is missing or not executable) go to stderr and keep exit 0.
 
     Example: timeos rules check rules.yaml
     """
     from timeos.rules.loader import load_rules
 
     ruleset = load_rules(rule_paths, os.environ)
+    _warn([str(w) for w in ruleset.warnings])
     if as_json:
         _print_json({"valid": True, "rules": len(ruleset.rules), "actions": len(ruleset.actions)})
     else:
@@ -385,6 +392,7 @@ def reload(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
     Example: timeos reload
     """
     result = _client(socket_path).call("POST", "/v1/reload")
+    _warn(result.get("warnings", []))
     if as_json:
         _print_json(result)
     else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -16,20 +16,38 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.schemas import SchemaGenerator
 
 from timeos import __version__
+from timeos.daemon.openapi import (
+    AFTER_Q,
+    BOOL,
+    CANCEL_BODY,
+    COUNT_Q,
+    EMIT_BODY,
+    EVENT_Q,
+    EVENT_TYPE_Q,
+    ID_P,
+    LIMIT_Q,
+    NAME_P,
+    OFFSET_Q,
+    RULE_Q,
+    STATUS_Q,
+    STR,
+    Endpoint,
+    Handler,
+    listing,
+    obj,
+    openapi_document,
+    ref,
+)
 from timeos.daemon.service import Service
 from timeos.engine import Limits, check_payload
-from timeos.errors import NotFound, PayloadError, TimeOSError, UsageError
+from timeos.errors import MethodNotAllowed, NotFound, PayloadError, TimeOSError, UsageError
 from timeos.model import Attempt, CronTrigger, Event, EventTrigger, IntervalTrigger, Job, Rule
 from timeos.payload import encoded_size, nesting_depth
 from timeos.timefmt import format_duration, iso, parse_instant
 
 log = logging.getLogger("timeos.api")
-
-Handler = Callable[[Request], Awaitable[Response]]
-
 
 # ---- JSON shapes ------------------------------------------------------------------------------
 
@@ -210,13 +228,6 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
     """The Starlette application for one daemon."""
 
     async def emit(request: Request) -> Response:
-        """
-        summary: Emit an event
-        requestBody: {content: {application/json: {schema: {type: object,
-          required: [type], properties: {type: {type: string}, payload: {type: object},
-          idempotency_key: {type: string}, occurred_at: {type: string, format: date-time}}}}}}
-        responses: {201: {description: "{id, duplicate, jobs}"}, 200: {description: duplicate}}
-        """
         body = await _json_body(request, service)
         event_type = body.get("type")
         if not isinstance(event_type, str):
@@ -238,10 +249,6 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         )
 
     async def list_events(request: Request) -> Response:
-        """
-        summary: List events, newest first
-        responses: {200: {description: "{events: [...]}"}}
-        """
         events = service.list_events(
             request.query_params.get("type"),
             _int_param(request, "limit", 50),
@@ -250,10 +257,6 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         return JSONResponse({"events": [event_json(e) for e in events]})
 
     async def show_event(request: Request) -> Response:
-        """
-        summary: One event, with the jobs it created
-        responses: {200: {description: event}, 404: {description: not found}}
-        """
         event = service.get_event(request.path_params["id"])
         jobs = service.list_jobs(
             status=None, rule=None, event_id=event.id, limit=service.limits.max_list_limit, offset=0
@@ -261,10 +264,6 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         return JSONResponse({**event_json(event), "jobs": [j.id for j in jobs]})
 
     async def list_jobs(request: Request) -> Response:
-        """
-        summary: List jobs by status, rule and event
-        responses: {200: {description: "{jobs: [...]}"}}
-        """
         q = request.query_params
         jobs = service.list_jobs(
             status=q.get("status"),
@@ -276,20 +275,10 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         return JSONResponse({"jobs": [job_json(j) for j in jobs]})
 
     async def show_job(request: Request) -> Response:
-        """
-        summary: One job with its attempt history
-        responses: {200: {description: job}, 404: {description: not found}}
-        """
         job = service.get_job(request.path_params["id"])
         return JSONResponse(job_json(job, service.attempts(job.id)))
 
     async def cancel_jobs(request: Request) -> Response:
-        """
-        summary: Cancel waiting jobs (at most 1000 ids per request)
-        requestBody: {content: {application/json: {schema: {type: object,
-          properties: {ids: {type: array, items: {type: string}}}}}}}
-        responses: {200: {description: "{results: [{id, cancelled, status, error}]}"}}
-        """
         body = await _json_body(request, service)
         ids = body.get("ids")
         if not isinstance(ids, list) or not ids or not all(isinstance(i, str) for i in ids):
@@ -305,10 +294,6 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         )
 
     async def list_dlq(request: Request) -> Response:
-        """
-        summary: The dead letter queue
-        responses: {200: {description: "{jobs: [...]}"}}
-        """
         jobs = service.list_jobs(
             status="dead",
             rule=request.query_params.get("rule"),
@@ -319,39 +304,19 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         return JSONResponse({"jobs": [job_json(j) for j in jobs]})
 
     async def retry_dlq(request: Request) -> Response:
-        """
-        summary: Retry a dead job with a fresh attempt budget
-        responses: {200: {description: job}, 404: {description: not found}}
-        """
         return JSONResponse(job_json(service.dlq_retry(request.path_params["id"])))
 
     async def delete_dlq(request: Request) -> Response:
-        """
-        summary: Delete a dead job
-        responses: {200: {description: "{id, deleted}"}}
-        """
         service.dlq_delete(request.path_params["id"])
         return JSONResponse({"id": request.path_params["id"], "deleted": True})
 
     async def list_rules(request: Request) -> Response:
-        """
-        summary: Loaded rules
-        responses: {200: {description: "{rules: [...]}"}}
-        """
         return JSONResponse({"rules": [_rule_view(service, r) for r in service.rules.rules]})
 
     async def show_rule(request: Request) -> Response:
-        """
-        summary: One loaded rule
-        responses: {200: {description: rule}, 404: {description: not found}}
-        """
         return JSONResponse(_rule_view(service, service.rule(request.path_params["name"])))
 
     async def rule_history(request: Request) -> Response:
-        """
-        summary: A time-based rule's occurrences (fired, skipped, missed, with reasons)
-        responses: {200: {description: "{occurrences: [...]}"}}
-        """
         name = request.path_params["name"]
         history = service.rule_history(
             name, _int_param(request, "limit", 50), _int_param(request, "offset", 0)
@@ -359,10 +324,6 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         return JSONResponse({"rule": name, "occurrences": history})
 
     async def rule_next(request: Request) -> Response:
-        """
-        summary: The next fire times of a time-based rule
-        responses: {200: {description: "{fires: [...]}"}}
-        """
         raw = request.query_params.get("after")
         after = parse_instant(raw, "after") if raw else None
         fires = service.rule_next(
@@ -371,60 +332,115 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         return JSONResponse({"rule": request.path_params["name"], "fires": fires})
 
     async def reload(request: Request) -> Response:
-        """
-        summary: Reload the rule files (kept unchanged when invalid)
-        responses: {200: {description: "{rules}"}, 422: {description: rule errors}}
-        """
         rules = service.reload()
-        return JSONResponse({"reloaded": True, "rules": len(rules.rules)})
+        warnings = [str(w) for w in rules.warnings]
+        return JSONResponse({"reloaded": True, "rules": len(rules.rules), "warnings": warnings})
 
     async def status(request: Request) -> Response:
-        """
-        summary: Daemon status
-        responses: {200: {description: status}}
-        """
         return JSONResponse(service.status())
 
     async def health(request: Request) -> Response:
-        """
-        summary: Health per component and job counts
-        responses: {200: {description: health}}
-        """
         return JSONResponse(service.health())
 
-    schemas = SchemaGenerator(
-        {"openapi": "3.0.0", "info": {"title": "TimeOS", "version": __version__}}
-    )
-
     async def openapi(request: Request) -> Response:
-        return JSONResponse(schemas.get_schema(routes=request.app.routes))
+        return JSONResponse(document)
 
-    routes = [
-        Route("/v1/events", _guard(emit), methods=["POST"]),
-        Route("/v1/events", _guard(list_events), methods=["GET"]),
-        Route("/v1/events/{id}", _guard(show_event), methods=["GET"]),
-        Route("/v1/jobs", _guard(list_jobs), methods=["GET"]),
-        Route("/v1/jobs/cancel", _guard(cancel_jobs), methods=["POST"]),
-        Route("/v1/jobs/{id}", _guard(show_job), methods=["GET"]),
-        Route("/v1/dlq", _guard(list_dlq), methods=["GET"]),
-        Route("/v1/dlq/{id}/retry", _guard(retry_dlq), methods=["POST"]),
-        Route("/v1/dlq/{id}", _guard(delete_dlq), methods=["DELETE"]),
-        Route("/v1/rules", _guard(list_rules), methods=["GET"]),
-        Route("/v1/rules/{name}", _guard(show_rule), methods=["GET"]),
-        Route("/v1/rules/{name}/history", _guard(rule_history), methods=["GET"]),
-        Route("/v1/rules/{name}/next", _guard(rule_next), methods=["GET"]),
-        Route("/v1/reload", _guard(reload), methods=["POST"]),
-        Route("/v1/status", _guard(status), methods=["GET"]),
-        Route("/v1/health", _guard(health), methods=["GET"]),
-        *(extra_routes or []),
-        Route("/openapi.json", openapi, include_in_schema=False),
-    ]
+    # The one table of the API: the routes served and /openapi.json are both built from it.
+    endpoints = (
+        Endpoint("POST", "/v1/events", emit, "Emit an event; its rules create jobs",
+                 body=EMIT_BODY, errors=(400, 409), tags=("events",), ok={
+                     201: ("Stored; `jobs` lists the jobs its rules created", ref("EmitResult")),
+                     200: ("A duplicate of an event with the same idempotency key and payload;"
+                           " no new jobs", ref("EmitResult")),
+                 }),
+        Endpoint("GET", "/v1/events", list_events, "List events, newest first",
+                 params=(EVENT_TYPE_Q, LIMIT_Q, OFFSET_Q), errors=(400,), tags=("events",),
+                 ok={200: ("A page of events", listing("events", ref("Event")))}),
+        Endpoint("GET", "/v1/events/{id}", show_event, "One event, with the jobs it created",
+                 params=(ID_P,), errors=(404,), tags=("events",),
+                 ok={200: ("The event", ref("EventWithJobs"))}),
+        Endpoint("GET", "/v1/jobs", list_jobs, "List jobs by status, rule and event",
+                 params=(STATUS_Q, RULE_Q, EVENT_Q, LIMIT_Q, OFFSET_Q), errors=(400,),
+                 tags=("jobs",), ok={200: ("A page of jobs", listing("jobs", ref("Job")))}),
+        Endpoint("POST", "/v1/jobs/cancel", cancel_jobs, "Cancel waiting jobs (1000 ids at most)",
+                 body=CANCEL_BODY, errors=(400,), tags=("jobs",),
+                 ok={200: ("One result per id, in order", ref("CancelResults"))}),
+        Endpoint("GET", "/v1/jobs/{id}", show_job, "One job with its attempt history",
+                 params=(ID_P,), errors=(404,), tags=("jobs",),
+                 ok={200: ("The job", ref("JobWithHistory"))}),
+        Endpoint("GET", "/v1/dlq", list_dlq, "The dead letter queue",
+                 params=(RULE_Q, LIMIT_Q, OFFSET_Q), errors=(400,), tags=("dlq",),
+                 ok={200: ("A page of dead jobs", listing("jobs", ref("Job")))}),
+        Endpoint("POST", "/v1/dlq/{id}/retry", retry_dlq,
+                 "Send a dead job back to pending with a fresh attempt budget",
+                 params=(ID_P,), errors=(404, 409), tags=("dlq",),
+                 ok={200: ("The job, now pending", ref("Job"))}),
+        Endpoint("DELETE", "/v1/dlq/{id}", delete_dlq, "Delete a dead job for good",
+                 params=(ID_P,), errors=(404, 409), tags=("dlq",),
+                 ok={200: ("Deleted", obj(("id", "deleted"), id=STR, deleted=BOOL))}),
+        Endpoint("GET", "/v1/rules", list_rules, "Loaded rules", tags=("rules",),
+                 ok={200: ("Every loaded rule", listing("rules", ref("Rule")))}),
+        Endpoint("GET", "/v1/rules/{name}", show_rule, "One loaded rule",
+                 params=(NAME_P,), errors=(404,), tags=("rules",),
+                 ok={200: ("The rule", ref("Rule"))}),
+        Endpoint("GET", "/v1/rules/{name}/history", rule_history,
+                 "A time-based rule's occurrences (fired, skipped, missed, with reasons)",
+                 params=(NAME_P, LIMIT_Q, OFFSET_Q), errors=(400, 404), tags=("rules",),
+                 ok={200: ("Occurrences, newest first", obj(
+                     ("rule", "occurrences"), rule=STR,
+                     occurrences={"type": "array", "items": ref("Occurrence")}))}),
+        Endpoint("GET", "/v1/rules/{name}/next", rule_next,
+                 "The next fire times of a time-based rule",
+                 params=(NAME_P, AFTER_Q, COUNT_Q), errors=(400, 404), tags=("rules",),
+                 ok={200: ("Fire times, soonest first", obj(
+                     ("rule", "fires"), rule=STR,
+                     fires={"type": "array", "items": ref("Fire")}))}),
+        Endpoint("POST", "/v1/reload", reload,
+                 "Reload the rule files (the loaded ones stay when the new are invalid)",
+                 errors=(422,), tags=("daemon",), ok={200: ("Reloaded", ref("Reloaded"))}),
+        Endpoint("GET", "/v1/status", status, "Daemon status", tags=("daemon",),
+                 ok={200: ("Daemon facts", ref("Status"))}),
+        Endpoint("GET", "/v1/health", health, "Health per component and job counts",
+                 tags=("daemon",), ok={200: ("Health", ref("Health"))}),
+        Endpoint("GET", "/openapi.json", openapi, "This document", tags=("daemon",),
+                 ok={200: ("The OpenAPI 3.1 document", {"type": "object"})}),
+    )  # fmt: skip
+    document = openapi_document(endpoints, "TimeOS", __version__)
+    routes = [*_routes(endpoints), *(extra_routes or [])]
 
     async def not_found(request: Request, exc: Exception) -> Response:
         err = NotFound(f"no API route {request.method} {request.url.path}")
         return JSONResponse(err.to_wire(), status_code=404)
 
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: not_found})
+    async def method_not_allowed(request: Request, exc: Exception) -> Response:
+        headers = getattr(exc, "headers", None) or {}
+        allowed = ", ".join(sorted(m.strip() for m in headers.get("Allow", "").split(",") if m))
+        err = MethodNotAllowed(
+            f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+        )
+        return JSONResponse(err.to_wire(), status_code=405, headers={"Allow": allowed})
+
+    return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed})
+
+
+def _routes(endpoints: tuple[Endpoint, ...]) -> list[Route]:
+    """One Starlette route per path serving each of its methods, so others get 405 + Allow."""
+    by_path: dict[str, dict[str, Handler]] = {}
+    for endpoint in endpoints:  # dicts keep the table's order: /v1/jobs/cancel before {id}
+        by_path.setdefault(endpoint.path, {})[endpoint.method] = _guard(endpoint.handler)
+    return [
+        Route(path, _dispatch(handlers), methods=list(handlers))
+        for path, handlers in by_path.items()
+    ]
+
+
+def _dispatch(handlers: Mapping[str, Handler]) -> Handler:
+    async def dispatch(request: Request) -> Response:
+        # Starlette answers HEAD on GET routes; the route let only our methods through.
+        method = "GET" if request.method == "HEAD" else request.method
+        return await handlers[method](request)
+
+    return dispatch
 
 
 ViewHook = Callable[[Rule], Mapping[str, Any]]

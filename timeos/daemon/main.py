@@ -162,7 +162,10 @@ class Daemon:
         self.server: _Server | None = None
 
     def _load(self, rule_paths: Sequence[Path]) -> RuleSet:
-        return load_rules(rule_paths, self.environ)
+        rules = load_rules(rule_paths, self.environ)
+        for warning in rules.warnings:
+            log.warning("%s", warning)
+        return rules
 
     def _poke(self) -> None:
         self.scheduler.poke()

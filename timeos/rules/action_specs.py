@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import re
 import shlex
+import shutil
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -77,7 +80,8 @@ class SpecReader:
         self.environ = environ
         self.import_python = import_python
 
-    def command(self, node: Node, what: str) -> CommandSpec:
+    def command(self, node: Node, what: str, base: Path) -> CommandSpec:
+        """Read an argv; a program path with a slash that is relative resolves against `base`."""
         if isinstance(node, Scalar) and node.kind == "str":
             # A shell string would need a shell to split it; argv lists never meet one.
             try:
@@ -97,7 +101,26 @@ class SpecReader:
             argv.append(self.expand(item, f"command[{i}]", item.text))
         if not argv[0].strip():
             raise Invalid(node.items[0].loc, "command[0] (the program) must not be empty")
+        # Like execvp: a name without a slash is looked up on PATH when run; a path is a path,
+        # and a relative one means next to the rules file, not wherever the daemon was started.
+        if "/" in argv[0] and not os.path.isabs(argv[0]):
+            argv[0] = str(base / argv[0])
         return CommandSpec(tuple(argv))
+
+    def program_problem(self, written: str, program: str) -> str | None:
+        """Say why `program` could not be started now (missing, not executable), or None."""
+        if "/" not in program:
+            search = self.environ.get("PATH", os.defpath)
+            if shutil.which(program, path=search) is None:
+                return f"command {written!r} is not an executable found on PATH ({search})"
+            return None
+        shown = repr(written) if written == program else f"{written!r} ({program})"
+        path = Path(program)
+        if not path.exists():
+            return f"command {shown} does not exist"
+        if not path.is_file() or not os.access(path, os.X_OK):
+            return f"command {shown} is not executable"
+        return None
 
     def http(self, node: Node, scope: Scope) -> HttpSpec:
         http = expect_map(node, "http")

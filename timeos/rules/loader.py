@@ -21,6 +21,7 @@ from timeos.model import (
     Action,
     ActionKind,
     ActionSpec,
+    CommandSpec,
     CronTrigger,
     DstPolicy,
     EmitSpec,
@@ -110,6 +111,7 @@ class _Collector:
         self.rules: list[Rule] = []
         self.rule_where: dict[str, Loc] = {}
         self.performs: list[tuple[Scope, Scalar]] = []
+        self.warnings: list[Invalid] = []  # reported, never a reason to refuse the rules
 
     def files_in(self, paths: Sequence[Path]) -> list[Path]:
         """Expand directories to their *.yaml / *.yml files, sorted; report missing paths."""
@@ -157,8 +159,10 @@ class _Collector:
         actions = top.read(root, "actions", expect_map)
         if actions is not None:
             top.keys(actions, None)
+        # A command's relative program is relative to the file that names it (decisions.md).
+        base = Path(doc.file).absolute().parent
         for entry in actions.entries if actions else ():
-            self._action(entry.key, entry.value)
+            self._action(entry.key, entry.value, base)
         rules = root.get("rules")
         if rules is None:
             top.add(whole, "no `rules:` key: a rules file needs a list of rules")
@@ -176,16 +180,18 @@ class _Collector:
                 hint = suggest(node.text, sorted(self.action_where))
                 scope.add(node.loc, f"unknown action {node.text!r}{hint}")
         if self.problems:
-            unique = {(p.loc, p.message): p for p in self.problems}.values()
-            ordered = sorted(
-                unique, key=lambda p: (self.order.get(p.loc.file, -1), p.loc.line, p.loc.col)
-            )
+            ordered = self._sorted(self.problems)
             raise RulesError([Problem(str(p.loc), p.message) for p in ordered])
-        return RuleSet(tuple(self.rules), dict(self.actions), sources)
+        warnings = tuple(Problem(str(w.loc), w.message) for w in self._sorted(self.warnings))
+        return RuleSet(tuple(self.rules), dict(self.actions), sources, warnings)
+
+    def _sorted(self, found: list[Invalid]) -> list[Invalid]:
+        unique = {(p.loc, p.message): p for p in found}.values()
+        return sorted(unique, key=lambda p: (self.order.get(p.loc.file, -1), p.loc.line, p.loc.col))
 
     # ---- actions ------------------------------------------------------------------------------
 
-    def _action(self, key: Scalar, node: Node) -> None:
+    def _action(self, key: Scalar, node: Node, base: Path) -> None:
         name = key.text
         scope = Scope(self.problems, f"action {name!r}: ")
         if key.kind != "str" or not name.strip():
@@ -208,7 +214,7 @@ class _Collector:
         if len(kinds) != 1:
             return
         readers: dict[str, Callable[[Node, str], ActionSpec]] = {
-            "command": self.specs.command,
+            "command": lambda n, k: self.specs.command(n, k, base),
             "http": lambda n, k: self.specs.http(n, scope),
             "python": self.specs.python,
             "emit": lambda n, k: EmitSpec(_event_type(n, "emit")),
@@ -217,6 +223,16 @@ class _Collector:
         if scope.count == 0 and spec is not None:
             kind = ActionKind(kinds[0])
             self.actions[name] = Action(name, kind, spec, timeout, retry, str(key.loc))
+            if isinstance(spec, CommandSpec):
+                self._check_program(spec, node, scope.prefix)
+
+    def _check_program(self, spec: CommandSpec, node: Map, prefix: str) -> None:
+        """Warn when the program a command names is not there to run (yet)."""
+        argv = node.get("command")
+        assert isinstance(argv, Seq) and isinstance(argv.items[0], Scalar)  # read fine above
+        problem = self.specs.program_problem(argv.items[0].text, spec.argv[0])
+        if problem:
+            self.warnings.append(Invalid(argv.items[0].loc, prefix + problem))
 
     def _retry(self, mapping: Map, scope: Scope) -> RetryPolicy | None:
         node = scope.read(mapping, "retry", expect_map)
