@@ -247,6 +247,7 @@ class NewJob:
     event_id: str | None = None
     occurrence_key: str | None = None  # (rule, scheduled time) for time-based rules: unique
     scheduled_for: datetime | None = None
+    note: str | None = None  # what planning could not honour (e.g. a payload's unknown zone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +268,7 @@ class Job:
     scheduled_for: datetime | None = None
     occurrence_key: str | None = None
     backoff_base: int = 0  # attempts made before the budget was last renewed
+    note: str | None = None  # see NewJob.note
 
 
 @dataclass(frozen=True, slots=True)
