@@ -154,13 +154,48 @@ def test_command_receives_payload_as_json_on_stdin(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == payload
 
 
-def test_command_gets_daemon_environ_plus_timeos_variables() -> None:
-    script = "import json, os; print(json.dumps(dict(os.environ)))"
-    environ = {"PATH": os.environ["PATH"], "FROM_DAEMON": "yes"}
-    result = run(python_script(script), make_ctx(event_id=None, event_type=None), environ=environ)
+def _env_of(spec: CommandSpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a command run of `spec` sees (minus what Python itself adds)."""
+    result = run(make_action(spec), make_ctx(event_id=None, event_type=None), environ=environ)
     assert result.outcome is Outcome.SUCCEEDED, result
     env = json.loads(result.output or "")
-    assert env["FROM_DAEMON"] == "yes"
+    env.pop("LC_CTYPE", None)  # Python's own locale coercion may add it in the child
+    return env
+
+
+ENV_SCRIPT = ("-c", "import json, os; print(json.dumps(dict(os.environ)))")
+
+
+def test_command_does_not_inherit_the_daemons_secrets() -> None:
+    environ = {
+        "PATH": os.environ["PATH"],
+        "HOME": "/home/timeos",
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+        "BILLING_TOKEN": "s3cret",
+        "AWS_SECRET_ACCESS_KEY": "k3y",
+        "TIMEOS_SOCKET": "/run/timeos.sock",
+    }
+    env = _env_of(CommandSpec((PY, *ENV_SCRIPT)), environ)
+    assert {k: v for k, v in env.items() if not k.startswith("TIMEOS_")} == {
+        "PATH": os.environ["PATH"],
+        "HOME": "/home/timeos",
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+    }
+    assert "TIMEOS_SOCKET" not in env
+
+
+def test_command_gets_what_its_action_lists_under_env() -> None:
+    spec = CommandSpec((PY, *ENV_SCRIPT), env=(("API_TOKEN", "t0k"), ("LANG", "de_DE.UTF-8")))
+    env = _env_of(spec, {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "OTHER": "x"})
+    assert env["API_TOKEN"] == "t0k"
+    assert env["LANG"] == "de_DE.UTF-8"  # the action's env: wins over the inherited value
+    assert "OTHER" not in env
+
+
+def test_command_gets_the_timeos_run_variables() -> None:
+    env = _env_of(CommandSpec((PY, *ENV_SCRIPT)), {"PATH": os.environ["PATH"]})
     assert "HOME" not in env  # only the given environ is passed on, not the test process's
     assert {k: v for k, v in env.items() if k.startswith("TIMEOS_")} == {
         "TIMEOS_JOB_ID": "job_01",

@@ -60,9 +60,23 @@ DEFAULT_RETRY = RetryPolicy()
 DEFAULT_ACTION_TIMEOUT = timedelta(seconds=60)
 
 
+# Set by timeosd for every command run; an action's `env:` may not set them.
+COMMAND_RUN_VARIABLES = (
+    "TIMEOS_JOB_ID",
+    "TIMEOS_RULE",
+    "TIMEOS_ACTION",
+    "TIMEOS_EVENT_ID",
+    "TIMEOS_EVENT_TYPE",
+    "TIMEOS_ATTEMPT",
+    "TIMEOS_SCHEDULED_FOR",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     argv: tuple[str, ...]
+    # The action's `env:`, ${VAR} already expanded: kept out of repr like http headers.
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
