@@ -34,6 +34,8 @@ log = logging.getLogger("timeos.engine")
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_PAYLOAD_DEPTH = 64
 MAX_IDEMPOTENCY_KEY = 256
+# Idempotency keys timeosd makes for its own events (the emit action's); clients may not send them.
+RESERVED_KEY_PREFIX = "timeos:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,16 +82,25 @@ def check_event_type(event_type: str, limits: Limits) -> str:
 
 
 def check_idempotency_key(key: str | None, limits: Limits) -> str | None:
-    """Reject empty or over-long keys."""
+    """Reject empty, over-long and reserved (`timeos:...`) client keys."""
     if key is None:
         return None
     if not key or len(key) > limits.max_idempotency_key:
         raise PayloadError(f"idempotency key must be 1..{limits.max_idempotency_key} characters")
+    if key.startswith(RESERVED_KEY_PREFIX):
+        raise PayloadError(
+            f"idempotency keys starting with {RESERVED_KEY_PREFIX!r} are reserved for timeosd"
+        )
     try:
         key.encode("utf-8")
     except UnicodeError:
         raise PayloadError("idempotency key contains a lone surrogate") from None
     return key
+
+
+def job_emit_key(job_id: str) -> str:
+    """The idempotency key of the event a job's emit action emits: one event per job."""
+    return f"{RESERVED_KEY_PREFIX}job:{job_id}"
 
 
 def event_context(event: Event) -> dict[str, Any]:
