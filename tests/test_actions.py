@@ -9,6 +9,7 @@ import socket
 import stat
 import sys
 import threading
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -19,7 +20,7 @@ from typing import Any
 import httpx2
 import pytest
 
-from timeos.actions import ActionContext, ActionRunner
+from timeos.actions import DEADLINE_TICK, ActionContext, ActionRunner
 from timeos.actions.command import run_command
 from timeos.errors import PayloadError
 from timeos.model import (
@@ -154,13 +155,48 @@ def test_command_receives_payload_as_json_on_stdin(tmp_path: Path) -> None:
     assert json.loads(out.read_text()) == payload
 
 
-def test_command_gets_daemon_environ_plus_timeos_variables() -> None:
-    script = "import json, os; print(json.dumps(dict(os.environ)))"
-    environ = {"PATH": os.environ["PATH"], "FROM_DAEMON": "yes"}
-    result = run(python_script(script), make_ctx(event_id=None, event_type=None), environ=environ)
+def _env_of(spec: CommandSpec, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment a command run of `spec` sees (minus what Python itself adds)."""
+    result = run(make_action(spec), make_ctx(event_id=None, event_type=None), environ=environ)
     assert result.outcome is Outcome.SUCCEEDED, result
     env = json.loads(result.output or "")
-    assert env["FROM_DAEMON"] == "yes"
+    env.pop("LC_CTYPE", None)  # Python's own locale coercion may add it in the child
+    return env
+
+
+ENV_SCRIPT = ("-c", "import json, os; print(json.dumps(dict(os.environ)))")
+
+
+def test_command_does_not_inherit_the_daemons_secrets() -> None:
+    environ = {
+        "PATH": os.environ["PATH"],
+        "HOME": "/home/timeos",
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+        "BILLING_TOKEN": "s3cret",
+        "AWS_SECRET_ACCESS_KEY": "k3y",
+        "TIMEOS_SOCKET": "/run/timeos.sock",
+    }
+    env = _env_of(CommandSpec((PY, *ENV_SCRIPT)), environ)
+    assert {k: v for k, v in env.items() if not k.startswith("TIMEOS_")} == {
+        "PATH": os.environ["PATH"],
+        "HOME": "/home/timeos",
+        "LANG": "C.UTF-8",
+        "TZ": "UTC",
+    }
+    assert "TIMEOS_SOCKET" not in env
+
+
+def test_command_gets_what_its_action_lists_under_env() -> None:
+    spec = CommandSpec((PY, *ENV_SCRIPT), env=(("API_TOKEN", "t0k"), ("LANG", "de_DE.UTF-8")))
+    env = _env_of(spec, {"PATH": os.environ["PATH"], "LANG": "C.UTF-8", "OTHER": "x"})
+    assert env["API_TOKEN"] == "t0k"
+    assert env["LANG"] == "de_DE.UTF-8"  # the action's env: wins over the inherited value
+    assert "OTHER" not in env
+
+
+def test_command_gets_the_timeos_run_variables() -> None:
+    env = _env_of(CommandSpec((PY, *ENV_SCRIPT)), {"PATH": os.environ["PATH"]})
     assert "HOME" not in env  # only the given environ is passed on, not the test process's
     assert {k: v for k, v in env.items() if k.startswith("TIMEOS_")} == {
         "TIMEOS_JOB_ID": "job_01",
@@ -591,6 +627,59 @@ def test_python_timeout_returns_while_the_thread_runs_on() -> None:
     assert result == ActionResult(Outcome.TIMEOUT, "timed out after 300ms")
     assert not finished_before_timeout  # the run returned while the thread still ran
     assert finished.wait(5)  # ... and the abandoned call still runs to completion
+
+
+def _run_through_a_pause(
+    function: Any, release: threading.Event, *, release_during_pause: bool
+) -> tuple[ActionResult, float]:
+    """Run a python action whose loop freezes for 1 s (as under SIGSTOP) 50 ms in."""
+
+    async def go() -> tuple[ActionResult, float]:
+        loop = asyncio.get_running_loop()
+        runner = ActionRunner(environ={}, emitter=FakeEmitter(), pause_slack=0.1)
+
+        def pause() -> None:
+            if release_during_pause:
+                release.set()  # the thread finishes while the loop cannot see it
+            time.sleep(1.0)  # the injected pause: the event loop does not run
+            if not release_during_pause:
+                loop.call_later(0.2, release.set)  # it finishes just after the resume
+
+        loop.call_later(0.05, pause)
+        started = loop.time()
+        try:
+            action = make_action(PythonSpec("hooks:paused", function), SHORT)
+            return await runner.run(action, make_ctx()), loop.time() - started
+        finally:
+            await runner.aclose()
+
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("during", [True, False], ids=["during-the-pause", "after-the-pause"])
+def test_python_action_that_finishes_around_a_daemon_pause_is_not_timed_out(during: bool) -> None:
+    release = threading.Event()
+
+    def paused(payload: Mapping[str, Any], ctx: ActionContext) -> str:
+        release.wait(10)
+        return "done"
+
+    result, _ = _run_through_a_pause(paused, release, release_during_pause=during)
+    assert result == ActionResult(Outcome.SUCCEEDED, None, "done")
+
+
+def test_python_action_still_times_out_when_a_pause_is_not_the_reason() -> None:
+    release, never = threading.Event(), threading.Event()
+
+    def stuck(payload: Mapping[str, Any], ctx: ActionContext) -> None:
+        never.wait(10)
+
+    try:
+        result, elapsed = _run_through_a_pause(stuck, release, release_during_pause=False)
+    finally:
+        never.set()
+    assert result == ActionResult(Outcome.TIMEOUT, "timed out after 300ms")
+    assert elapsed < 1.0 + 0.3 + DEADLINE_TICK + 0.5  # pause + budget + one tick after it
 
 
 def test_python_coroutine_function_is_awaited_on_the_loop() -> None:

@@ -628,3 +628,35 @@ def test_python_dash_m_runs_both_programs():
     )
     assert cli_version.stdout.strip() == "timeos 0.1.0"
     assert daemon_version.stdout.strip() == "timeosd 0.1.0"
+
+
+def test_a_client_key_shaped_like_an_emit_jobs_key_does_not_dead_letter_it(tmp_path, daemons):
+    rules = _rules(
+        tmp_path,
+        """
+        actions:
+          chain:
+            emit: second_step
+          noop:
+            command: ["true"]
+        rules:
+          - name: first
+            on_event: first_step
+            offset: 1h
+            perform: chain
+          - name: second
+            on_event: second_step
+            perform: noop
+        """,
+    )
+    d = Daemon(tmp_path, rules, fake_clock="2026-03-02T09:00:00Z").start()
+    daemons.append(d)
+    (job_id,) = d.cli_json("emit", "first_step", "--payload", '{"k": "v"}')["jobs"]
+    d.cli_json("emit", "other", "--payload", "{}", "--idempotency-key", f"job:{job_id}")
+    reserved = d.cli("emit", "other", "--idempotency-key", f"timeos:job:{job_id}")
+    assert reserved.returncode == 1 and "reserved" in reserved.stderr
+    d.advance("1h")
+    d.wait_job(job_id, "succeeded")
+    assert [e["type"] for e in d.cli_json("events", "list", "--type", "second_step")] == [
+        "second_step"
+    ]

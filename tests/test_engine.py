@@ -262,6 +262,34 @@ def test_offset_then_next_local_time_in_the_payloads_zone(payload, tz_expr, expe
     assert job.perform_at == expected
 
 
+@pytest.mark.parametrize(
+    "tz",
+    ["America", "Etc", "x" * 5000, "../../etc/passwd", "Europe/../UTC", "zone.tab", "", 42],
+    ids=[
+        "directory",
+        "etc-directory",
+        "too-long",
+        "traversal",
+        "dotdot",
+        "not-tzif",
+        "empty",
+        "int",
+    ],
+)
+def test_payload_zone_that_is_not_a_zone_falls_back_to_the_rules_zone_with_a_note(tz):
+    event = Event("ev", "order_shipped", {"tz": tz}, T0, T0)
+    (job,) = plan_event(event, _rules(_at_rule("payload.tz")))
+    assert job.perform_at == datetime(2026, 3, 9, 10, 0, tzinfo=UTC)  # 10:00 in UTC
+    assert job.note is not None and "used UTC" in job.note
+    assert len(job.note) < 200 and "site-packages" not in job.note
+
+
+def test_payload_zone_that_is_a_zone_leaves_no_note():
+    event = Event("ev", "order_shipped", {"tz": "Asia/Tokyo"}, T0, T0)
+    (job,) = plan_event(event, _rules(_at_rule("payload.tz")))
+    assert job.note is None
+
+
 def test_a_servers_retry_after_wins_over_a_shorter_backoff():
     policy = RetryPolicy(5, timedelta(seconds=10), timedelta(hours=1), jitter=0.0)
     result = ActionResult(Outcome.FAILED, "HTTP 429", retry_after=timedelta(minutes=2))

@@ -367,6 +367,21 @@ rules:
     ]
 
 
+def test_command_env_is_a_mapping_expanded_from_the_environment() -> None:
+    text = """\
+actions:
+  run:
+    command: ["./tool"]
+    env: {API_TOKEN: "${TOKEN}", MODE: "batch-${STAGE}", EMPTY: ""}
+rules:
+  - {name: a, on_event: e, perform: run}
+"""
+    spec = load(text, {"TOKEN": "t0k", "STAGE": "prod"}).actions["run"].spec
+    assert isinstance(spec, CommandSpec)
+    assert spec.env == (("API_TOKEN", "t0k"), ("MODE", "batch-prod"), ("EMPTY", ""))
+    assert "t0k" not in repr(spec)
+
+
 def test_python_action_resolves_the_function() -> None:
     text = "actions:\n  a: {python: 'os.path:join'}\n" + ACTION_TAIL
     spec = load(text).actions["a"].spec
@@ -892,6 +907,42 @@ ACTION_CASES = [
         action("http: {url: 'http://h/', headers: {X-Evil: '${EVIL}'}}"),
         "3:48",
         "action 'a': http.headers.X-Evil must not contain a line break",
+    ),
+    (
+        "env-on-an-http-action",
+        action("http: {url: 'http://h/'}", "env: {A: b}"),
+        "4:5",
+        "action 'a': env applies only to command actions, not http",
+    ),
+    (
+        "env-not-a-mapping",
+        action("command: [x]", "env: [A=b]"),
+        "4:10",
+        "action 'a': env must be a mapping",
+    ),
+    (
+        "env-bad-name",
+        action("command: [x]", "env: {BAD-NAME: b}"),
+        "4:11",
+        "action 'a': env: 'BAD-NAME' is not a valid variable name (letters, digits, _)",
+    ),
+    (
+        "env-reserved-name",
+        action("command: [x]", "env: {TIMEOS_JOB_ID: b}"),
+        "4:11",
+        "action 'a': env: TIMEOS_JOB_ID is set by timeosd for each run",
+    ),
+    (
+        "env-unset-variable",
+        action("command: [x]", "env: {TOKEN: '${NO_SUCH_TOKEN}'}"),
+        "4:18",
+        "action 'a': env.TOKEN uses ${NO_SUCH_TOKEN}, which is not set in the environment",
+    ),
+    (
+        "env-number-value",
+        action("command: [x]", "env: {PORT: 8080}"),
+        "4:17",
+        "action 'a': env.PORT must be a string",
     ),
     (
         "python-not-module-function",

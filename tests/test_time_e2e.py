@@ -325,3 +325,39 @@ def test_overlap_queue_runs_one_waiting_job_after_the_running_one(tmp_path, daem
     gate.write_text("go")
     d.wait_job(first["id"], "succeeded")
     d.wait_job(second["id"], "succeeded")
+
+
+def test_payload_zone_that_is_not_a_zone_still_stores_the_event_and_notes_the_job(
+    tmp_path, daemons
+):
+    rules = _rules(
+        tmp_path,
+        """
+        - name: follow-up
+          on_event: order_shipped
+          offset: 1d
+          at: "10:00"
+          timezone: payload.tz
+          perform: act
+        - name: audit
+          on_event: order_shipped
+          offset: 1h
+          perform: act
+    """,
+    )
+    d = Daemon(tmp_path, rules, fake_clock="2026-03-02T09:00:00Z").start()
+    daemons.append(d)
+    for tz in ("America", "Etc", "x" * 5000):
+        result = d.cli_json("emit", "order_shipped", "--payload", json.dumps({"tz": tz}))
+        assert len(result["jobs"]) == 2  # stored, and the other rule fired too
+        assert d.cli_json("events", "show", result["id"])["payload"] == {"tz": tz}
+        (job,) = [
+            j
+            for j in d.cli_json("jobs", "list", "--event", result["id"])
+            if j["rule"] == "follow-up"
+        ]
+        shown = d.cli_json("jobs", "show", job["id"])
+        assert shown["perform_at"] == "2026-03-03T10:00:00+00:00"  # the rule's zone: UTC
+        assert "is not a time zone" in shown["note"] and "used UTC" in shown["note"]
+        assert "note" in d.cli("jobs", "show", job["id"]).stdout
+    assert "is not a time zone" in d.log.read_text()

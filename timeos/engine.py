@@ -38,6 +38,8 @@ log = logging.getLogger("timeos.engine")
 MAX_PAYLOAD_BYTES = 1024 * 1024
 MAX_PAYLOAD_DEPTH = 64
 MAX_IDEMPOTENCY_KEY = 256
+# Idempotency keys timeosd makes for its own events (the emit action's); clients may not send them.
+RESERVED_KEY_PREFIX = "timeos:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,16 +86,25 @@ def check_event_type(event_type: str, limits: Limits) -> str:
 
 
 def check_idempotency_key(key: str | None, limits: Limits) -> str | None:
-    """Reject empty or over-long keys."""
+    """Reject empty, over-long and reserved (`timeos:...`) client keys."""
     if key is None:
         return None
     if not key or len(key) > limits.max_idempotency_key:
         raise PayloadError(f"idempotency key must be 1..{limits.max_idempotency_key} characters")
+    if key.startswith(RESERVED_KEY_PREFIX):
+        raise PayloadError(
+            f"idempotency keys starting with {RESERVED_KEY_PREFIX!r} are reserved for timeosd"
+        )
     try:
         key.encode("utf-8")
     except UnicodeError:
         raise PayloadError("idempotency key contains a lone surrogate") from None
     return key
+
+
+def job_emit_key(job_id: str) -> str:
+    """The idempotency key of the event a job's emit action emits: one event per job."""
+    return f"{RESERVED_KEY_PREFIX}job:{job_id}"
 
 
 def event_context(event: Event) -> dict[str, Any]:
@@ -122,15 +133,17 @@ def plan_event(event: Event, rules: RuleSet) -> list[NewJob]:
         action = rules.actions[rule.action]
         trigger = rule.trigger
         assert isinstance(trigger, EventTrigger)
+        at, note = plan_time(event, rule, trigger)
         jobs.append(
             NewJob(
                 rule=rule.name,
                 action=rule.action,
-                perform_at=perform_at(event, rule, trigger),
+                perform_at=at,
                 priority=rule.priority,
                 max_attempts=effective_retry(rule, action).max_attempts,
                 payload=event.payload,
                 event_id=event.id,
+                note=note,
             )
         )
     return jobs
@@ -138,30 +151,46 @@ def plan_event(event: Event, rules: RuleSet) -> list[NewJob]:
 
 def perform_at(event: Event, rule: Rule, trigger: EventTrigger) -> datetime:
     """occurred_at + offset, then (with `at:`) the next such local time in the rule's zone."""
+    return plan_time(event, rule, trigger)[0]
+
+
+def plan_time(event: Event, rule: Rule, trigger: EventTrigger) -> tuple[datetime, str | None]:
+    """Like perform_at, plus a note for the job when the payload's zone had to be ignored."""
     due = event.occurred_at + trigger.offset
     if trigger.at is None:
-        return due
-    zone = rule.timezone
+        return due, None
+    zone, note = rule.timezone, None
     if trigger.timezone_expr is not None:
-        zone = _zone_from_payload(event, rule, trigger) or zone
-    return next_local_time(due, trigger.at, zone, rule.dst).at
+        try:
+            name = trigger.timezone_expr.evaluate_value(event.payload, event_context(event))
+            zone = find_zone(name)
+        except (ConditionFailed, ValueError) as exc:
+            note = f"timezone {trigger.timezone_expr.source!r}: {exc}; used {rule.timezone.key}"
+            log.warning("event %s: rule %r: %s", event.id, rule.name, note)
+    return next_local_time(due, trigger.at, zone, rule.dst).at, note
 
 
-def _zone_from_payload(event: Event, rule: Rule, trigger: EventTrigger) -> ZoneInfo | None:
-    assert trigger.timezone_expr is not None
+MAX_ZONE_KEY = 255  # the longest file name; real keys are under 40 characters
+
+
+def find_zone(name: object) -> ZoneInfo:
+    """The IANA zone called `name`; ValueError naming the value (never a path) if there is none.
+
+    The key comes from a client's payload, so it is checked before it reaches the file system:
+    ZoneInfo raises IsADirectoryError for `America` and ENAMETOOLONG for a long string.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"{_shorten(repr(name))} is not a zone name")
+    if not name or len(name) > MAX_ZONE_KEY or ".." in name:
+        raise ValueError(f"{_shorten(repr(name))} is not a time zone")
     try:
-        name = trigger.timezone_expr.evaluate_value(event.payload, event_context(event))
-        return ZoneInfo(str(name))
-    except (ConditionFailed, ZoneInfoNotFoundError, ValueError) as exc:
-        log.warning(
-            "event %s: rule %r: timezone %r: %s; using %s",
-            event.id,
-            rule.name,
-            trigger.timezone_expr.source,
-            exc,
-            rule.timezone.key,
-        )
-        return None
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise ValueError(f"{_shorten(repr(name))} is not a time zone") from None
+
+
+def _shorten(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def retry_delay(policy: RetryPolicy, attempt: int, rng: random.Random) -> timedelta:

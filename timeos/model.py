@@ -64,9 +64,23 @@ DEFAULT_RETRY = RetryPolicy()
 DEFAULT_ACTION_TIMEOUT = timedelta(seconds=60)
 
 
+# Set by timeosd for every command run; an action's `env:` may not set them.
+COMMAND_RUN_VARIABLES = (
+    "TIMEOS_JOB_ID",
+    "TIMEOS_RULE",
+    "TIMEOS_ACTION",
+    "TIMEOS_EVENT_ID",
+    "TIMEOS_EVENT_TYPE",
+    "TIMEOS_ATTEMPT",
+    "TIMEOS_SCHEDULED_FOR",
+)
+
+
 @dataclass(frozen=True, slots=True)
 class CommandSpec:
     argv: tuple[str, ...]
+    # The action's `env:`, ${VAR} already expanded: kept out of repr like http headers.
+    env: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -253,6 +267,7 @@ class NewJob:
     event_id: str | None = None
     occurrence_key: str | None = None  # (rule, scheduled time) for time-based rules: unique
     scheduled_for: datetime | None = None
+    note: str | None = None  # what planning could not honour (e.g. a payload's unknown zone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -273,6 +288,7 @@ class Job:
     scheduled_for: datetime | None = None
     occurrence_key: str | None = None
     backoff_base: int = 0  # attempts made before the budget was last renewed
+    note: str | None = None  # see NewJob.note
 
 
 @dataclass(frozen=True, slots=True)

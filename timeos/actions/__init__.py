@@ -29,6 +29,8 @@ from timeos.model import (
 __all__ = ["DEFAULT_OUTPUT_CAP", "ActionContext", "ActionRunner", "Emitter"]
 
 DEFAULT_OUTPUT_CAP = 65536  # bytes of output kept per run (per stream for commands)
+DEADLINE_TICK = 1.0  # seconds: how often a run's deadline looks at the clock
+PAUSE_SLACK = 1.0  # seconds a tick may overrun before it counts as a pause of the daemon
 
 
 class ActionRunner:
@@ -41,25 +43,54 @@ class ActionRunner:
         emitter: Emitter,
         output_cap: int = DEFAULT_OUTPUT_CAP,
         http_client: httpx2.AsyncClient | None = None,
+        pause_slack: float = PAUSE_SLACK,
     ) -> None:
         self.environ = dict(environ)
         self.emitter = emitter
         self.output_cap = output_cap
+        self.pause_slack = pause_slack
         self._http_client = http_client
         self._owns_http_client = http_client is None  # a client passed in is the caller's to close
 
     async def run(self, action: Action, ctx: ActionContext) -> ActionResult:
         """Run `action` once within `action.timeout`; never raises for the action's failures."""
-        scope = asyncio.timeout(action.timeout.total_seconds())
+        task = asyncio.ensure_future(self._dispatch(action, ctx))
         try:
-            async with scope:
-                return await self._dispatch(action, ctx)
-        except TimeoutError as exc:
-            if scope.expired():
-                return ActionResult(Outcome.TIMEOUT, timeout_message(action.timeout))
-            return ActionResult(Outcome.FAILED, describe(exc))  # raised by the action itself
+            finished = await self._within(task, action.timeout.total_seconds())
+        except BaseException:  # cancelled (shutdown): stop the run too, and let it clean up
+            await _cancel(task)
+            raise
+        if not finished:
+            await _cancel(task)
+            return ActionResult(Outcome.TIMEOUT, timeout_message(action.timeout))
+        try:
+            return task.result()
         except Exception as exc:  # the daemon must keep serving whatever one run does
             return ActionResult(Outcome.FAILED, describe(exc))
+
+    async def _within(self, task: asyncio.Future[ActionResult], budget: float) -> bool:
+        """Wait up to `budget` seconds of the daemon's running time for `task`; True if done.
+
+        The deadline counts only time the daemon was running: a tick that overran by more than
+        `pause_slack` (the process was stopped, the machine suspended) counts as its asked
+        length, and a deadline reached in such a tick gets one more tick, so an action that
+        finished while the daemon could not notice (its thread or process ended during the
+        pause) is judged by its result, not timed out and run again.
+        """
+        loop = asyncio.get_running_loop()
+        used, paused = 0.0, False
+        while True:
+            left = budget - used
+            if (left <= 0 and not paused) or left <= -DEADLINE_TICK:
+                return task.done()
+            ask = min(DEADLINE_TICK, left) if left > 0 else DEADLINE_TICK
+            started = loop.time()
+            done, _ = await asyncio.wait({task}, timeout=ask)
+            if done:
+                return True
+            took = loop.time() - started
+            paused = took > ask + self.pause_slack
+            used += ask if paused else took
 
     async def aclose(self) -> None:
         """Close the HTTP client if this runner created it."""
@@ -90,3 +121,9 @@ class ActionRunner:
         if self._http_client is None:
             self._http_client = new_client()
         return self._http_client
+
+
+async def _cancel(task: asyncio.Future[ActionResult]) -> None:
+    """Cancel a run and wait until it has stopped what it started (e.g. a process group)."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

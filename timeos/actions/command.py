@@ -11,7 +11,7 @@ import contextlib
 import errno
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 from timeos.actions.context import ActionContext, decode, describe, payload_json
 from timeos.model import ActionResult, CommandSpec, Outcome
@@ -40,10 +40,19 @@ class _Tail:
             del self.data[: len(self.data) - self.cap]
 
 
-def command_env(environ: Mapping[str, str], ctx: ActionContext) -> dict[str, str]:
-    """Build a run's environment: the daemon's `environ` plus the TIMEOS_* variables."""
+# All a command inherits from the daemon's environment: enough to find programs and pick a locale.
+# The rest (tokens meant for http headers, the service manager's variables) stays in the daemon;
+# an action passes what it needs by name under `env:`.
+INHERITED_VARIABLES = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
+
+
+def command_env(
+    environ: Mapping[str, str], ctx: ActionContext, extra: Sequence[tuple[str, str]] = ()
+) -> dict[str, str]:
+    """Build a run's environment: INHERITED_VARIABLES, the action's `env:`, the TIMEOS_* ones."""
     return {
-        **environ,
+        **{name: environ[name] for name in INHERITED_VARIABLES if name in environ},
+        **dict(extra),
         "TIMEOS_JOB_ID": ctx.job_id,
         "TIMEOS_RULE": ctx.rule,
         "TIMEOS_ACTION": ctx.action,
@@ -73,7 +82,7 @@ async def run_command(
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=command_env(environ, ctx),
+            env=command_env(environ, ctx, spec.env),
             start_new_session=True,  # own process group: one killpg reaches every descendant
         )
     )

@@ -45,7 +45,7 @@ def _kv(title: str, rows: list[tuple[str, Any]]) -> Table:
     table.add_column(overflow="fold")
     for key, value in rows:
         table.add_row(
-            key, value if isinstance(value, Text) else str("-" if value is None else value)
+            key, value if isinstance(value, Text) else Text(str("-" if value is None else value))
         )
     return table
 
@@ -101,6 +101,7 @@ def job_panel(job: dict[str, Any]) -> RenderableType:
             ("attempts", f"{job['attempts']} of {job['max_attempts']}"),
             ("event", job.get("event_id")),
             ("last error", job.get("last_error")),
+            ("note", job.get("note")),
         ],
     )
     history = Table(title="Attempts", title_justify="left")

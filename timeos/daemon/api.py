@@ -65,6 +65,7 @@ def job_json(job: Job, attempts: list[Attempt] | None = None) -> dict[str, Any]:
         "max_attempts": job.max_attempts,
         "event_id": job.event_id,
         "last_error": job.last_error,
+        "note": job.note,
         "scheduled_for": iso(job.scheduled_for),
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),

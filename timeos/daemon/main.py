@@ -174,7 +174,7 @@ class Daemon:
         self, event_type: str, payload: Mapping[str, Any], ctx: ActionContext
     ) -> str:
         # Keyed by job id, so a retried emit action never emits its event twice.
-        result = self.service.emit(event_type, payload, idempotency_key=f"job:{ctx.job_id}")
+        result = self.service.emit_for_job(event_type, payload, ctx.job_id)
         return result.event_id
 
     def _scheduler_health(self) -> tuple[str, str]:

@@ -17,11 +17,13 @@ from timeos.engine import (
     Limits,
     check_event_type,
     check_idempotency_key,
+    job_emit_key,
     plan_event,
     renewal,
     retry_policy_for,
 )
 from timeos.errors import (
+    IdempotencyConflict,
     NotFound,
     PayloadError,
     Problem,
@@ -96,8 +98,34 @@ class Service:
         occurred_at: datetime | None = None,
     ) -> EmitResult:
         """Store an event and the jobs its rules create, atomically; wake the scheduler."""
-        check_event_type(event_type, self.limits)
         check_idempotency_key(idempotency_key, self.limits)
+        return self._emit(event_type, payload, idempotency_key, occurred_at)
+
+    def emit_for_job(self, event_type: str, payload: Mapping[str, Any], job_id: str) -> EmitResult:
+        """Emit the event of job `job_id`'s emit action, at most once however often it runs.
+
+        Keyed `timeos:job:ID`, a namespace check_idempotency_key refuses to clients, so no client
+        key can pre-empt (or conflict with) a pending job's event.
+        """
+        # Until this release the key was `job:ID`, which clients could send too. An event an
+        # earlier attempt of this job stored under it (same type and payload) still counts as
+        # emitted; anything else under that key is a client's event and is none of our business.
+        try:
+            earlier = self.store.find_idempotent(f"job:{job_id}", event_type, payload)
+        except IdempotencyConflict:
+            earlier = None
+        if earlier is not None:
+            return EmitResult(earlier, True, ())
+        return self._emit(event_type, payload, job_emit_key(job_id), None)
+
+    def _emit(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        idempotency_key: str | None,
+        occurred_at: datetime | None,
+    ) -> EmitResult:
+        check_event_type(event_type, self.limits)
         now = self.clock.now()
         if idempotency_key is not None:
             existing = self.store.find_idempotent(idempotency_key, event_type, payload)

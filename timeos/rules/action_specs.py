@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
-from timeos.model import CommandSpec, HttpSpec, PythonSpec
+from timeos.model import COMMAND_RUN_VARIABLES, CommandSpec, HttpSpec, PythonSpec
 from timeos.rules.source import (
     Invalid,
     Loc,
@@ -157,6 +157,38 @@ class SpecReader:
         value = self.expand(node, what, expect_str(node, what))
         if "\r" in value or "\n" in value:  # from a ${VAR}: it would split the request
             raise Invalid(node.loc, f"{what} must not contain a line break")
+        return value
+
+    def env(self, node: Node, scope: Scope) -> tuple[tuple[str, str], ...]:
+        """A command's `env:` mapping of NAME: value, values ${VAR}-expanded like headers."""
+        try:
+            mapping = expect_map(node, "env")
+        except Invalid as exc:
+            scope.add(exc.loc, exc.message)
+            return ()
+        scope.keys(mapping, None, "env: ")
+        env: list[tuple[str, str]] = []
+        for entry in mapping.entries:
+            try:
+                env.append((entry.key.text, self.variable(entry.key, entry.value)))
+            except Invalid as exc:
+                scope.add(exc.loc, exc.message)
+        return tuple(env)
+
+    def variable(self, key: Scalar, node: Node) -> str:
+        name = key.text
+        if key.kind != "str" or not _VAR_NAME.fullmatch(name):
+            message = f"env: {name!r} is not a valid variable name (letters, digits, _)"
+            raise Invalid(key.loc, message)
+        if name in COMMAND_RUN_VARIABLES:
+            raise Invalid(key.loc, f"env: {name} is set by timeosd for each run")
+        what = f"env.{name}"
+        # An empty value is a legitimate setting (FOO=""), unlike an empty header.
+        if not isinstance(node, Scalar) or node.kind != "str":
+            raise wrong_type(node, what, "a string")
+        value = self.expand(node, what, node.text)
+        if "\0" in value:  # execve cannot pass it
+            raise Invalid(node.loc, f"{what} must not contain a NUL character")
         return value
 
     def python(self, node: Node, what: str) -> PythonSpec:

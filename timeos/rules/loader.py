@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import time, timedelta
 from enum import StrEnum
 from pathlib import Path
@@ -64,7 +65,7 @@ from timeos.timefmt import format_duration
 
 TOP_KEYS = ("timezone", "actions", "rules")
 ACTION_KINDS = ("command", "http", "python", "emit")
-ACTION_KEYS = (*ACTION_KINDS, "timeout", "retry")
+ACTION_KEYS = (*ACTION_KINDS, "env", "timeout", "retry")
 TRIGGER_KEYS = ("on_event", "every", "cron")
 TIME_ONLY_KEYS = ("on_missed", "grace", "overlap")
 RULE_KEYS = (
@@ -220,6 +221,13 @@ class _Collector:
             "emit": lambda n, k: EmitSpec(_event_type(n, "emit")),
         }
         spec = scope.read(node, kinds[0], readers[kinds[0]])
+        env_node = node.get("env")
+        if env_node is not None and kinds[0] != "command":
+            scope.add(node.key_loc("env"), f"env applies only to command actions, not {kinds[0]}")
+        elif env_node is not None:
+            env = self.specs.env(env_node, scope)
+            if isinstance(spec, CommandSpec):
+                spec = replace(spec, env=env)
         if scope.count == 0 and spec is not None:
             kind = ActionKind(kinds[0])
             self.actions[name] = Action(name, kind, spec, timeout, retry, str(key.loc))

@@ -121,7 +121,13 @@ def _v2(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column("backoff_base", int, not_null_default=0)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2]
+def _v3(db: sqlite_utils.Database) -> None:
+    # What planning could not honour for a job (a payload's time zone that is not a zone), so
+    # `timeos jobs show` can say why the job runs when it does.
+    db.table("jobs").add_column("note", str)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

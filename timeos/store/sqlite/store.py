@@ -36,7 +36,7 @@ from timeos.timefmt import from_micros, to_micros
 
 _JOB_COLUMNS = (
     "id, rule, action, event_id, status, priority, perform_at, attempts, max_attempts, payload,"
-    " last_error, created_at, updated_at, scheduled_for, occurrence_key, backoff_base"
+    " last_error, created_at, updated_at, scheduled_for, occurrence_key, backoff_base, note"
 )
 _WAITING = "status IN ('pending', 'retrying')"
 
@@ -97,8 +97,8 @@ class SqliteStore(Connection):
             cur = conn.execute(
                 "INSERT OR IGNORE INTO jobs (id, rule, action, event_id, status, priority,"
                 " perform_at, attempts, max_attempts, payload, created_at, updated_at,"
-                " scheduled_for, occurrence_key)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, ?, ?)",
+                " scheduled_for, occurrence_key, note)"
+                " VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     job.rule,
@@ -112,6 +112,7 @@ class SqliteStore(Connection):
                     stamp,
                     to_micros(job.scheduled_for) if job.scheduled_for else None,
                     job.occurrence_key,
+                    job.note,
                 ),
             )
             # An occurrence key already present means another path created this job: keep one.
@@ -528,6 +529,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         scheduled_for=from_micros(row[13]) if row[13] is not None else None,
         occurrence_key=row[14],
         backoff_base=row[15],
+        note=row[16],
     )
 
 
