@@ -114,6 +114,12 @@ def _read_answer(sock: socket.socket) -> bytes | None:
 
 
 def _parse_response(raw: bytes, where: Path) -> tuple[int, bytes]:
+    if not raw:
+        # A daemon that crashed or was killed mid-request: it is timeosd, and it may have acted.
+        raise DaemonUnreachable(
+            f"timeosd on socket {where} closed the connection without answering; the request"
+            " may still have taken effect (check before retrying)"
+        )
     head, sep, body = raw.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     parts = lines[0].split(b" ", 2)

@@ -105,8 +105,9 @@ def job_panel(job: dict[str, Any]) -> RenderableType:
         ],
     )
     history = Table(title="Attempts", title_justify="left")
-    for column in ("#", "started", "ended", "outcome", "error"):
-        history.add_column(column, overflow="fold")
+    for column in ("#", "started", "ended", "outcome"):
+        history.add_column(column, no_wrap=True)
+    history.add_column("error", overflow="fold")
     for attempt in job.get("attempt_history", []):
         history.add_row(
             str(attempt["number"]),
@@ -201,8 +202,10 @@ def rule_panel(rule: dict[str, Any]) -> RenderableType:
 def history_table(name: str, occurrences: list[dict[str, Any]]) -> Table:
     """A time-based rule's occurrences, newest first."""
     table = Table(title=f"History of {name} ({len(occurrences)})", title_justify="left")
+    # Times, outcomes and job ids stay whole (people copy them); reasons and notes wrap.
     for column in ("scheduled for", "outcome", "reason", "job", "note"):
-        table.add_column(column, overflow="fold")
+        whole = column in ("scheduled for", "outcome", "job")
+        table.add_column(column, no_wrap=whole, overflow="ellipsis" if whole else "fold")
     for occ in occurrences:
         table.add_row(
             _short_time(occ["scheduled_for"]),
@@ -217,8 +220,9 @@ def history_table(name: str, occurrences: list[dict[str, Any]]) -> Table:
 def fires_table(fires: list[dict[str, Any]], now: datetime) -> Table:
     """Upcoming fire times: local, UTC, weekday, time from now, DST marker."""
     table = Table(title="Next fire times", title_justify="left")
-    for column in ("local", "weekday", "UTC", "from now", "DST"):
-        table.add_column(column)
+    for column in ("local", "weekday", "UTC", "from now"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("DST", overflow="fold")
     for fire in fires:
         at = datetime.fromisoformat(fire["at"]).astimezone(UTC)
         local = at.astimezone(ZoneInfo(fire["zone"])) if fire.get("zone") else at
