@@ -368,7 +368,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         summary: Reload the rule files (kept unchanged when invalid)
         responses: {200: {description: "{rules}"}, 422: {description: rule errors}}
         """
-        rules = service.reload()
+        rules = await service.reload()
         return JSONResponse({"reloaded": True, "rules": len(rules.rules)})
 
     async def status(request: Request) -> Response:

@@ -157,6 +157,7 @@ class Daemon:
         self.service.health_probes["workers"] = self._workers_health
         self.service.rule_extra = self.planner.describe  # type: ignore[attr-defined]
         self.server: _Server | None = None
+        self._reloads: set[asyncio.Task[None]] = set()
 
     def _load(self, rule_paths: Sequence[Path]) -> RuleSet:
         return load_rules(rule_paths, self.environ)
@@ -243,8 +244,14 @@ class Daemon:
             self.server.should_exit = True
 
     def _reload_signal(self) -> None:
+        # The load runs off the loop; keep a reference so the task is not collected mid-reload.
+        task = asyncio.get_running_loop().create_task(self._reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
         try:
-            self.service.reload()
+            await self.service.reload()
         except TimeOSError:
             pass  # already logged by Service.reload; old rules stay active
 
