@@ -109,6 +109,11 @@ def test_lower_layers_import_only_what_is_beneath_them():
     assert offenders == []
 
 
+# The one exception in the core, with its reason: loading rules imports python actions' modules,
+# which is user code that may hang, so the import runs in a thread with a timeout.
+CORE_IO_ALLOWED = {("timeos.rules.action_specs", "threading")}
+
+
 def test_the_ground_floor_and_the_core_do_no_io_and_read_no_clock():
     offenders = [
         f"{module}:{line} imports {target}"
@@ -116,6 +121,7 @@ def test_the_ground_floor_and_the_core_do_no_io_and_read_no_clock():
         if _layer(module) in ("ground", "core")
         and module != "timeos.clock"  # the one module that reads real time
         and (_within(target, IO_MODULES) or target == "timeos.clock")
+        and (module, target) not in CORE_IO_ALLOWED
     ]
     assert offenders == []
 

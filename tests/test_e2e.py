@@ -265,6 +265,25 @@ def test_sighup_reloads_rules(tmp_path, daemons):
     wait_until(lambda: d.cli_json("rules", "show", "later")["offset"] == "3h")
 
 
+def test_reload_of_a_module_that_exits_at_import_keeps_the_daemon_and_its_rules(tmp_path, daemons):
+    rules = _basic(tmp_path)
+    d = Daemon(tmp_path, rules, extra_env={"PYTHONPATH": str(tmp_path)}).start()
+    daemons.append(d)
+    (tmp_path / "cli_hooks.py").write_text(
+        "import argparse\nargparse.ArgumentParser().parse_args(['--nope'])\n"
+    )
+    good = rules.read_text()
+    rules.write_text(good.replace("actions:\n", "actions:\n  hook: {python: 'cli_hooks:run'}\n", 1))
+    result = d.cli("reload")
+    assert result.returncode == 1
+    assert "python 'cli_hooks:run': cannot import 'cli_hooks': SystemExit: 2" in result.stderr
+    assert d.proc is not None
+    d.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: d.log.read_text().count("SystemExit: 2") >= 2, what="the SIGHUP reload")
+    assert d.proc.poll() is None
+    assert len(d.cli_json("rules", "list")) == 3
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time as clock
 from datetime import time, timedelta
 from pathlib import Path
@@ -1008,6 +1010,59 @@ def test_python_import_that_raises_is_a_load_error(
         "action 'a': python 'timeos_test_broken_hooks:run': cannot import "
         "'timeos_test_broken_hooks': RuntimeError: database is down",
     )
+
+
+@pytest.mark.parametrize(
+    ("module", "body", "raised"),
+    [
+        (
+            "timeos_test_argparse_hooks",
+            "import argparse\nargparse.ArgumentParser().parse_args(['--no-such-flag'])\n",
+            "SystemExit: 2",
+        ),
+        ("timeos_test_exit_hooks", "raise SystemExit(3)\n", "SystemExit: 3"),
+        ("timeos_test_interrupt_hooks", "raise KeyboardInterrupt\n", "KeyboardInterrupt"),
+    ],
+    ids=["argparse-at-import", "sys-exit", "keyboard-interrupt"],
+)
+def test_python_module_that_exits_at_import_is_a_load_error_not_an_exit(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, module: str, body: str, raised: str
+) -> None:
+    write(f"{module}.py", body)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = problems_in(ACTION_HEAD + f"  a: {{python: '{module}:run'}}\n" + ACTION_TAIL)
+    assert_reported(
+        found,
+        "rules.yaml:2:15",
+        f"action 'a': python '{module}:run': cannot import '{module}': {raised}",
+    )
+
+
+def test_python_module_that_hangs_at_import_times_out_naming_the_module(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    os.mkfifo(gate)
+    write("timeos_test_hanging_hooks.py", f"open({str(gate)!r}).read()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    text = ACTION_HEAD + "  a: {python: 'timeos_test_hanging_hooks:run'}\n" + ACTION_TAIL
+    try:
+        with pytest.raises(RulesError) as caught:
+            load_rules([write("rules.yaml", text)], {}, import_timeout=0.2)
+    finally:
+        release(gate)
+    assert_reported(
+        [str(p) for p in caught.value.problems],
+        "rules.yaml:2:15",
+        "action 'a': python 'timeos_test_hanging_hooks:run': import of module "
+        "'timeos_test_hanging_hooks' timed out after 0.2s",
+    )
+
+
+def release(fifo: Path) -> None:
+    """Let a reader blocked on `fifo` go: open it for writing and close it (EOF)."""
+    with contextlib.suppress(OSError):  # ENXIO: nobody is reading it
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
 
 
 def test_problem_messages_never_show_an_expanded_secret() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -262,7 +263,7 @@ def test_dlq_retry_and_delete_refuse_a_job_that_is_not_dead(rig):
 
 def test_reload_swaps_in_valid_rules_counts_it_and_wakes_the_scheduler(store):
     rig = Rig(store, loader=_loader(ONE_RULE))
-    assert rig.service.reload() is ONE_RULE
+    assert asyncio.run(rig.service.reload()) is ONE_RULE
     assert rig.service.rules is ONE_RULE
     assert rig.service.status()["reloads"] == 1 and rig.pokes == 1
     with pytest.raises(NotFound, match="nightly"):
@@ -281,7 +282,7 @@ def test_reload_swaps_in_valid_rules_counts_it_and_wakes_the_scheduler(store):
 def test_reload_keeps_the_old_rules_when_loading_fails(store, error, raised, message):
     rig = Rig(store, loader=_loader(error))
     with pytest.raises(raised, match=message):
-        rig.service.reload()
+        asyncio.run(rig.service.reload())
     assert rig.service.rules is RULES
     assert rig.service.status()["reloads"] == 0 and rig.pokes == 0
     rules = rig.service.health()["components"]["rules"]
@@ -291,8 +292,8 @@ def test_reload_keeps_the_old_rules_when_loading_fails(store, error, raised, mes
 def test_a_good_reload_after_a_bad_one_clears_the_degraded_rules_component(store):
     rig = Rig(store, loader=_loader(OSError("disk"), ONE_RULE))
     with pytest.raises(RulesError):
-        rig.service.reload()
-    rig.service.reload()
+        asyncio.run(rig.service.reload())
+    asyncio.run(rig.service.reload())
     assert rig.service.health()["components"]["rules"] == {
         "status": "healthy",
         "message": "1 rule(s) loaded",

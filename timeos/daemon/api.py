@@ -333,7 +333,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         return JSONResponse({"rule": request.path_params["name"], "fires": fires})
 
     async def reload(request: Request) -> Response:
-        rules = service.reload()
+        rules = await service.reload()
         warnings = [str(w) for w in rules.warnings]
         return JSONResponse({"reloaded": True, "rules": len(rules.rules), "warnings": warnings})
 

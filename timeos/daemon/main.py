@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import signal
 import socket
 import stat
@@ -28,7 +29,14 @@ from starlette.routing import Route
 from timeos import __version__, paths
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock, FakeClock, SystemClock
+from timeos.daemon import logs
 from timeos.daemon.api import build_app
+from timeos.daemon.connections import (
+    ACCEPT_BURST,
+    DEFAULT_REQUEST_TIMEOUT,
+    ConnectionGuard,
+    connection_limit,
+)
 from timeos.daemon.planner import OccurrencePlanner
 from timeos.daemon.scheduler import Scheduler
 from timeos.daemon.service import Service
@@ -56,17 +64,27 @@ class _Server(uvicorn.Server):
 
 
 def lock_database(db_path: Path) -> int:
-    """Hold an exclusive lock beside the database for our lifetime: one timeosd per database."""
-    real = db_path.resolve()  # two paths (a symlink) to one database must meet at one lock
-    lock_path = real.with_name(real.name + ".lock")
-    lock_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
-    fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
+    """Hold an exclusive flock on the database file itself for our lifetime: one timeosd per file.
+
+    The lock belongs to the file (its inode), not to a name, so a symlink, a hard link or a
+    bind mount of the same database meets the same lock. flock and SQLite's own POSIX (fcntl)
+    locks are independent on Linux, so this never blocks SQLite; the descriptor stays open
+    until the process exits, because closing any descriptor of the file would drop the
+    fcntl locks SQLite holds on it.
+    """
+    db_path.parent.mkdir(mode=0o750, parents=True, exist_ok=True)
+    try:
+        fd = os.open(db_path, os.O_RDONLY | os.O_CREAT, 0o640)  # as the store would create it
+    except OSError as exc:
+        raise UsageError(f"cannot open the database {db_path}: {exc.strerror}") from None
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        found = os.fstat(fd)
         os.close(fd)
         raise UsageError(
-            f"another timeosd is already using the database {db_path} (it holds {lock_path})"
+            f"another timeosd is already using the database {db_path} (it holds the lock on "
+            f"that file, inode {found.st_ino} on device {found.st_dev}, under whatever name)"
         ) from None
     return fd
 
@@ -98,9 +116,22 @@ def bind_socket(path: Path) -> socket.socket:
     finally:
         os.umask(old)
     os.chmod(path, 0o660)
-    sock.listen(128)
+    sock.listen(ACCEPT_BURST)
     sock.setblocking(False)
     return sock
+
+
+def remove_socket(path: Path, bound: os.stat_result) -> bool:
+    """Unlink `path` only if it is still the socket we bound (same device and inode)."""
+    try:
+        found = path.lstat()
+    except OSError:
+        return False
+    if (found.st_dev, found.st_ino) != (bound.st_dev, bound.st_ino):
+        return False  # another daemon's socket, or a file put there since: not ours to delete
+    with contextlib.suppress(OSError):
+        path.unlink()
+    return True
 
 
 class Daemon:
@@ -118,6 +149,8 @@ class Daemon:
         clock: Clock,
         environ: Mapping[str, str],
         limits: Limits,
+        max_connections: int | None = None,
+        request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
     ) -> None:
         self.environ = dict(environ)
         self.rule_paths = list(rule_paths)
@@ -160,6 +193,12 @@ class Daemon:
             planner=self.planner,
         )
         self.server: _Server | None = None
+        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self.connections = ConnectionGuard(
+            max_connections=max_connections or connection_limit(nofile, workers),
+            request_timeout=request_timeout,
+        )
+        self._reloads: set[asyncio.Task[None]] = set()
 
     def _load(self, rule_paths: Sequence[Path]) -> RuleSet:
         rules = load_rules(rule_paths, self.environ)
@@ -221,9 +260,18 @@ class Daemon:
         """Serve until SIGTERM/SIGINT; reload on SIGHUP."""
         loop = asyncio.get_running_loop()
         sock = bind_socket(self.socket_path)
+        bound = self.socket_path.lstat()
         recovered = self.scheduler.recover()
         app = build_app(self.service, self._extra_routes())
-        config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+        config = uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            http=self.connections.protocol(),
+            ws="none",
+            backlog=ACCEPT_BURST,  # also how many connections asyncio accepts per wake-up
+        )
         self.server = _Server(config)
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
@@ -237,6 +285,11 @@ class Daemon:
             self.scheduler.workers,
             f", {recovered} interrupted job(s) recovered" if recovered else "",
         )
+        log.info(
+            "up to %d connection(s) at once, %gs to send a request",
+            self.connections.max_connections,
+            self.connections.request_timeout,
+        )
         scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
         try:
             await self.server.serve(sockets=[sock])
@@ -244,8 +297,7 @@ class Daemon:
             self.scheduler.stop()
             await scheduler_task
             await self.runner.aclose()
-            with contextlib.suppress(OSError):
-                self.socket_path.unlink()
+            remove_socket(self.socket_path, bound)
             self.store.close()
             log.info("timeosd stopped")
 
@@ -257,8 +309,14 @@ class Daemon:
             self.server.should_exit = True
 
     def _reload_signal(self) -> None:
+        # The load runs off the loop; keep a reference so the task is not collected mid-reload.
+        task = asyncio.get_running_loop().create_task(self._reload(), name="reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def _reload(self) -> None:
         try:
-            self.service.reload()
+            await self.service.reload()
         except TimeOSError:
             pass  # already logged by Service.reload; old rules stay active
 
@@ -337,11 +395,7 @@ def serve(
         )
         raise typer.Exit(2)
     environ = os.environ
-    logging.basicConfig(
-        level=log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(log_level)
     env_workers = environ.get("TIMEOS_WORKERS")
     if env_workers is not None and (not env_workers.isdigit() or int(env_workers) < 1):
         print(

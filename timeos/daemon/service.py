@@ -5,12 +5,14 @@ api.py translates HTTP to these calls; the `emit` action calls emit() in-process
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from timeos.clock import Clock
 from timeos.engine import (
@@ -42,6 +44,7 @@ MAX_CANCEL_IDS = 1000  # job ids per cancel request; the CLI splits longer lists
 RulesLoader = Callable[[Sequence[Path]], RuleSet]
 HealthProbe = Callable[[], tuple[str, str]]  # () -> (healthy|degraded|unhealthy, message)
 RuleSchedule = Callable[[Rule], Mapping[str, Any]]  # a rule -> its next_fire / last_fire
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,7 @@ class Service:
         self.started_at = clock.now()
         self.reloads = 0
         self.last_reload_error: str | None = None
+        self._reload_lock = asyncio.Lock()
         self.health_probes: dict[str, HealthProbe] = dict(probes or {})
         self.schedule = schedule
 
@@ -230,19 +234,31 @@ class Service:
             raise NotFound(f"no rule named {name!r} is loaded")
         return rule
 
-    def reload(self) -> RuleSet:
-        """Load and validate the rule files; swap them in only if valid, else keep the old ones."""
-        try:
-            rules = self.loader(self.rule_paths)
-        except (OSError, ValueError, OverflowError) as exc:  # not a rule error: still reject
-            self.last_reload_error = str(exc)
-            raise RulesError([Problem("", f"reload failed: {type(exc).__name__}: {exc}")]) from exc
-        except RulesError as exc:
-            self.last_reload_error = exc.message
-            log.error(
-                "reload rejected, keeping the %d loaded rules:\n%s", len(self._rules.rules), exc
-            )
-            raise
+    async def reload(self) -> RuleSet:
+        """Load and validate the rule files; swap them in only if valid, else keep the old ones.
+
+        Loading imports python actions, which runs user code that may be slow or hang: it runs
+        in a thread of its own, so the scheduler and the API keep going meanwhile (each import
+        gives up after its timeout). Concurrent reloads take turns, in the order they came.
+        """
+        async with self._reload_lock:
+            try:
+                rules = await _in_thread(self.loader, self.rule_paths)
+            except RulesError as exc:
+                self.last_reload_error = exc.message
+                log.error(
+                    "reload rejected, keeping the %d loaded rules:\n%s", len(self._rules.rules), exc
+                )
+                raise
+            except Exception as exc:  # not a rule error (I/O, a bug, SystemExit): still reject
+                self.last_reload_error = f"{type(exc).__name__}: {exc}"
+                log.error(
+                    "reload failed, keeping the %d loaded rules",
+                    len(self._rules.rules),
+                    exc_info=exc,
+                )
+                problem = Problem("", f"reload failed: {type(exc).__name__}: {exc}")
+                raise RulesError([problem]) from exc
         self._rules = rules
         self.reloads += 1
         self.last_reload_error = None
@@ -357,3 +373,38 @@ class Service:
         if limit < 1 or limit > self.limits.max_list_limit:
             raise UsageError(f"limit must be 1..{self.limits.max_list_limit}, got {limit}")
         return limit
+
+
+async def _in_thread(function: Callable[..., T], *args: Any) -> T:
+    """Run `function` in a daemon thread and await it; any BaseException it raises comes back.
+
+    Not asyncio.to_thread: a call stuck in user code would hold up timeosd's exit (asyncio.run
+    joins the default executor), and a SystemExit from the thread must reach the caller as an
+    ordinary exception, not end the event loop.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not future.done():
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+
+    def work() -> None:
+        ok: bool
+        value: Any
+        try:
+            ok, value = True, function(*args)
+        except Exception as exc:
+            ok, value = False, exc
+        except BaseException as exc:  # an awaited SystemExit would stop the whole loop
+            ok, value = False, RuntimeError(f"{type(exc).__name__}: {exc}")
+        try:
+            loop.call_soon_threadsafe(settle, ok, value)
+        except RuntimeError:
+            pass  # the loop is gone (daemon shut down): nobody waits for this result
+
+    threading.Thread(target=work, name="timeos-reload", daemon=True).start()
+    return await future

@@ -11,8 +11,10 @@ import os
 import re
 import shlex
 import shutil
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -39,6 +41,7 @@ _VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DOTTED = r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
 _TARGET = re.compile(rf"({_DOTTED}):({_DOTTED})")
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+DEFAULT_IMPORT_TIMEOUT = 30.0
 
 T = TypeVar("T")
 
@@ -76,9 +79,15 @@ class Scope:
 class SpecReader:
     """Builds action specs; knows the daemon's environment and whether to import python targets."""
 
-    def __init__(self, environ: Mapping[str, str], import_python: bool) -> None:
+    def __init__(
+        self,
+        environ: Mapping[str, str],
+        import_python: bool,
+        import_timeout: float = DEFAULT_IMPORT_TIMEOUT,
+    ) -> None:
         self.environ = environ
         self.import_python = import_python
+        self.import_timeout = import_timeout
 
     def command(self, node: Node, what: str, base: Path) -> CommandSpec:
         """Read an argv; a program path with a slash that is relative resolves against `base`."""
@@ -201,13 +210,9 @@ class SpecReader:
             return PythonSpec(target, _not_imported(target))
         module, attrs = match.groups()
         try:
-            obj: Any = importlib.import_module(module)
-        # Importing runs the user's module: whatever it raises is theirs, reported as a load error.
-        except Exception as exc:
-            problem = f"{type(exc).__name__}: {exc}"
-            raise Invalid(
-                node.loc, f"python {target!r}: cannot import {module!r}: {problem}"
-            ) from None
+            obj: Any = import_module(module, self.import_timeout)
+        except ImportFailed as exc:
+            raise Invalid(node.loc, f"python {target!r}: {exc}") from None
         owner = module
         for part in attrs.split("."):
             if not hasattr(obj, part):
@@ -239,6 +244,41 @@ class SpecReader:
             names = ", ".join(missing)
             raise Invalid(node.loc, f"{what} uses {names}, which is not set in the environment")
         return result
+
+
+class ImportFailed(Exception):
+    """A python action's module raised while being imported, or did not finish in time."""
+
+
+def import_module(name: str, timeout: float) -> ModuleType:
+    """Import `name` in a thread of its own; report what it raises, give up after `timeout` s.
+
+    Importing runs the user's code, and any of it can end the daemon or hang it: argparse at
+    import raises SystemExit, a module may wait for the network. In a daemon thread, SystemExit
+    and KeyboardInterrupt stay in that thread, and a stuck import is abandoned rather than
+    awaited (it keeps its module lock, so importing that module again times out too).
+    """
+    outcome: list[tuple[bool, Any]] = []  # (imported, module or exception)
+    done = threading.Event()
+
+    def work() -> None:
+        try:
+            outcome.append((True, importlib.import_module(name)))
+        except BaseException as exc:  # user code: whatever it raises is reported, never re-raised
+            outcome.append((False, exc))
+        finally:
+            done.set()
+
+    threading.Thread(target=work, name=f"timeos-import-{name}", daemon=True).start()
+    if not done.wait(timeout):
+        raise ImportFailed(f"import of module {name!r} timed out after {timeout:g}s")
+    ok, value = outcome[0]
+    if ok:
+        return value
+    problem = f"cannot import {name!r}: {type(value).__name__}: {value}"
+    if isinstance(value, SystemExit):
+        problem += " (the module exits when imported; guard its script code with __main__)"
+    raise ImportFailed(problem)
 
 
 def _method(node: Node, what: str) -> str:

@@ -38,7 +38,7 @@ from timeos.model import (
     Trigger,
 )
 from timeos.payload import EVENT_TYPE
-from timeos.rules.action_specs import Scope, SpecReader
+from timeos.rules.action_specs import DEFAULT_IMPORT_TIMEOUT, Scope, SpecReader
 from timeos.rules.conditions import CelCondition, ConditionSyntax, compile_condition
 from timeos.rules.source import (
     Document,
@@ -87,10 +87,14 @@ E = TypeVar("E", bound=StrEnum)
 
 
 def load_rules(
-    paths: Sequence[Path], environ: Mapping[str, str], *, import_python: bool = True
+    paths: Sequence[Path],
+    environ: Mapping[str, str],
+    *,
+    import_python: bool = True,
+    import_timeout: float = DEFAULT_IMPORT_TIMEOUT,
 ) -> RuleSet:
     """Load rule files and directories of them; raise RulesError listing every problem found."""
-    collector = _Collector(environ, import_python)
+    collector = _Collector(environ, import_python, import_timeout)
     files = collector.files_in(paths)
     for path in files:
         document, problems = read_document(path, str(path))
@@ -103,8 +107,10 @@ def load_rules(
 class _Collector:
     """State across all files: actions and rule names are global, so some checks run at the end."""
 
-    def __init__(self, environ: Mapping[str, str], import_python: bool) -> None:
-        self.specs = SpecReader(environ, import_python)
+    def __init__(
+        self, environ: Mapping[str, str], import_python: bool, import_timeout: float
+    ) -> None:
+        self.specs = SpecReader(environ, import_python, import_timeout)
         self.problems: list[Invalid] = []
         self.order: dict[str, int] = {}  # file -> position, to sort problems
         self.actions: dict[str, Action] = {}
