@@ -89,6 +89,8 @@ class Emitter(threading.Thread):
                         return  # this key was never acknowledged: nothing is owed for it
                     time.sleep(0.02)
                     continue
+                if not isinstance(answer, dict):  # never acknowledged: a bug, report it
+                    raise SystemExit(f"emit {key}: answer {answer!r} is not an acknowledgement")
                 self.latencies.append(time.monotonic() - started)
                 self.acked[key] = answer["id"]
                 self.duplicate_acks += bool(answer["duplicate"])

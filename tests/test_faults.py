@@ -283,3 +283,32 @@ def test_health_is_not_healthy_while_the_disk_is_full(
     finally:
         filler.unlink()
     assert health["status"] != "healthy", health
+
+
+# ---- the daemon dying mid-answer --------------------------------------------------------------
+
+
+def test_answer_cut_short_by_a_killed_daemon_is_unreachable_not_success(tmp_path: Path) -> None:
+    """Found by bench/torture.py: a 201 whose body never arrived was returned as None."""
+    import socket
+    import threading
+
+    from timeos.errors import DaemonUnreachable
+
+    path = tmp_path / "s.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(str(path))
+    server.listen(1)
+
+    def answer_half() -> None:
+        conn, _ = server.accept()
+        conn.recv(65536)
+        conn.sendall(b"HTTP/1.1 201 Created\r\ncontent-length: 80\r\n\r\n" + b'{"id": "01')
+        conn.close()
+
+    thread = threading.Thread(target=answer_half)
+    thread.start()
+    with pytest.raises(DaemonUnreachable, match="mid-answer"):
+        Client(path, timeout=5).call("POST", "/v1/events", {"type": "x"})
+    thread.join()
+    server.close()
