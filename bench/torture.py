@@ -201,9 +201,7 @@ def check(
     chain_jobs = {r[0] for r in daemon.query("SELECT id FROM jobs WHERE rule = 'chain'")}
     chained = collections.Counter(
         r[0][4:]
-        for r in daemon.query(
-            "SELECT idempotency_key FROM events WHERE type = 'torture_chained'"
-        )
+        for r in daemon.query("SELECT idempotency_key FROM events WHERE type = 'torture_chained'")
     )
     for job_id in chain_jobs:
         if chained[job_id] != 1:

@@ -208,8 +208,7 @@ def test_schema_declares_every_path_parameter(app: Starlette) -> None:
         f"{method.upper()} {path}"
         for path, methods in spec["paths"].items()
         for method, operation in methods.items()
-        if "{" in path
-        and not any(p.get("in") == "path" for p in operation.get("parameters", []))
+        if "{" in path and not any(p.get("in") == "path" for p in operation.get("parameters", []))
     ]
     if missing:
         pytest.xfail(
@@ -235,4 +234,3 @@ def test_api_answers_garbage_bodies_with_the_envelope(app: Starlette) -> None:
             )
     assert tally.server_errors == []
     assert tally.bad_envelopes == []
-
