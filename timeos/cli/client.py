@@ -132,7 +132,15 @@ def _parse_response(raw: bytes, where: Path) -> tuple[int, bytes]:
     if headers.get(b"transfer-encoding") == b"chunked":
         body = _unchunk(body)
     elif b"content-length" in headers:
-        body = body[: int(headers[b"content-length"])]
+        length = int(headers[b"content-length"])
+        if len(body) < length:
+            # The daemon died mid-answer (kill -9): the request may or may not have taken
+            # effect, exactly as when no answer came at all.
+            raise DaemonUnreachable(
+                f"timeosd on socket {where} stopped mid-answer ({len(body)} of {length} bytes);"
+                " the request may still have taken effect (check before retrying)"
+            )
+        body = body[:length]
     return int(parts[1]), body
 
 

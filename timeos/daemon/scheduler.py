@@ -109,7 +109,10 @@ class Scheduler:
                     log.exception("scheduler pass failed; retrying in %.0fs", ERROR_PAUSE)
                     self.errors += 1
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    deadline = now + timedelta(seconds=ERROR_PAUSE)
+                    # From the clock as it is now: a pass that failed slowly (a locked database
+                    # waits out busy_timeout, 5 s) would otherwise leave a deadline already past,
+                    # and the loop would spin without ever yielding to the API.
+                    deadline = self.clock.now() + timedelta(seconds=ERROR_PAUSE)
                 if deadline is _AGAIN:
                     await asyncio.sleep(0)  # let the API and finished jobs in, then claim more
                     continue
