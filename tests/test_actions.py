@@ -767,3 +767,30 @@ def test_retry_after_header(headers: Any, expected: timedelta | None) -> None:
     from timeos.actions.http import retry_after
 
     assert retry_after(httpx2.Headers(headers)) == expected
+
+
+def _exits(payload: Mapping[str, Any], ctx: ActionContext) -> None:
+    raise SystemExit(2)  # e.g. a library calling sys.exit() or argparse failing at run time
+
+
+async def _exits_async(payload: Mapping[str, Any], ctx: ActionContext) -> None:
+    raise SystemExit(2)
+
+
+def _interrupts(payload: Mapping[str, Any], ctx: ActionContext) -> None:
+    raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize(
+    ("function", "error"),
+    [
+        (_exits, "SystemExit: 2"),
+        (_exits_async, "SystemExit: 2"),
+        (_interrupts, "KeyboardInterrupt"),
+    ],
+    ids=["sys-exit-in-thread", "sys-exit-on-the-loop", "keyboard-interrupt"],
+)
+def test_python_action_that_raises_system_exit_fails_the_run_not_the_daemon(function, error):
+    result = run(make_action(PythonSpec("hooks:f", function)))
+    assert result.outcome is Outcome.FAILED
+    assert error in (result.error or "")

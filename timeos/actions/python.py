@@ -32,7 +32,11 @@ async def run_python(spec: PythonSpec, ctx: ActionContext, *, output_cap: int) -
             result = await _in_daemon_thread(function, ctx.payload, ctx)
             if inspect.isawaitable(result):  # e.g. a functools.partial of a coroutine function
                 result = await result
-    except Exception as exc:  # user code: any error it raises is this run's failure
+    except (Exception, SystemExit, KeyboardInterrupt) as exc:
+        # User code: whatever it raises is this run's failure. SystemExit (a library calling
+        # sys.exit(), argparse at run time) and KeyboardInterrupt would otherwise leave the
+        # scheduler's task and stop the event loop, i.e. the whole daemon. CancelledError is
+        # not caught: that is our own timeout or shutdown.
         return ActionResult(Outcome.FAILED, describe(exc))
     output = result[:output_cap] if isinstance(result, str) else None
     return ActionResult(Outcome.SUCCEEDED, None, output)
