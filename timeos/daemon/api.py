@@ -173,6 +173,11 @@ async def _capped_body(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+def _page(body: dict[str, Any], total: int) -> Response:
+    """A page of a list; X-Total-Count says how many match in all (the body stays as it was)."""
+    return JSONResponse(body, headers={"X-Total-Count": str(total)})
+
+
 def _guard(handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
@@ -228,12 +233,11 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         summary: List events, newest first
         responses: {200: {description: "{events: [...]}"}}
         """
+        event_type = request.query_params.get("type")
         events = service.list_events(
-            request.query_params.get("type"),
-            _int_param(request, "limit", 50),
-            _int_param(request, "offset", 0),
+            event_type, _int_param(request, "limit", 50), _int_param(request, "offset", 0)
         )
-        return JSONResponse({"events": [event_json(e) for e in events]})
+        return _page({"events": [event_json(e) for e in events]}, service.count_events(event_type))
 
     async def show_event(request: Request) -> Response:
         """
@@ -249,17 +253,25 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
     async def list_jobs(request: Request) -> Response:
         """
         summary: List jobs by status, rule and event
+        description: "order=perform_at (default) or order=waiting_first: running, then waiting
+          jobs next due first, then finished ones newest first. X-Total-Count: all matches."
         responses: {200: {description: "{jobs: [...]}"}}
         """
         q = request.query_params
+        order = q.get("order", "perform_at")
+        if order not in ("perform_at", "waiting_first"):
+            raise UsageError(f"order must be perform_at or waiting_first, got {order!r}")
+        status, rule, event_id = q.get("status"), q.get("rule"), q.get("event")
         jobs = service.list_jobs(
-            status=q.get("status"),
-            rule=q.get("rule"),
-            event_id=q.get("event"),
+            status=status,
+            rule=rule,
+            event_id=event_id,
             limit=_int_param(request, "limit", 50),
             offset=_int_param(request, "offset", 0),
+            waiting_first=order == "waiting_first",
         )
-        return JSONResponse({"jobs": [job_json(j) for j in jobs]})
+        total = service.count_jobs(status=status, rule=rule, event_id=event_id)
+        return _page({"jobs": [job_json(j) for j in jobs]}, total)
 
     async def show_job(request: Request) -> Response:
         """
@@ -295,14 +307,16 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         summary: The dead letter queue
         responses: {200: {description: "{jobs: [...]}"}}
         """
+        rule = request.query_params.get("rule")
         jobs = service.list_jobs(
             status="dead",
-            rule=request.query_params.get("rule"),
+            rule=rule,
             event_id=None,
             limit=_int_param(request, "limit", 50),
             offset=_int_param(request, "offset", 0),
         )
-        return JSONResponse({"jobs": [job_json(j) for j in jobs]})
+        total = service.count_jobs(status="dead", rule=rule, event_id=None)
+        return _page({"jobs": [job_json(j) for j in jobs]}, total)
 
     async def retry_dlq(request: Request) -> Response:
         """
@@ -342,7 +356,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         history = service.rule_history(
             name, _int_param(request, "limit", 50), _int_param(request, "offset", 0)
         )
-        return JSONResponse({"rule": name, "occurrences": history})
+        return _page({"rule": name, "occurrences": history}, service.count_history(name))
 
     async def rule_next(request: Request) -> Response:
         """
