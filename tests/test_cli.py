@@ -30,6 +30,7 @@ EVERY_COMMAND = [
     ("events", "show", BAD),
     ("jobs", "list", "--rule", BAD),
     ("jobs", "show", BAD),
+    ("jobs", "output", BAD),
     ("jobs", "cancel", "01J", BAD),
     ("dlq", "list", "--rule", BAD),
     ("dlq", "retry", BAD),

@@ -578,7 +578,7 @@ def test_hostile_api_bodies_get_400_not_500(tmp_path, daemons):
         b'{"type": "x", "payload": {}, "occurred_at": "0001-01-01T00:00:00+14:00"}',
     ]
     for body in bodies:
-        status, raw = d.client._exchange(
+        status, _, raw = d.client._exchange(
             b"POST /v1/events HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
             + body

@@ -68,7 +68,7 @@ def _counts(db: Path) -> tuple[int, int]:
 
 def _raw_emit(d: Daemon, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     """POST /v1/events and return (HTTP status, decoded body), whatever the status."""
-    status, raw = d.client._exchange(
+    status, _headers, raw = d.client._exchange(
         (
             "POST /v1/events HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
             "Content-Type: application/json\r\n"

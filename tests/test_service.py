@@ -373,7 +373,7 @@ def test_status_merges_daemon_info_with_live_facts(rig):
     assert status["started_at"] == T0.isoformat()
     assert status["uptime_seconds"] == 123.0
     assert (status["rules"], status["actions"], status["reloads"]) == (4, 1, 0)
-    assert status["rule_files"] == ["rules.yaml"]
+    assert status["rule_files"] == [str(Path("rules.yaml").absolute())]  # absolute: no guessing
 
 
 def test_health_lists_database_rules_and_every_probe_with_job_counts(store):

@@ -6,8 +6,10 @@ Everything that decides something about time takes `now` or a Clock; tests advan
 from __future__ import annotations
 
 import asyncio
+import os
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Protocol
 
 
@@ -93,3 +95,42 @@ class FakeClock:
         finally:
             moved.cancel()
             woken.cancel()
+
+
+def system_zone(environ: Mapping[str, str]) -> tzinfo:
+    """The user's zone: $TZ when it names an IANA zone, else the system's (/etc/localtime).
+
+    A $TZ that is not a zone name (a POSIX rule such as `EST5EDT4`) falls back to the C
+    library's offset at this instant, which honours it.
+    """
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    name = environ.get("TZ", "").removeprefix(":")
+    candidates = [name] if name else []
+    if not name:
+        # Debian/Ubuntu: /etc/localtime links into /usr/share/zoneinfo/<name>.
+        target = os.path.realpath("/etc/localtime")
+        if "/zoneinfo/" in target:
+            candidates.append(target.split("/zoneinfo/", 1)[1])
+    for candidate in candidates:
+        try:
+            return ZoneInfo(candidate)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            continue
+    if not name:
+        try:
+            with open("/etc/localtime", "rb") as file:
+                return ZoneInfo.from_file(file, key="localtime")
+        except (OSError, ValueError):
+            pass
+    return datetime.now().astimezone().tzinfo or UTC  # the C library's zone, honouring $TZ
+
+
+def zone_label(zone: tzinfo) -> str:
+    """A zone's IANA name when it has one (`America/New_York`), else its fixed offset."""
+    key = getattr(zone, "key", None)
+    if key:
+        return str(key)
+    if zone is UTC:
+        return "UTC"
+    return datetime(2000, 1, 1, tzinfo=UTC).astimezone(zone).strftime("UTC%z")

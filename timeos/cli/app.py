@@ -14,30 +14,59 @@ from typing import Annotated, Any
 
 import typer
 
+# typer 0.28 vendors its own click (pyproject pins typer below 0.29): reach it through typer.
+from typer._click.globals import get_current_context
+from typer.core import TyperGroup, TyperOption
+
 from timeos import __version__, paths
 from timeos.cli.client import Client, segment
 from timeos.cli.emit import emit_event
-from timeos.errors import TimeOSError
+from timeos.errors import NotFound, TimeOSError, UsageError
+
+HELP = {"help_option_names": ["-h", "--help"]}
+STATUSES = ("pending", "running", "succeeded", "retrying", "dead", "cancelled")
 
 app = typer.Typer(
-    add_completion=False,
     no_args_is_help=True,
     rich_markup_mode=None,
     pretty_exceptions_enable=False,
+    context_settings=HELP,
     help="Talk to timeosd: emit events, inspect and cancel jobs, manage dead letters and rules.",
 )
-events_app = typer.Typer(no_args_is_help=True, help="Query stored events.")
-jobs_app = typer.Typer(no_args_is_help=True, help="Inspect and cancel jobs.")
+events_app = typer.Typer(no_args_is_help=True, context_settings=HELP, help="Query stored events.")
+jobs_app = typer.Typer(
+    no_args_is_help=True, context_settings=HELP, help="Inspect and cancel jobs; read their output."
+)
 dlq_app = typer.Typer(
-    no_args_is_help=True, help="The dead letter queue: jobs out of attempts or failed permanently."
+    no_args_is_help=True,
+    context_settings=HELP,
+    help="The dead letter queue: jobs out of attempts or failed permanently.",
 )
 rules_app = typer.Typer(
-    no_args_is_help=True, help="Loaded rules; offline validation of rule files."
+    no_args_is_help=True,
+    context_settings=HELP,
+    help="Loaded rules; offline validation of rule files.",
 )
 app.add_typer(events_app, name="events")
 app.add_typer(jobs_app, name="jobs")
 app.add_typer(dlq_app, name="dlq")
 app.add_typer(rules_app, name="rules")
+
+
+def _complete_status(incomplete: str) -> list[str]:
+    return [s for s in STATUSES if s.startswith(incomplete)]
+
+
+def _complete_rule(ctx: typer.Context, incomplete: str) -> list[str]:
+    """Rule names from the running daemon (nothing, quickly, when it is not there)."""
+    given = ctx.params.get("socket_path") or _settings(ctx).get("socket")
+    try:
+        client = Client(Path(given) if given else paths.default_socket(os.environ), timeout=1.0)
+        names = [r["name"] for r in client.call("GET", "/v1/rules")["rules"]]
+    except (TimeOSError, OSError, KeyError, TypeError):
+        return []
+    return [n for n in names if n.startswith(incomplete)]
+
 
 SocketOpt = Annotated[
     Path | None,
@@ -46,27 +75,77 @@ SocketOpt = Annotated[
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="Rows per page (1..1000).")]
 OffsetOpt = Annotated[int, typer.Option("--offset", min=0, help="Rows to skip.")]
+RuleOpt = Annotated[
+    str | None,
+    typer.Option("--rule", help="Only jobs of this rule.", autocompletion=_complete_rule),
+]
+RuleArg = Annotated[
+    str, typer.Argument(metavar="NAME", help="A rule's name.", autocompletion=_complete_rule)
+]
+
+# Display options every printing command accepts after its name as well as before it
+# (`timeos --utc jobs list` = `timeos jobs list --utc`); main() adds them to each command.
+DISPLAY_OPTIONS = {
+    "utc": "Show times in UTC instead of your zone ($TZ, else the system's).",
+    "wide": "On a terminal, show every column, nothing shortened.",
+    "no_headers": "Leave out the header line of tab-separated output.",
+}
+NO_DISPLAY = {"emit", "cancel", "retry", "delete", "check", "reload"}
+
+
+def _settings(ctx: Any = None) -> dict[str, Any]:
+    """Options given before the command or after it, collected in the root context."""
+    ctx = ctx or get_current_context(silent=True)
+    if ctx is None:
+        return {}
+    found: dict[str, Any] = ctx.find_root().meta.setdefault("timeos", {})
+    return found
+
+
+def _remember(ctx: Any, param: Any, value: Any) -> Any:
+    if value and param.name:
+        _settings(ctx)[param.name] = value
+    return value
 
 
 CANCEL_BATCH = 1000  # timeosd's MAX_CANCEL_IDS (a test keeps the two equal)
 
 
 def _client(socket_path: Path | None) -> Client:
-    return Client(socket_path or paths.default_socket(os.environ))
+    given = socket_path or _settings().get("socket")
+    return Client(Path(given) if given else paths.default_socket(os.environ))
+
+
+def _json(as_json: bool) -> bool:
+    return as_json or bool(_settings().get("json"))
+
+
+def _view() -> Any:
+    from timeos.cli.output import make_view
+
+    given = _settings()
+    return make_view(
+        utc=bool(given.get("utc")),
+        wide=bool(given.get("wide")),
+        headers=not given.get("no_headers"),
+        environ=os.environ,
+    )
 
 
 def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
 
-def _console() -> Any:
-    from rich.console import Console
+def _show_sheet(sheet: Any) -> None:
+    from timeos.cli.output import print_sheet
 
-    return Console(soft_wrap=False)
+    print_sheet(sheet, _view())
 
 
-def _show(renderable: Any) -> None:
-    _console().print(renderable)
+def _show_panel(panel: Any) -> None:
+    from timeos.cli.output import print_panel
+
+    print_panel(panel, _view())
 
 
 def _warn(warnings: list[str]) -> None:
@@ -105,14 +184,15 @@ def emit(
 
     Example: timeos emit user_signup --payload '{"user_id": "123"}'
     """
+    given = _settings().get("socket")
     emit_event(
         event_type,
         payload=payload,
         payload_file=payload_file,
         idempotency_key=idempotency_key,
         occurred_at=occurred_at,
-        as_json=as_json,
-        socket_path=socket_path,
+        as_json=_json(as_json),
+        socket_path=socket_path or (Path(given) if given else None),
     )
 
 
@@ -127,18 +207,23 @@ def events_list(
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
-    """List events, newest first.
+    """List events, newest first. Piped: tab-separated, one line per event.
 
     Example: timeos events list --type user_signup --limit 20
     """
     query = {"type": event_type, "limit": limit, "offset": offset}
-    events = _client(socket_path).call("GET", "/v1/events", query=query)["events"]
-    if as_json:
+    reply = _client(socket_path).request("GET", "/v1/events", query=query)
+    events, total = reply.body["events"], reply.total()
+    if _json(as_json):
         _print_json(events)
     else:
-        from timeos.cli.render import events_table
+        from timeos.cli.render import events_sheet
 
-        _show(events_table(events))
+        _show_sheet(events_sheet(events, total, offset))
+    if not events and offset == 0:
+        from timeos.cli.output import hint
+
+        hint(f"no events of type {event_type!r} are stored" if event_type else "no events yet")
 
 
 @events_app.command("show")
@@ -152,12 +237,12 @@ def events_show(
     Example: timeos events show 01JD3Z8W7T0000000000000000
     """
     event = _client(socket_path).call("GET", f"/v1/events/{segment(event_id)}")
-    if as_json:
+    if _json(as_json):
         _print_json(event)
     else:
         from timeos.cli.render import event_panel
 
-        _show(event_panel(event))
+        _show_panel(event_panel(event))
 
 
 # ---- jobs -------------------------------------------------------------------------------------
@@ -167,9 +252,13 @@ def events_show(
 def jobs_list(
     status: Annotated[
         str | None,
-        typer.Option("--status", help="pending|running|succeeded|retrying|dead|cancelled"),
+        typer.Option(
+            "--status",
+            help="pending|running|succeeded|retrying|dead|cancelled",
+            autocompletion=_complete_status,
+        ),
     ] = None,
-    rule: Annotated[str | None, typer.Option("--rule", help="Only jobs of this rule.")] = None,
+    rule: RuleOpt = None,
     event: Annotated[
         str | None, typer.Option("--event", help="Only jobs of this event id.")
     ] = None,
@@ -178,18 +267,30 @@ def jobs_list(
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
-    """List jobs, by perform_at.
+    """List jobs. Tables without --status: running and waiting jobs first (next due first),
+    then finished ones, newest first; with --status or --json: by perform_at.
 
     Example: timeos jobs list --status pending
     """
     query = {"status": status, "rule": rule, "event": event, "limit": limit, "offset": offset}
-    jobs = _client(socket_path).call("GET", "/v1/jobs", query=query)["jobs"]
-    if as_json:
+    if status is None and not _json(as_json):
+        # For people: what is still to happen on top. --json keeps perform_at order (a contract
+        # scripts, and tests, page through).
+        query["order"] = "waiting_first"
+    client = _client(socket_path)
+    reply = client.request("GET", "/v1/jobs", query=query)
+    jobs, total = reply.body["jobs"], reply.total()
+    if _json(as_json):
         _print_json(jobs)
     else:
-        from timeos.cli.render import jobs_table
+        from timeos.cli.render import jobs_sheet
 
-        _show(jobs_table(jobs, width=_console().width))
+        _show_sheet(jobs_sheet(jobs, "Jobs", total, offset))
+    if not jobs and offset == 0:
+        from timeos.cli.hints import empty_jobs
+        from timeos.cli.output import hint
+
+        hint(empty_jobs(client, status=status, rule=rule, event=event))
 
 
 @jobs_app.command("show")
@@ -198,17 +299,70 @@ def jobs_show(
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
-    """Show one job with its attempt history.
+    """Show one job with its attempt history and the tail of the last attempt's output.
 
     Example: timeos jobs show 01JD3Z8W7T0000000000000001
     """
     job = _client(socket_path).call("GET", f"/v1/jobs/{segment(job_id)}")
-    if as_json:
+    if _json(as_json):
         _print_json(job)
     else:
         from timeos.cli.render import job_panel
 
-        _show(job_panel(job))
+        _show_panel(job_panel(job))
+
+
+@jobs_app.command("output")
+def jobs_output(
+    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    attempt: Annotated[
+        int | None,
+        typer.Option("--attempt", min=1, help="Which attempt [default: the last one]."),
+    ] = None,
+    stderr: Annotated[
+        bool,
+        typer.Option(
+            "--stderr",
+            help="Not available: stderr is not stored on its own (a failed run's error quotes"
+            " its last 2 KiB); asking for it exits 2.",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+    socket_path: SocketOpt = None,
+) -> None:
+    """Print an attempt's captured output exactly as stored (a command's stdout, last 64 KiB).
+
+    Example: timeos jobs output 01JD3Z8W7T0000000000000001 --attempt 2 > out.txt
+    """
+    if stderr:
+        raise UsageError(
+            "--stderr: stderr is not stored separately; a failed run's error (timeos jobs show)"
+            " quotes its last 2 KiB. The stored output is the command's stdout."
+        )
+    job = _client(socket_path).call("GET", f"/v1/jobs/{segment(job_id)}")
+    history = job.get("attempt_history", [])
+    if not history:
+        raise NotFound(f"job {job_id!r} has no attempts yet (status {job['status']})")
+    numbers = [a["number"] for a in history]
+    chosen = (
+        history[-1]
+        if attempt is None
+        else next((a for a in history if a["number"] == attempt), None)
+    )
+    if chosen is None:
+        raise NotFound(
+            f"job {job_id!r} has no attempt {attempt} (it has {numbers[0]}..{numbers[-1]})"
+        )
+    output = chosen.get("output")
+    if _json(as_json):
+        _print_json({"id": job["id"], "attempt": chosen["number"], "output": output})
+        return
+    if output is None:
+        from timeos.cli.output import hint
+
+        hint(f"attempt {chosen['number']} stored no output")
+        return
+    sys.stdout.write(output)
 
 
 @jobs_app.command("cancel")
@@ -226,7 +380,7 @@ def jobs_cancel(
     for start in range(0, len(job_ids), CANCEL_BATCH):  # the daemon takes 1000 ids per request
         batch = job_ids[start : start + CANCEL_BATCH]
         results += client.call("POST", "/v1/jobs/cancel", {"ids": batch})["results"]
-    if as_json:
+    if _json(as_json):
         _print_json(results)
     else:
         for r in results:
@@ -243,7 +397,7 @@ def jobs_cancel(
 
 @dlq_app.command("list")
 def dlq_list(
-    rule: Annotated[str | None, typer.Option("--rule", help="Only jobs of this rule.")] = None,
+    rule: RuleOpt = None,
     limit: LimitOpt = 50,
     offset: OffsetOpt = 0,
     as_json: JsonOpt = False,
@@ -253,14 +407,21 @@ def dlq_list(
 
     Example: timeos dlq list --rule premium-receipt
     """
-    query = {"rule": rule, "limit": limit, "offset": offset}
-    jobs = _client(socket_path).call("GET", "/v1/dlq", query=query)["jobs"]
-    if as_json:
+    client = _client(socket_path)
+    reply = client.request("GET", "/v1/dlq", query={"rule": rule, "limit": limit, "offset": offset})
+    jobs, total = reply.body["jobs"], reply.total()
+    if _json(as_json):
         _print_json(jobs)
     else:
-        from timeos.cli.render import jobs_table
+        from timeos.cli.render import jobs_sheet
 
-        _show(jobs_table(jobs, "Dead letter queue", width=_console().width))
+        _show_sheet(jobs_sheet(jobs, "Dead letter queue", total, offset))
+    if not jobs and offset == 0:
+        from timeos.cli.hints import unknown_rule
+        from timeos.cli.output import hint
+
+        unknown = unknown_rule(client, rule) if rule else None
+        hint(f"no dead jobs: {unknown}" if unknown else "no dead jobs")
 
 
 @dlq_app.command("retry")
@@ -274,7 +435,7 @@ def dlq_retry(
     Example: timeos dlq retry 01JD3Z8W7T0000000000000001
     """
     job = _client(socket_path).call("POST", f"/v1/dlq/{segment(job_id)}/retry")
-    if as_json:
+    if _json(as_json):
         _print_json(job)
     else:
         print(f"{job['id']}: {job['status']} (attempts {job['attempts']} of {job['max_attempts']})")
@@ -291,7 +452,7 @@ def dlq_delete(
     Example: timeos dlq delete 01JD3Z8W7T0000000000000001
     """
     result = _client(socket_path).call("DELETE", f"/v1/dlq/{segment(job_id)}")
-    if as_json:
+    if _json(as_json):
         _print_json(result)
     else:
         print(f"{result['id']}: deleted")
@@ -307,36 +468,36 @@ def rules_list(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
     Example: timeos rules list
     """
     rules = _client(socket_path).call("GET", "/v1/rules")["rules"]
-    if as_json:
+    if _json(as_json):
         _print_json(rules)
     else:
-        from timeos.cli.render import rules_table
+        from timeos.cli.render import rules_sheet
 
-        _show(rules_table(rules, width=_console().width))
+        _show_sheet(rules_sheet(rules))
+    if not rules:
+        from timeos.cli.output import hint
+
+        hint("no rules are loaded")
 
 
 @rules_app.command("show")
-def rules_show(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
-    as_json: JsonOpt = False,
-    socket_path: SocketOpt = None,
-) -> None:
+def rules_show(name: RuleArg, as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
     """Show one loaded rule.
 
     Example: timeos rules show welcome-email
     """
     rule = _client(socket_path).call("GET", f"/v1/rules/{segment(name)}")
-    if as_json:
+    if _json(as_json):
         _print_json(rule)
     else:
         from timeos.cli.render import rule_panel
 
-        _show(rule_panel(rule))
+        _show_panel(rule_panel(rule))
 
 
 @rules_app.command("history")
 def rules_history(
-    name: Annotated[str, typer.Argument(metavar="NAME")],
+    name: RuleArg,
     limit: LimitOpt = 50,
     offset: OffsetOpt = 0,
     as_json: JsonOpt = False,
@@ -346,15 +507,20 @@ def rules_history(
 
     Example: timeos rules history weekly-report
     """
-    result = _client(socket_path).call(
+    reply = _client(socket_path).request(
         "GET", f"/v1/rules/{segment(name)}/history", query={"limit": limit, "offset": offset}
     )
-    if as_json:
-        _print_json(result["occurrences"])
+    occurrences = reply.body["occurrences"]
+    if _json(as_json):
+        _print_json(occurrences)
     else:
-        from timeos.cli.render import history_table
+        from timeos.cli.render import history_sheet
 
-        _show(history_table(name, result["occurrences"]))
+        _show_sheet(history_sheet(name, occurrences, reply.total(), offset))
+    if not occurrences and offset == 0:
+        from timeos.cli.output import hint
+
+        hint(f"rule {name!r} has no recorded occurrences yet")
 
 
 @rules_app.command("check")
@@ -376,7 +542,7 @@ def rules_check(
 
     ruleset = load_rules(rule_paths, os.environ)
     _warn([str(w) for w in ruleset.warnings])
-    if as_json:
+    if _json(as_json):
         _print_json({"valid": True, "rules": len(ruleset.rules), "actions": len(ruleset.actions)})
     else:
         print(f"ok: {len(ruleset.rules)} rule(s), {len(ruleset.actions)} action(s)")
@@ -393,7 +559,7 @@ def reload(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
     """
     result = _client(socket_path).call("POST", "/v1/reload")
     _warn(result.get("warnings", []))
-    if as_json:
+    if _json(as_json):
         _print_json(result)
     else:
         print(f"reloaded: {result['rules']} rule(s)")
@@ -401,17 +567,17 @@ def reload(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
 
 @app.command()
 def status(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
-    """Show whether timeosd is up, its version, socket, database and rule count.
+    """Show whether timeosd is up, its version, uptime, socket, database and rule files.
 
     Example: timeos status
     """
     result = _client(socket_path).call("GET", "/v1/status")
-    if as_json:
+    if _json(as_json):
         _print_json(result)
     else:
         from timeos.cli.render import status_panel
 
-        _show(status_panel(result))
+        _show_panel(status_panel(result))
 
 
 @app.command()
@@ -423,21 +589,26 @@ def health(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
     Example: timeos health --json
     """
     result = _client(socket_path).call("GET", "/v1/health")
-    if as_json:
+    if _json(as_json):
         _print_json(result)
     else:
         from timeos.cli.render import health_panel
 
-        _show(health_panel(result))
+        _show_panel(health_panel(result))
     if result["status"] != "healthy":
         raise typer.Exit(1)
 
 
 @app.command("next")
 def next_fires(
-    rule: Annotated[str | None, typer.Argument(metavar="RULE", help="A rule's name.")] = None,
+    rule: Annotated[
+        str | None,
+        typer.Argument(metavar="RULE", help="A rule's name.", autocompletion=_complete_rule),
+    ] = None,
     cron: Annotated[str | None, typer.Option("--cron", help="A cron expression.")] = None,
-    tz: Annotated[str, typer.Option("--tz", help="IANA zone for --cron.")] = "UTC",
+    tz: Annotated[
+        str, typer.Option("--tz", help="IANA zone for --cron; 'local' is this system's zone.")
+    ] = "UTC",
     after: Annotated[
         str | None, typer.Option("--after", help="ISO 8601 instant [default: now].")
     ] = None,
@@ -450,6 +621,8 @@ def next_fires(
     socket_path: SocketOpt = None,
 ) -> None:
     """Preview the next fire times of a cron expression or a rule (offline with --cron/--rules).
+
+    The first column is in the rule's zone, named in its header; the next in yours.
 
     Example: timeos next --cron "30 2 * * *" --tz America/New_York --count 3
     """
@@ -465,12 +638,16 @@ def next_fires(
         client=_client(socket_path),
         environ=os.environ,
     )
-    if as_json:
+    if _json(as_json):
         _print_json([f["at_local"] for f in fires])
     else:
-        from timeos.cli.render import fires_table
+        from timeos.cli.output import view_label
+        from timeos.cli.render import fires_sheet
 
-        _show(fires_table(fires, now))
+        view = _view()
+        from timeos.cli.output import print_sheet
+
+        print_sheet(fires_sheet(fires, now, view_label(view)), view)
 
 
 def _version(value: bool) -> None:
@@ -481,27 +658,99 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
     ] = False,
+    socket_path: Annotated[
+        Path | None,
+        typer.Option("--socket", help="timeosd's Unix socket, for every command after."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    utc: Annotated[bool, typer.Option("--utc", help=DISPLAY_OPTIONS["utc"])] = False,
+    wide: Annotated[bool, typer.Option("--wide", help=DISPLAY_OPTIONS["wide"])] = False,
+    no_headers: Annotated[
+        bool, typer.Option("--no-headers", help=DISPLAY_OPTIONS["no_headers"])
+    ] = False,
 ) -> None:
-    """Talk to timeosd: emit events, inspect and cancel jobs, manage dead letters and rules."""
+    """Talk to timeosd: emit events, inspect and cancel jobs, manage dead letters and rules.
+
+    Options before the command apply to it (timeos --socket S --json jobs list). Into a pipe,
+    tables are tab-separated with a header line; times are in your zone with the offset.
+
+    Example: timeos --json jobs list --status dead
+    """
+    given = _settings(ctx)
+    for name, value in (
+        ("socket", socket_path),
+        ("json", as_json),
+        ("utc", utc),
+        ("wide", wide),
+        ("no_headers", no_headers),
+    ):
+        if value:
+            given[name] = value
+
+
+def command() -> Any:
+    """The click command tree, with the display options added to every command that prints."""
+    root = typer.main.get_command(app)
+
+    def walk(cmd: Any) -> None:
+        if isinstance(cmd, TyperGroup):
+            for sub in cmd.commands.values():
+                walk(sub)
+            return
+        if cmd.name in NO_DISPLAY:
+            return
+        for name, text in DISPLAY_OPTIONS.items():
+            flag = "--" + name.replace("_", "-")
+            cmd.params.append(
+                TyperOption(
+                    param_decls=[flag, name],
+                    is_flag=True,
+                    default=False,
+                    expose_value=False,
+                    callback=_remember,
+                    help=text,
+                )
+            )
+
+    walk(root)
+    return root
 
 
 def main() -> None:
-    """Console-script entry point: run the app; TimeOSError becomes `Error: ...` + exit code."""
+    """Console-script entry point: run the app; TimeOSError becomes `Error: ...` + exit code.
+
+    With --json anywhere on the command line, errors are the API's {"error": {code, message}}
+    object on stderr instead (exit codes unchanged).
+    """
+    as_json = "--json" in sys.argv[1:]
     try:
-        code = app(standalone_mode=False)
+        code = command().main(standalone_mode=False, prog_name="timeos")
     except TimeOSError as err:
-        sys.stderr.write(f"Error: {err.message}\n")
-        sys.exit(err.exit_code)
+        _fail(err, as_json)
     except typer.Abort:
         sys.stderr.write("Aborted.\n")
         sys.exit(1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
     except typer.TyperException as exc:  # usage errors: click's message and exit code 2
+        exit_code = getattr(exc, "exit_code", 2)
+        if as_json and hasattr(exc, "format_message"):
+            _fail(UsageError(exc.format_message()), True, exit_code)
         show = getattr(exc, "show", None)
         if show is not None:
             show()
-        sys.exit(getattr(exc, "exit_code", 2))
+        sys.exit(exit_code)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _fail(err: TimeOSError, as_json: bool, exit_code: int | None = None) -> None:
+    if as_json:
+        sys.stderr.write(json.dumps(err.to_wire(), ensure_ascii=False) + "\n")
+    else:
+        sys.stderr.write(f"Error: {err.message}\n")
+    sys.exit(err.exit_code if exit_code is None else exit_code)

@@ -18,6 +18,21 @@ from timeos.errors import DaemonUnreachable, TimeOSError, from_wire
 MAX_RESPONSE = 64 * 1024 * 1024
 
 
+class Reply:
+    """A decoded answer with its headers (names lower-case), for calls that need both."""
+
+    __slots__ = ("body", "headers")
+
+    def __init__(self, body: Any, headers: dict[str, str]) -> None:
+        self.body = body
+        self.headers = headers
+
+    def total(self) -> int | None:
+        """The X-Total-Count of a list page (None from a daemon that does not send it)."""
+        raw = self.headers.get("x-total-count", "")
+        return int(raw) if raw.isdigit() else None
+
+
 class Client:
     """One request per call; raises TimeOSError subclasses rebuilt from the daemon's errors."""
 
@@ -33,6 +48,16 @@ class Client:
         query: dict[str, Any] | None = None,
     ) -> Any:
         """Send one request and return the decoded JSON answer."""
+        return self.request(method, path, body, query).body
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: dict[str, Any] | None = None,
+        query: dict[str, Any] | None = None,
+    ) -> Reply:
+        """Send one request and return the decoded JSON answer with the response headers."""
         if query:
             pairs = {k: v for k, v in query.items() if v is not None}
             if pairs:
@@ -42,7 +67,7 @@ class Client:
             f"{method} {path} HTTP/1.1\r\nHost: timeosd\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         )
-        status, raw = self._exchange(head.encode() + data)
+        status, headers, raw = self._exchange(head.encode() + data)
         try:
             decoded = json.loads(raw) if raw else None
         except json.JSONDecodeError:
@@ -52,9 +77,9 @@ class Client:
             problems = error.get("problems")
             message = "\n".join(problems) if problems else error.get("message", raw.decode())
             raise from_wire(error.get("code", "error"), message)
-        return decoded
+        return Reply(decoded, headers)
 
-    def _exchange(self, request: bytes) -> tuple[int, bytes]:
+    def _exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
         try:
@@ -113,7 +138,7 @@ def _read_answer(sock: socket.socket) -> bytes | None:
     return raw if raw.startswith(b"HTTP/") else None
 
 
-def _parse_response(raw: bytes, where: Path) -> tuple[int, bytes]:
+def _parse_response(raw: bytes, where: Path) -> tuple[int, dict[str, str], bytes]:
     if not raw:
         # A daemon that crashed or was killed mid-request: it is timeosd, and it may have acted.
         raise DaemonUnreachable(
@@ -125,14 +150,14 @@ def _parse_response(raw: bytes, where: Path) -> tuple[int, bytes]:
     parts = lines[0].split(b" ", 2)
     if not sep or len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
         raise DaemonUnreachable(f"{where} did not answer with HTTP; is it timeosd's socket?")
-    headers = {}
+    headers: dict[str, str] = {}
     for line in lines[1:]:
         name, _, value = line.partition(b":")
-        headers[name.strip().lower()] = value.strip().lower()
-    if headers.get(b"transfer-encoding") == b"chunked":
+        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    if headers.get("transfer-encoding", "").lower() == "chunked":
         body = _unchunk(body)
-    elif b"content-length" in headers:
-        length = int(headers[b"content-length"])
+    elif headers.get("content-length", "").isdigit():
+        length = int(headers["content-length"])
         if len(body) < length:
             # The daemon died mid-answer (kill -9): the request may or may not have taken
             # effect, exactly as when no answer came at all.
@@ -141,7 +166,7 @@ def _parse_response(raw: bytes, where: Path) -> tuple[int, bytes]:
                 " the request may still have taken effect (check before retrying)"
             )
         body = body[:length]
-    return int(parts[1]), body
+    return int(parts[1]), headers, body
 
 
 def _unchunk(body: bytes) -> bytes:

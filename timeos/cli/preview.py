@@ -19,6 +19,28 @@ from timeos.time.preview import cron_fires, rule_fires
 from timeos.timefmt import parse_instant
 
 
+def cli_zone(name: str, environ: Mapping[str, str]) -> ZoneInfo:
+    """`--tz`: an IANA zone name, or `local` for this system's zone; unknown names get a hint."""
+    if name == "local":
+        from timeos.clock import system_zone
+
+        zone = system_zone(environ)
+        if isinstance(zone, ZoneInfo):
+            return zone
+        raise UsageError(
+            "--tz local: this system's zone has no IANA name; give one, e.g. Europe/Paris"
+        )
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        from zoneinfo import available_timezones
+
+        from timeos.rules.source import suggest
+
+        hint = suggest(name, sorted(available_timezones() | {"local"}))
+        raise UsageError(f"--tz: unknown time zone {name!r}{hint}") from None
+
+
 def preview(
     *,
     rule: str | None,
@@ -38,11 +60,7 @@ def preview(
     if cron is not None and rules_path:
         raise UsageError("--rules goes with a RULE name, not with --cron")
     if cron is not None:
-        try:
-            zone = ZoneInfo(tz)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise UsageError(f"--tz: unknown time zone {tz!r}") from None
-        return cron_fires(cron, zone, start, count), now
+        return cron_fires(cron, cli_zone(tz, environ), start, count), now
     assert rule is not None
     if rules_path:
         from timeos.rules.loader import load_rules

@@ -1,17 +1,17 @@
-"""Rich tables and panels for people, built from the API's JSON objects (no printing here).
+"""Sheets and panels for people, built from the API's JSON objects (no printing here).
 
-The CLI prints what these return; `--json` output bypasses this module entirely.
+cli/output.py prints what these return, as TSV into pipes or as rich tables on a terminal;
+`--json` output bypasses this module entirely.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from rich.console import Group, RenderableType
-from rich.table import Table
-from rich.text import Text
+from timeos.cli.table import Column, Kind, Sheet
 
 STATUS_STYLES = {
     "pending": "cyan",
@@ -28,132 +28,146 @@ STATUS_STYLES = {
     "missed": "red",
 }
 
-
-def _status(value: str | None) -> Text:
-    return Text(value or "-", style=STATUS_STYLES.get(value or "", ""))
+OUTPUT_TAIL_LINES = 20  # lines of the last attempt's output that `jobs show` prints
 
 
-def _short_time(value: str | None) -> str:
-    if not value:
-        return "-"
-    return datetime.fromisoformat(value).astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+@dataclass(slots=True)
+class Panel:
+    """One object's fields as (name, kind, value), then any sheets and a text block below."""
+
+    title: str
+    fields: list[tuple[str, Kind, Any]]
+    sheets: list[Sheet] = field(default_factory=list)
+    text_title: str | None = None
+    text: str | None = None
 
 
-def _kv(title: str, rows: list[tuple[str, Any]]) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left", box=None)
-    table.add_column(style="bold")
-    table.add_column(overflow="fold")
-    for key, value in rows:
-        table.add_row(
-            key, value if isinstance(value, Text) else Text(str("-" if value is None else value))
-        )
-    return table
+JOB_COLUMNS = [
+    Column("id", "id", "id"),
+    Column("rule", "rule", importance=6),
+    Column("action", "action", importance=3),
+    Column("status", "status", "status", importance=8),
+    Column("priority", "prio", "int", wide_only=True),
+    Column("perform_at", "perform_at", "time", importance=7),
+    Column("attempts", "tries", "text", importance=9),
+    Column("event_id", "event", "id", wide_only=True),
+    Column("last_error", "last error", importance=1),
+]
 
 
-def jobs_table(jobs: list[dict[str, Any]], title: str = "Jobs", width: int = 200) -> Table:
-    """One row per job; below 110 columns, only what identifies and schedules a job."""
-    wide = width >= 110
-    table = Table(title=f"{title} ({len(jobs)})", title_justify="left")
-    # Ids, statuses and times stay whole (people copy them); the other columns wrap.
-    table.add_column("id", no_wrap=True)
-    table.add_column("rule", overflow="fold", min_width=8)
-    if wide:
-        table.add_column("action", overflow="fold")
-    table.add_column("status", no_wrap=True)
-    if wide:
-        table.add_column("prio", no_wrap=True)
-    table.add_column("perform_at", no_wrap=True)
-    table.add_column("tries", no_wrap=True)
-    if wide:
-        table.add_column("last error", overflow="fold")
-    for job in jobs:
-        cells: list[Any] = [job["id"], job["rule"]]
-        if wide:
-            cells.append(job["action"])
-        cells.append(_status(job["status"]))
-        if wide:
-            cells.append(str(job["priority"]))
-        cells.append(_short_time(job["perform_at"]) if wide else _compact_time(job["perform_at"]))
-        cells.append(f"{job['attempts']}/{job['max_attempts']}")
-        if wide:
-            cells.append((job.get("last_error") or "")[:80])
-        table.add_row(*cells)
-    return table
-
-
-def _compact_time(value: str | None) -> str:
-    if not value:
-        return "-"
-    return datetime.fromisoformat(value).astimezone(UTC).strftime("%m-%d %H:%MZ")
-
-
-def job_panel(job: dict[str, Any]) -> RenderableType:
-    """A job's fields and attempt history."""
-    fields = _kv(
-        f"Job {job['id']}",
+def jobs_sheet(
+    jobs: list[dict[str, Any]], title: str = "Jobs", total: int | None = None, offset: int = 0
+) -> Sheet:
+    """One row per job."""
+    rows = [
         [
-            ("rule", job["rule"]),
-            ("action", job["action"]),
-            ("status", _status(job["status"])),
-            ("priority", job["priority"]),
-            ("perform_at", _short_time(job["perform_at"])),
-            ("scheduled_for", _short_time(job.get("scheduled_for"))),
-            ("attempts", f"{job['attempts']} of {job['max_attempts']}"),
-            ("event", job.get("event_id")),
-            ("last error", job.get("last_error")),
-            ("note", job.get("note")),
+            j["id"],
+            j["rule"],
+            j["action"],
+            j["status"],
+            j["priority"],
+            j["perform_at"],
+            f"{j['attempts']}/{j['max_attempts']}",
+            j.get("event_id"),
+            j.get("last_error"),
+        ]
+        for j in jobs
+    ]
+    return Sheet(title, JOB_COLUMNS, rows, total, offset)
+
+
+def job_panel(job: dict[str, Any]) -> Panel:
+    """A job's fields, its attempt history and the tail of the last attempt's output."""
+    fields: list[tuple[str, Kind, Any]] = [
+        ("rule", "text", job["rule"]),
+        ("action", "text", job["action"]),
+        ("status", "status", job["status"]),
+        ("priority", "int", job["priority"]),
+        ("perform_at", "time", job["perform_at"]),
+        ("scheduled_for", "time", job.get("scheduled_for")),
+        ("attempts", "text", f"{job['attempts']} of {job['max_attempts']}"),
+        ("event", "id", job.get("event_id")),
+        ("last error", "text", job.get("last_error")),
+        ("note", "text", job.get("note")),
+        ("created_at", "time", job.get("created_at")),
+        ("updated_at", "time", job.get("updated_at")),
+    ]
+    history = job.get("attempt_history", [])
+    attempts = Sheet(
+        "Attempts",
+        [
+            Column("number", "#", "int"),
+            Column("started_at", "started", "time"),
+            Column("ended_at", "ended", "time"),
+            Column("outcome", "outcome", "status"),
+            Column("error", "error", importance=1),
+        ],
+        [
+            [a["number"], a["started_at"], a.get("ended_at"), a.get("outcome"), a.get("error")]
+            for a in history
         ],
     )
-    history = Table(title="Attempts", title_justify="left")
-    for column in ("#", "started", "ended", "outcome"):
-        history.add_column(column, no_wrap=True)
-    history.add_column("error", overflow="fold")
-    for attempt in job.get("attempt_history", []):
-        history.add_row(
-            str(attempt["number"]),
-            _short_time(attempt["started_at"]),
-            _short_time(attempt["ended_at"]),
-            _status(attempt["outcome"]),
-            attempt.get("error") or "",
+    panel = Panel(f"Job {job['id']}", fields, [attempts])
+    if history and history[-1].get("output"):
+        last = history[-1]
+        tail, cut = output_tail(last["output"])
+        more = f"; all of it: timeos jobs output {job['id']}" if cut else ""
+        panel.text_title = (
+            f"Output of attempt {last['number']} (last {OUTPUT_TAIL_LINES} lines{more})"
         )
-    return Group(fields, history)
+        panel.text = tail
+    return panel
 
 
-def events_table(events: list[dict[str, Any]]) -> Table:
+def output_tail(output: str, lines: int = OUTPUT_TAIL_LINES) -> tuple[str, bool]:
+    """The last `lines` lines of `output`, and whether anything was left out."""
+    kept = output.rstrip("\n").split("\n")
+    return "\n".join(kept[-lines:]), len(kept) > lines
+
+
+EVENT_COLUMNS = [
+    Column("id", "id", "id"),
+    Column("type", "type", "id"),  # types are what people grep for: never cut
+    Column("occurred_at", "occurred_at", "time"),
+    Column("received_at", "received_at", "time", wide_only=True),
+    Column("idempotency_key", "idempotency key", importance=2),
+    Column("payload", "payload", "json", importance=1),
+]
+
+
+def events_sheet(events: list[dict[str, Any]], total: int | None = None, offset: int = 0) -> Sheet:
     """One row per event."""
-    table = Table(title=f"Events ({len(events)})", title_justify="left")
-    table.add_column("id", no_wrap=True)
-    table.add_column("type", overflow="fold")
-    table.add_column("occurred_at", no_wrap=True)
-    for column in ("idempotency key", "payload"):
-        table.add_column(column, overflow="fold")
-    for event in events:
-        table.add_row(
-            event["id"],
-            event["type"],
-            _short_time(event["occurred_at"]),
-            event.get("idempotency_key") or "",
-            _compact(event["payload"]),
-        )
-    return table
+    rows = [
+        [
+            e["id"],
+            e["type"],
+            e["occurred_at"],
+            e.get("received_at"),
+            e.get("idempotency_key"),
+            e["payload"],
+        ]
+        for e in events
+    ]
+    return Sheet("Events", EVENT_COLUMNS, rows, total, offset)
 
 
-def event_panel(event: dict[str, Any]) -> RenderableType:
+def event_panel(event: dict[str, Any]) -> Panel:
     """An event's fields and the jobs it created."""
-    return _kv(
+    return Panel(
         f"Event {event['id']}",
         [
-            ("type", event["type"]),
-            ("occurred_at", _short_time(event["occurred_at"])),
-            ("received_at", _short_time(event.get("received_at"))),
-            ("idempotency key", event.get("idempotency_key")),
-            ("payload", _compact(event["payload"])),
-            ("jobs", ", ".join(event.get("jobs", [])) or "none"),
+            ("type", "text", event["type"]),
+            ("occurred_at", "time", event["occurred_at"]),
+            ("received_at", "time", event.get("received_at")),
+            ("idempotency key", "text", event.get("idempotency_key")),
+            ("payload", "json", event["payload"]),
+            ("jobs", "text", ", ".join(event.get("jobs", [])) or "none"),
         ],
     )
 
 
-def _trigger(rule: dict[str, Any]) -> str:
+def trigger_text(rule: dict[str, Any]) -> str:
+    """`on user_signup +1h`, `cron 0 9 * * 1 (Europe/Paris)`, `every 15m`."""
     kind = rule.get("trigger")
     if kind == "event":
         text = f"on {rule['on_event']}"
@@ -167,121 +181,144 @@ def _trigger(rule: dict[str, Any]) -> str:
     return f"every {rule.get('every')}"
 
 
-def rules_table(rules: list[dict[str, Any]], width: int = 200) -> Table:
-    """One row per rule, with the next fire time of time-based ones (fewer columns if narrow)."""
-    wide = width >= 110
-    table = Table(title=f"Rules ({len(rules)})", title_justify="left")
-    table.add_column("name", overflow="fold", min_width=10)
-    table.add_column("trigger", overflow="fold", min_width=12)
-    if wide:
-        for column in ("action", "prio", "when"):
-            table.add_column(column, overflow="fold")
-    table.add_column("next fire", no_wrap=True)
-    if wide:
-        table.add_column("enabled", no_wrap=True)
-    for rule in rules:
-        nxt = rule.get("next_fire") if rule.get("trigger") != "event" else None
-        cells: list[Any] = [rule["name"], _trigger(rule)]
-        if wide:
-            cells += [rule["action"], str(rule["priority"]), rule.get("when") or ""]
-        cells.append((_short_time(nxt) if wide else _compact_time(nxt)) if nxt else "")
-        if wide:
-            cells.append("yes" if rule.get("enabled", True) else "no")
-        table.add_row(*cells)
-    return table
+RULE_COLUMNS = [
+    Column("name", "name", "id"),
+    Column("trigger", "trigger", importance=7),
+    Column("action", "action", importance=4),
+    Column("priority", "prio", "int", wide_only=True),
+    Column("when", "when", importance=1),
+    Column("next_fire", "next fire", "time"),
+    Column("enabled", "enabled", "bool"),
+]
 
 
-def rule_panel(rule: dict[str, Any]) -> RenderableType:
+def rules_sheet(rules: list[dict[str, Any]]) -> Sheet:
+    """One row per rule, with the next fire time of time-based ones."""
+    rows = [
+        [
+            r["name"],
+            trigger_text(r),
+            r["action"],
+            r["priority"],
+            r.get("when"),
+            r.get("next_fire") if r.get("trigger") != "event" else None,
+            r.get("enabled", True),
+        ]
+        for r in rules
+    ]
+    return Sheet("Rules", RULE_COLUMNS, rows)
+
+
+def rule_panel(rule: dict[str, Any]) -> Panel:
     """All fields of one rule."""
-    rows = [(key, value) for key, value in rule.items() if key != "name"]
-    return _kv(
-        f"Rule {rule['name']}", [(k, _compact(v) if isinstance(v, dict) else v) for k, v in rows]
+    fields: list[tuple[str, Kind, Any]] = []
+    for key, value in rule.items():
+        if key == "name":
+            continue
+        kind: Kind = "time" if key in ("next_fire", "last_fire") else "text"
+        fields.append((key, "bool" if isinstance(value, bool) else kind, value))
+    return Panel(f"Rule {rule['name']}", fields)
+
+
+def history_sheet(
+    name: str, occurrences: list[dict[str, Any]], total: int | None = None, offset: int = 0
+) -> Sheet:
+    """A time-based rule's occurrences, newest first."""
+    return Sheet(
+        f"History of {name}",
+        [
+            Column("scheduled_for", "scheduled for", "time"),
+            Column("outcome", "outcome", "status"),
+            Column("reason", "reason", importance=3),
+            Column("job_id", "job", "id"),
+            Column("note", "note", importance=2),
+        ],
+        [
+            [o["scheduled_for"], o["outcome"], o.get("reason"), o.get("job_id"), o.get("note")]
+            for o in occurrences
+        ],
+        total,
+        offset,
     )
 
 
-def history_table(name: str, occurrences: list[dict[str, Any]]) -> Table:
-    """A time-based rule's occurrences, newest first."""
-    table = Table(title=f"History of {name} ({len(occurrences)})", title_justify="left")
-    # Times, outcomes and job ids stay whole (people copy them); reasons and notes wrap.
-    for column in ("scheduled for", "outcome", "reason", "job", "note"):
-        whole = column in ("scheduled for", "outcome", "job")
-        table.add_column(column, no_wrap=whole, overflow="ellipsis" if whole else "fold")
-    for occ in occurrences:
-        table.add_row(
-            _short_time(occ["scheduled_for"]),
-            _status(occ["outcome"]),
-            occ.get("reason") or "",
-            occ.get("job_id") or "",
-            occ.get("note") or "",
-        )
-    return table
-
-
-def fires_table(fires: list[dict[str, Any]], now: datetime) -> Table:
-    """Upcoming fire times: local, UTC, weekday, time from now, DST marker."""
-    table = Table(title="Next fire times", title_justify="left")
-    for column in ("local", "weekday", "UTC", "from now"):
-        table.add_column(column, no_wrap=True)
-    table.add_column("DST", overflow="fold")
+def fires_sheet(fires: list[dict[str, Any]], now: datetime, label: str) -> Sheet:
+    """Upcoming fire times in the rule's zone (named in the header), in the viewer's zone
+    (`label`, skipped when it is the same zone), the weekday, time from now and DST notes."""
+    zones = {f.get("zone") or "UTC" for f in fires}
+    rule_zone = zones.pop() if len(zones) == 1 else "UTC"
+    columns = [Column("at", f"at ({rule_zone})", "zoned"), Column("weekday", "weekday", "id")]
+    same = label == rule_zone
+    if not same:
+        columns.append(Column("yours", label, "time"))
+    columns += [Column("from_now", "from now", "id"), Column("dst", "DST", importance=1)]
+    rows = []
     for fire in fires:
         at = datetime.fromisoformat(fire["at"]).astimezone(UTC)
-        local = at.astimezone(ZoneInfo(fire["zone"])) if fire.get("zone") else at
-        table.add_row(
-            local.strftime("%Y-%m-%d %H:%M %Z"),
-            local.strftime("%A"),
-            at.strftime("%Y-%m-%d %H:%M"),
-            _from_now(at - now),
-            Text(fire.get("note") or "", style="yellow"),
-        )
-    return table
+        local = at.astimezone(ZoneInfo(rule_zone))
+        row: list[Any] = [local.isoformat(), local.strftime("%A")]
+        if not same:
+            row.append(fire["at"])
+        row += [from_now(at - now), fire.get("note")]
+        rows.append(row)
+    return Sheet("Next fire times", columns, rows)
 
 
-def _from_now(delta: Any) -> str:
+def from_now(delta: timedelta) -> str:
+    """`in 2d 3h 5m`, `12m ago`."""
     seconds = int(delta.total_seconds())
     sign = "in " if seconds >= 0 else ""
-    seconds = abs(seconds)
-    days, rest = divmod(seconds, 86400)
+    return sign + duration(abs(seconds), seconds=False) + ("" if sign else " ago")
+
+
+def duration(total: int, *, seconds: bool = True) -> str:
+    """`3d 4h 12m 5s`, largest unit first (`seconds=False`: down to minutes)."""
+    days, rest = divmod(total, 86400)
     hours, rest = divmod(rest, 3600)
-    minutes = rest // 60
+    minutes, secs = divmod(rest, 60)
     parts = [f"{days}d"] if days else []
     if hours or days:
         parts.append(f"{hours}h")
     parts.append(f"{minutes}m")
-    return sign + " ".join(parts) + ("" if sign else " ago")
+    if seconds:
+        parts.append(f"{secs}s")
+    return " ".join(parts)
 
 
-def health_panel(health: dict[str, Any]) -> RenderableType:
+def health_panel(health: dict[str, Any]) -> Panel:
     """Overall status, components and job counts."""
-    components = Table(title="Components", title_justify="left")
-    components.add_column("component")
-    components.add_column("status")
-    components.add_column("detail", overflow="fold")
-    for name, comp in health["components"].items():
-        components.add_row(name, _status(comp["status"]), comp.get("message", ""))
-    counts = _kv("Jobs", [(k, v) for k, v in health.get("jobs", {}).items()])
-    return Group(Text.assemble("Health: ", _status(health["status"])), components, counts)
-
-
-def status_panel(status: dict[str, Any]) -> RenderableType:
-    """The daemon's facts."""
-    keys = (
-        "version",
-        "pid",
-        "socket",
-        "database",
-        "synchronous",
-        "rules",
-        "actions",
-        "workers",
-        "started_at",
-        "uptime_seconds",
-        "reloads",
+    components = Sheet(
+        "Components",
+        [
+            Column("component", "component", "id"),
+            Column("status", "status", "status"),
+            Column("message", "detail", importance=1),
+        ],
+        [[name, c["status"], c.get("message", "")] for name, c in health["components"].items()],
     )
-    return _kv("timeosd is up", [(k, status.get(k)) for k in keys])
+    counts = Sheet(
+        "Jobs",
+        [Column("status", "status", "status"), Column("count", "count", "int")],
+        [[k, v] for k, v in health.get("jobs", {}).items()],
+    )
+    return Panel("Health", [("status", "status", health["status"])], [components, counts])
 
 
-def _compact(value: Any) -> str:
-    import json
-
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return text if len(text) <= 120 else text[:117] + "..."
+def status_panel(status: dict[str, Any]) -> Panel:
+    """The daemon's facts: uptime as a duration, paths absolute (as the daemon reports them)."""
+    fields: list[tuple[str, Kind, Any]] = [
+        ("up", "bool", status.get("up", True)),
+        ("version", "text", status.get("version")),
+        ("pid", "int", status.get("pid")),
+        ("socket", "text", status.get("socket")),
+        ("database", "text", status.get("database")),
+        ("synchronous", "text", status.get("synchronous")),
+        ("rule files", "text", ", ".join(status.get("rule_files", [])) or None),
+        ("rules", "int", status.get("rules")),
+        ("actions", "int", status.get("actions")),
+        ("workers", "int", status.get("workers")),
+        ("started_at", "time", status.get("started_at")),
+        ("uptime", "text", duration(int(status.get("uptime_seconds") or 0))),
+        ("reloads", "int", status.get("reloads")),
+    ]
+    return Panel("timeosd is up", fields)

@@ -30,6 +30,7 @@ from timeos.daemon.openapi import (
     LIMIT_Q,
     NAME_P,
     OFFSET_Q,
+    ORDER_Q,
     RULE_Q,
     STATUS_Q,
     STR,
@@ -206,6 +207,11 @@ async def _capped_body(request: Request, cap: int) -> bytes:
     return b"".join(chunks)
 
 
+def _page(body: dict[str, Any], total: int) -> Response:
+    """A page of a list; X-Total-Count says how many match in all (the body stays as it was)."""
+    return JSONResponse(body, headers={"X-Total-Count": str(total)})
+
+
 def _guard(handler: Handler) -> Handler:
     async def wrapped(request: Request) -> Response:
         try:
@@ -250,12 +256,11 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         )
 
     async def list_events(request: Request) -> Response:
+        event_type = request.query_params.get("type")
         events = service.list_events(
-            request.query_params.get("type"),
-            _int_param(request, "limit", 50),
-            _int_param(request, "offset", 0),
+            event_type, _int_param(request, "limit", 50), _int_param(request, "offset", 0)
         )
-        return JSONResponse({"events": [event_json(e) for e in events]})
+        return _page({"events": [event_json(e) for e in events]}, service.count_events(event_type))
 
     async def show_event(request: Request) -> Response:
         event = service.get_event(request.path_params["id"])
@@ -266,14 +271,20 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
 
     async def list_jobs(request: Request) -> Response:
         q = request.query_params
+        order = q.get("order", "perform_at")
+        if order not in ("perform_at", "waiting_first"):
+            raise UsageError(f"order must be perform_at or waiting_first, got {order!r}")
+        status, rule, event_id = q.get("status"), q.get("rule"), q.get("event")
         jobs = service.list_jobs(
-            status=q.get("status"),
-            rule=q.get("rule"),
-            event_id=q.get("event"),
+            status=status,
+            rule=rule,
+            event_id=event_id,
             limit=_int_param(request, "limit", 50),
             offset=_int_param(request, "offset", 0),
+            waiting_first=order == "waiting_first",
         )
-        return JSONResponse({"jobs": [job_json(j) for j in jobs]})
+        total = service.count_jobs(status=status, rule=rule, event_id=event_id)
+        return _page({"jobs": [job_json(j) for j in jobs]}, total)
 
     async def show_job(request: Request) -> Response:
         job = service.get_job(request.path_params["id"])
@@ -295,14 +306,16 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         )
 
     async def list_dlq(request: Request) -> Response:
+        rule = request.query_params.get("rule")
         jobs = service.list_jobs(
             status="dead",
-            rule=request.query_params.get("rule"),
+            rule=rule,
             event_id=None,
             limit=_int_param(request, "limit", 50),
             offset=_int_param(request, "offset", 0),
         )
-        return JSONResponse({"jobs": [job_json(j) for j in jobs]})
+        total = service.count_jobs(status="dead", rule=rule, event_id=None)
+        return _page({"jobs": [job_json(j) for j in jobs]}, total)
 
     async def retry_dlq(request: Request) -> Response:
         return JSONResponse(job_json(service.dlq_retry(request.path_params["id"])))
@@ -322,7 +335,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         history = service.rule_history(
             name, _int_param(request, "limit", 50), _int_param(request, "offset", 0)
         )
-        return JSONResponse({"rule": name, "occurrences": history})
+        return _page({"rule": name, "occurrences": history}, service.count_history(name))
 
     async def rule_next(request: Request) -> Response:
         raw = request.query_params.get("after")
@@ -356,13 +369,14 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
                  }),
         Endpoint("GET", "/v1/events", list_events, "List events, newest first",
                  params=(EVENT_TYPE_Q, LIMIT_Q, OFFSET_Q), errors=(400,), tags=("events",),
-                 ok={200: ("A page of events", listing("events", ref("Event")))}),
+                 ok={200: ("A page of events", listing("events", ref("Event")))}, paged=True),
         Endpoint("GET", "/v1/events/{id}", show_event, "One event, with the jobs it created",
                  params=(ID_P,), errors=(404,), tags=("events",),
                  ok={200: ("The event", ref("EventWithJobs"))}),
         Endpoint("GET", "/v1/jobs", list_jobs, "List jobs by status, rule and event",
-                 params=(STATUS_Q, RULE_Q, EVENT_Q, LIMIT_Q, OFFSET_Q), errors=(400,),
-                 tags=("jobs",), ok={200: ("A page of jobs", listing("jobs", ref("Job")))}),
+                 params=(STATUS_Q, RULE_Q, EVENT_Q, ORDER_Q, LIMIT_Q, OFFSET_Q), errors=(400,),
+                 tags=("jobs",), ok={200: ("A page of jobs", listing("jobs", ref("Job")))},
+                 paged=True),
         Endpoint("POST", "/v1/jobs/cancel", cancel_jobs, "Cancel waiting jobs (1000 ids at most)",
                  body=CANCEL_BODY, errors=(400,), tags=("jobs",),
                  ok={200: ("One result per id, in order", ref("CancelResults"))}),
@@ -371,7 +385,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
                  ok={200: ("The job", ref("JobWithHistory"))}),
         Endpoint("GET", "/v1/dlq", list_dlq, "The dead letter queue",
                  params=(RULE_Q, LIMIT_Q, OFFSET_Q), errors=(400,), tags=("dlq",),
-                 ok={200: ("A page of dead jobs", listing("jobs", ref("Job")))}),
+                 ok={200: ("A page of dead jobs", listing("jobs", ref("Job")))}, paged=True),
         Endpoint("POST", "/v1/dlq/{id}/retry", retry_dlq,
                  "Send a dead job back to pending with a fresh attempt budget",
                  params=(ID_P,), errors=(404, 409), tags=("dlq",),
@@ -386,7 +400,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
                  ok={200: ("The rule", ref("Rule"))}),
         Endpoint("GET", "/v1/rules/{name}/history", rule_history,
                  "A time-based rule's occurrences (fired, skipped, missed, with reasons)",
-                 params=(NAME_P, LIMIT_Q, OFFSET_Q), errors=(400, 404), tags=("rules",),
+                 params=(NAME_P, LIMIT_Q, OFFSET_Q), errors=(400, 404), tags=("rules",), paged=True,
                  ok={200: ("Occurrences, newest first", obj(
                      ("rule", "occurrences"), rule=STR,
                      occurrences={"type": "array", "items": ref("Occurrence")}))}),

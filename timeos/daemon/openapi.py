@@ -56,6 +56,7 @@ class Endpoint:
     body: Schema | None = None
     errors: tuple[int, ...] = ()  # error statuses besides 500, answered with the Error envelope
     tags: tuple[str, ...] = ()
+    paged: bool = False  # a list: its answer carries X-Total-Count, every row matching the filters
 
 
 def ref(name: str) -> Schema:
@@ -297,6 +298,17 @@ COUNT_Q = Param(
     "how many fire times",
 )  # fmt: skip
 
+ORDER_Q = Param(
+    "order", "query", {"type": "string", "enum": ["perform_at", "waiting_first"],
+                       "default": "perform_at"},
+    "perform_at: by perform time; waiting_first: running, then waiting (next due first), then"
+    " finished (newest first)",
+)  # fmt: skip
+TOTAL_HEADER: Schema = {
+    "description": "how many rows match the filters, over all pages",
+    "schema": {"type": "integer", "minimum": 0},
+}
+
 EMIT_BODY = obj(
     ("type",),
     type={"type": "string", "minLength": 1, "maxLength": 200, "pattern": "^[A-Za-z0-9_.:-]+$"},
@@ -332,6 +344,9 @@ def _operation(endpoint: Endpoint) -> Schema:
         str(status): {"description": text, "content": {"application/json": {"schema": schema}}}
         for status, (text, schema) in endpoint.ok.items()
     }
+    if endpoint.paged:
+        for answer in responses.values():
+            answer["headers"] = {"X-Total-Count": TOTAL_HEADER}
     for status in (*endpoint.errors, 500):
         responses[str(status)] = {"$ref": f"#/components/responses/{status}"}
     operation["responses"] = responses

@@ -164,6 +164,10 @@ class Service:
             event_type=event_type, limit=self._limit(limit), offset=max(0, offset)
         )
 
+    def count_events(self, event_type: str | None) -> int:
+        """How many events match (the total behind a page of list_events)."""
+        return self.store.count_events(event_type=event_type)
+
     # ---- jobs ---------------------------------------------------------------------------------
 
     def list_jobs(
@@ -174,23 +178,21 @@ class Service:
         event_id: str | None,
         limit: int,
         offset: int,
+        waiting_first: bool = False,
     ) -> list[Job]:
         """Jobs filtered by status, rule and event."""
-        parsed = None
-        if status is not None:
-            try:
-                parsed = JobStatus(status)
-            except ValueError:
-                raise UsageError(
-                    f"unknown status {status!r}; one of: {', '.join(JobStatus)}"
-                ) from None
         return self.store.list_jobs(
-            status=parsed,
+            status=_status(status),
             rule=rule,
             event_id=event_id,
             limit=self._limit(limit),
             offset=max(0, offset),
+            waiting_first=waiting_first,
         )
+
+    def count_jobs(self, *, status: str | None, rule: str | None, event_id: str | None) -> int:
+        """How many jobs match (the total behind a page of list_jobs)."""
+        return self.store.count_jobs(status=_status(status), rule=rule, event_id=event_id)
 
     def get_job(self, job_id: str) -> Job:
         """One job by id."""
@@ -289,6 +291,10 @@ class Service:
             for o in found
         ]
 
+    def count_history(self, name: str) -> int:
+        """How many occurrences of a rule are recorded (the total behind a page of history)."""
+        return self.store.count_history(name)
+
     def rule_next(self, name: str, after: datetime | None, count: int) -> list[dict[str, Any]]:
         """The next `count` fires of a time-based rule, from its stored anchor."""
         rule = self.rule(name)
@@ -302,15 +308,21 @@ class Service:
     def status(self) -> dict[str, Any]:
         """Daemon facts for `timeos status`."""
         now = self.clock.now()
+        info = dict(self.info)
+        for key in ("socket", "database"):  # absolute: the daemon's cwd is not the reader's
+            value = info.get(key)
+            if isinstance(value, str) and value and "://" not in value:
+                info[key] = str(Path(value).absolute())
         return {
-            **self.info,
+            **info,
             "up": True,
             "started_at": self.started_at.isoformat(),
             "uptime_seconds": round((now - self.started_at).total_seconds(), 3),
             "now": now.isoformat(),
             "rules": len(self._rules.rules),
             "actions": len(self._rules.actions),
-            "rule_files": [str(p) for p in self.rule_paths],
+            # Absolute: the daemon's working directory is not the reader's.
+            "rule_files": [str(Path(p).absolute()) for p in self.rule_paths],
             "reloads": self.reloads,
         }
 
@@ -408,3 +420,12 @@ async def _in_thread(function: Callable[..., T], *args: Any) -> T:
 
     threading.Thread(target=work, name="timeos-reload", daemon=True).start()
     return await future
+
+
+def _status(status: str | None) -> JobStatus | None:
+    if status is None:
+        return None
+    try:
+        return JobStatus(status)
+    except ValueError:
+        raise UsageError(f"unknown status {status!r}; one of: {', '.join(JobStatus)}") from None

@@ -67,6 +67,10 @@ class Store(Protocol):
         """Events, newest first."""
         ...
 
+    def count_events(self, *, event_type: str | None = None) -> int:
+        """How many events list_events could return (the total behind a page)."""
+        ...
+
     # ---- jobs ----
 
     def get_job(self, job_id: str) -> Job:
@@ -81,8 +85,20 @@ class Store(Protocol):
         event_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        waiting_first: bool = False,
     ) -> list[Job]:
-        """Jobs matching every given filter, by perform_at then id."""
+        """Jobs matching every given filter, by perform_at then id (`waiting_first`: running,
+        then waiting by perform_at, then finished ones newest first)."""
+        ...
+
+    def count_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        rule: str | None = None,
+        event_id: str | None = None,
+    ) -> int:
+        """How many jobs match every given filter (the total behind a page of list_jobs)."""
         ...
 
     def attempts(self, job_id: str) -> list[Attempt]:
@@ -160,4 +176,8 @@ class Store(Protocol):
 
     def history(self, rule: str, limit: int = 50, offset: int = 0) -> list[Occurrence]:
         """A rule's recorded occurrences, newest first."""
+        ...
+
+    def count_history(self, rule: str) -> int:
+        """How many occurrences of `rule` are recorded."""
         ...

@@ -142,6 +142,11 @@ class SqliteStore(Connection):
         )
         return [_event(r) for r in rows]
 
+    def count_events(self, *, event_type: str | None = None) -> int:
+        """How many events list_events could return (the total behind a page)."""
+        where, args = ("WHERE type = ?", [event_type]) if event_type else ("", [])
+        return int(self._read(f"SELECT COUNT(*) FROM events {where}", args)[0][0])
+
     # ---- jobs ---------------------------------------------------------------------------------
 
     def insert_jobs(self, jobs: Sequence[NewJob], now: datetime) -> list[str | None]:
@@ -164,20 +169,37 @@ class SqliteStore(Connection):
         event_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
+        waiting_first: bool = False,
     ) -> list[Job]:
-        """Jobs matching every given filter, by perform_at then id."""
-        clauses: list[str] = []
-        args: list[Any] = []
-        for column, value in (("status", status), ("rule", rule), ("event_id", event_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                args.append(str(value))
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        """Jobs matching every given filter, by perform_at then id.
+
+        `waiting_first`: running, then waiting jobs next due first, then finished jobs newest
+        (last updated) first: what someone looking at the queue wants to see on top.
+        """
+        where, args = _job_filter(status, rule, event_id)
+        order = "perform_at, id"
+        if waiting_first:
+            order = (
+                "CASE status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'retrying' THEN 1"
+                " ELSE 2 END, CASE WHEN status IN ('running', 'pending', 'retrying')"
+                " THEN perform_at ELSE -updated_at END, id"
+            )
         rows = self._read(
-            f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY perform_at, id LIMIT ? OFFSET ?",
+            f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY {order} LIMIT ? OFFSET ?",
             [*args, limit, offset],
         )
         return [_job(r) for r in rows]
+
+    def count_jobs(
+        self,
+        *,
+        status: JobStatus | None = None,
+        rule: str | None = None,
+        event_id: str | None = None,
+    ) -> int:
+        """How many jobs match every given filter (the total behind a page of list_jobs)."""
+        where, args = _job_filter(status, rule, event_id)
+        return int(self._read(f"SELECT COUNT(*) FROM jobs {where}", args)[0][0])
 
     def attempts(self, job_id: str) -> list[Attempt]:
         """A job's attempt history, oldest first."""
@@ -490,6 +512,23 @@ class SqliteStore(Connection):
             )
             for r in rows
         ]
+
+    def count_history(self, rule: str) -> int:
+        """How many occurrences of `rule` are recorded."""
+        rows = self._read("SELECT COUNT(*) FROM occurrences WHERE rule = ?", (rule,))
+        return int(rows[0][0])
+
+
+def _job_filter(
+    status: JobStatus | None, rule: str | None, event_id: str | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    for column, value in (("status", status), ("rule", rule), ("event_id", event_id)):
+        if value is not None:
+            clauses.append(f"{column} = ?")
+            args.append(str(value))
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
 
 
 def _not_in(names: Collection[str]) -> str:
