@@ -11,7 +11,7 @@ After a final drain it checks, and exits 1 if any fails:
 - every acknowledged event is stored, under its key, with the acknowledged id;
 - every job reached `succeeded` (none pending, retrying, running or dead);
 - every succeeded `record` job left at least one line in the sink file (it really ran);
-- every `chain` job emitted exactly one event (keyed `job:<id>`), whatever the kills.
+- every `chain` job emitted exactly one event (keyed `timeos:job:<id>`), whatever the kills.
 Runs of a job beyond the first (at-least-once after a crash) are counted and reported, not
 failed. Usage: python bench/torture.py [--kills 20] [--synchronous FULL] [--seed N]
 """
@@ -30,6 +30,7 @@ from typing import Any
 
 from benchkit import TimeosDaemon, percentile, report
 
+from timeos.engine import job_emit_key
 from timeos.errors import TimeOSError
 
 RULES = """\
@@ -199,8 +200,9 @@ def check(
         if job_id not in ran:
             problems.append(f"{rule} job {job_id} never ran (no line in {sink.name})")
     chain_jobs = {r[0] for r in daemon.query("SELECT id FROM jobs WHERE rule = 'chain'")}
+    prefix = job_emit_key("")  # the emit action's own key namespace, "timeos:job:<id>"
     chained = collections.Counter(
-        r[0][4:]
+        r[0].removeprefix(prefix)
         for r in daemon.query("SELECT idempotency_key FROM events WHERE type = 'torture_chained'")
     )
     for job_id in chain_jobs:
