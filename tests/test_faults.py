@@ -11,6 +11,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -167,7 +168,9 @@ def test_a_result_written_while_the_database_is_locked_is_recorded_once_after(
     with _locked(d.db):
         gate.touch()  # the action ends now; its result cannot be written (busy 5 s, then fail)
         wait_until(
-            lambda: "could not record attempt 1" in d.log.read_text(),
+            lambda: re.search(
+                r"job result not recorded; will retry .*attempt=1", d.log.read_text()
+            ),
             timeout=30,
             what="the refused result write",
         )

@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import sys
+import threading
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
-from timeos.daemon.logs import RepeatFilter
+from harness import Daemon
+
+from timeos.daemon.logs import LineFormatter, Redactor, RepeatFilter, fields, journal_stream
 
 
 class Ticks:
@@ -45,3 +54,127 @@ def test_a_line_repeated_after_a_quiet_interval_carries_no_count() -> None:
     ticks.now = 30
     record = _record("reload rejected")
     assert only.filter(record) and record.getMessage() == "reload rejected"
+
+
+# ---- the line format --------------------------------------------------------------------------
+
+T = datetime(2026, 3, 2, 9, 0, 0, 250_000, tzinfo=UTC).timestamp()
+
+
+def _line(msg: str, level: int = logging.INFO, exc: bool = False, **values: object):
+    record = logging.LogRecord("timeos.scheduler", level, __file__, 1, msg, None, None)
+    record.created = T
+    record.__dict__.update(fields(**values))
+    if exc:
+        try:
+            raise RuntimeError("boom")
+        except RuntimeError:
+            record.exc_info = sys.exc_info()
+    return record
+
+
+def test_a_text_line_has_its_time_with_offset_and_key_value_fields() -> None:
+    record = _line(
+        "job finished", job_id="J1", rule="r", attempt=2, duration_ms=15, event_id=None,
+        error="HTTP 500: it broke", ok=True,
+    )  # fmt: skip
+    assert LineFormatter().format(record) == (
+        "2026-03-02T09:00:00.250+00:00 INFO timeos.scheduler: job finished job_id=J1 rule=r "
+        'attempt=2 duration_ms=15 error="HTTP 500: it broke" ok=true'
+    )
+
+
+def test_a_json_line_is_one_object_with_ts_level_logger_msg_and_the_fields() -> None:
+    line = LineFormatter("json").format(_line("job finished", logging.ERROR, True, job_id="J1"))
+    assert "\n" not in line
+    body = json.loads(line)
+    assert body.pop("exc").endswith("RuntimeError: boom")
+    assert body == {
+        "ts": "2026-03-02T09:00:00.250+00:00",
+        "level": "error",
+        "logger": "timeos.scheduler",
+        "msg": "job finished",
+        "job_id": "J1",
+    }
+
+
+def test_journald_priorities_prefix_every_line_only_when_stderr_is_the_journal(
+    tmp_path: Path,
+) -> None:
+    with open(tmp_path / "stderr", "w") as stream:
+        found = os.fstat(stream.fileno())
+        assert journal_stream({"JOURNAL_STREAM": f"{found.st_dev}:{found.st_ino}"}, stream)
+        assert not journal_stream({"JOURNAL_STREAM": f"{found.st_dev}:{found.st_ino + 1}"}, stream)
+        assert not journal_stream({}, stream)
+    lines = LineFormatter(journal=True).format(_line("failed", logging.ERROR, True)).splitlines()
+    assert len(lines) > 2 and all(line.startswith("<3>") for line in lines)
+    assert LineFormatter(journal=True).format(_line("tick", logging.DEBUG)).startswith("<7>2026")
+    assert LineFormatter(journal=True).format(_line("up")).startswith("<6>2026")
+
+
+def test_lines_that_differ_only_in_their_fields_are_not_held_back() -> None:
+    only = RepeatFilter(interval=10, burst=1, monotonic=Ticks())
+    assert all(only.filter(_line("job finished", job_id=f"J{n}")) for n in range(50))
+    assert not only.filter(_line("job finished", job_id="J1"))
+
+
+def test_known_secrets_are_replaced_in_the_message_the_fields_and_tracebacks() -> None:
+    redact = Redactor(lambda: {"hunter2-token", "ab"})
+    record = _line("sent hunter2-token", logging.ERROR, error="Bearer hunter2-token", n="ab")
+    record.exc_info = (RuntimeError, RuntimeError("hunter2-token"), None)
+    for style in ("text", "json"):
+        line = LineFormatter(style, redact=redact).format(record)
+        assert "hunter2" not in line and line.count("***") == 3
+        assert "ab" in line  # too short to be a secret: blanking it would garble every line
+
+
+# ---- end to end -------------------------------------------------------------------------------
+
+SECRET = "tok-4f9c1e2a7b"
+
+
+class _Echo(BaseHTTPRequestHandler):
+    """Answers 500 with the request's Authorization header in the body: a leaky server."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        body = f"denied: {self.headers.get('Authorization')}".encode()
+        self.send_response(500)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_http_actions_header_secret_never_reaches_the_log(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "actions:\n  hook:\n    http:\n"
+        f"      url: http://127.0.0.1:{server.server_port}/hook\n"
+        "      headers: {Authorization: 'Bearer ${HOOK_TOKEN}'}\n"
+        "    retry: {max_attempts: 1}\n"
+        "rules:\n  - {name: leaky, on_event: e, perform: hook}\n"
+    )
+    d = Daemon(
+        tmp_path, rules, extra_env={"HOOK_TOKEN": SECRET}, extra_args=("--log-level", "debug")
+    )
+    try:
+        d.start()
+        job_id = d.cli_json("emit", "e")["jobs"][0]
+        job = d.wait_job(job_id, "dead")
+        assert SECRET in job["last_error"]  # the server did echo it: the log must not
+    finally:
+        d.stop()
+        server.shutdown()
+    log = d.log.read_text()
+    assert SECRET not in log
+    finished = next(
+        line for line in log.splitlines() if f"job_id={job_id}" in line and "finished" in line
+    )
+    assert "rule=leaky action=hook" in finished and "attempt=1" in finished
+    assert "status=dead" in finished and "duration_ms=" in finished
+    assert 'error="HTTP 500: denied: Bearer ***"' in finished

@@ -6,6 +6,8 @@ TimeOSError               code                 exit http
 ├── ScheduleError         invalid_schedule        1  400  a cron/every/at/timezone is wrong
 ├── PayloadError          invalid_payload         1  400  not a JSON object, too big or deep
 ├── IdempotencyConflict   idempotency_conflict    1  409  same key, different payload
+├── Unauthorized          unauthorized            1  401  no or wrong bearer token on the
+│                                                         TCP listener (`timeosd --http`)
 ├── NotFound              not_found               1  404  unknown job, event, rule or API path
 ├── MethodNotAllowed      method_not_allowed      1  405  an API path asked with a method it
 │                                                         does not serve (Allow lists those)
@@ -86,6 +88,11 @@ class IdempotencyConflict(TimeOSError):
     http_status = 409
 
 
+class Unauthorized(TimeOSError):
+    code = "unauthorized"
+    http_status = 401
+
+
 class NotFound(TimeOSError):
     code = "not_found"
     http_status = 404
@@ -124,6 +131,7 @@ ALL_ERRORS: tuple[type[TimeOSError], ...] = (
     ScheduleError,
     PayloadError,
     IdempotencyConflict,
+    Unauthorized,
     NotFound,
     MethodNotAllowed,
     InvalidState,

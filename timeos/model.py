@@ -217,6 +217,8 @@ class RuleSet:
     sources: tuple[str, ...] = ()
     # Worth a look but not a reason to refuse the rules (a command not executable yet).
     warnings: tuple[Problem, ...] = ()
+    # Every value a ${VAR} expanded to: kept out of logs (the daemon's log redacts them).
+    secrets: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     def rule(self, name: str) -> Rule | None:
         """Return the rule called `name`, if any."""

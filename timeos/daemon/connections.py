@@ -38,6 +38,9 @@ class ConnectionGuard:
         self.max_connections = max_connections
         self.request_timeout = request_timeout
         self.waiting: dict[Any, None] = {}  # protocol -> None: an ordered set
+        # Every open connection of every server sharing this guard (the Unix socket and the
+        # TCP listener): the cap is on descriptors, whichever listener accepted them.
+        self.open: set[Any] = set()
         self.timed_out = 0
         self.evicted = 0
         self.refused = 0
@@ -65,7 +68,8 @@ def _guarded(guard: ConnectionGuard) -> type[H11Protocol]:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            if len(self.connections) > guard.max_connections and not self._make_room():
+            guard.open.add(self)
+            if len(guard.open) > guard.max_connections and not self._make_room():
                 guard.refused += 1
                 log.warning(
                     "connection limit (%d) reached and every connection is busy: refused one",
@@ -141,6 +145,7 @@ def _guarded(guard: ConnectionGuard) -> type[H11Protocol]:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
+            guard.open.discard(self)
             super().connection_lost(exc)
 
     return GuardedH11Protocol

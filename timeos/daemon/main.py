@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import inspect
+import json
 import logging
 import os
 import resource
@@ -26,10 +28,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from timeos import __version__, paths
+from timeos import __version__
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock, FakeClock, SystemClock
-from timeos.daemon import logs
+from timeos.daemon import config, logs
 from timeos.daemon.api import build_app
 from timeos.daemon.connections import (
     ACCEPT_BURST,
@@ -37,10 +39,11 @@ from timeos.daemon.connections import (
     ConnectionGuard,
     connection_limit,
 )
+from timeos.daemon.http import ListenAddress, TokenGate, bind_tcp, listener
 from timeos.daemon.planner import OccurrencePlanner
 from timeos.daemon.scheduler import Scheduler
 from timeos.daemon.service import Service
-from timeos.engine import MAX_IDEMPOTENCY_KEY, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, Limits
+from timeos.engine import Limits
 from timeos.errors import TimeOSError, UsageError
 from timeos.model import RuleSet
 from timeos.rules.loader import load_rules
@@ -151,8 +154,12 @@ class Daemon:
         limits: Limits,
         max_connections: int | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        http: ListenAddress | None = None,
+        http_token: bytes | None = None,
     ) -> None:
         self.environ = dict(environ)
+        self.http = http  # the optional TCP listener; its port once bound (port 0 picks one)
+        self.http_token = http_token
         self.rule_paths = list(rule_paths)
         self.socket_path = socket_path
         self.clock = clock
@@ -193,6 +200,7 @@ class Daemon:
             planner=self.planner,
         )
         self.server: _Server | None = None
+        self.http_server: _Server | None = None
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self.connections = ConnectionGuard(
             max_connections=max_connections or connection_limit(nofile, workers),
@@ -259,40 +267,46 @@ class Daemon:
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT; reload on SIGHUP."""
         loop = asyncio.get_running_loop()
-        sock = bind_socket(self.socket_path)
+        tcp = bind_tcp(self.http, ACCEPT_BURST) if self.http is not None else None
+        try:
+            sock = bind_socket(self.socket_path)
+        except BaseException:
+            if tcp is not None:
+                tcp.close()
+            raise
         bound = self.socket_path.lstat()
         recovered = self.scheduler.recover()
         app = build_app(self.service, self._extra_routes())
-        config = uvicorn.Config(
-            app,
-            log_level="warning",
-            lifespan="off",
-            access_log=False,
-            http=self.connections.protocol(),
-            ws="none",
-            backlog=ACCEPT_BURST,  # also how many connections asyncio accepts per wake-up
-        )
-        self.server = _Server(config)
+        self.server = _Server(self._server_config(app))
+        serving = [self.server.serve(sockets=[sock])]
+        if tcp is not None and self.http is not None:
+            # The same app (and connection guard) on TCP, behind the bearer-token gate.
+            self.http = ListenAddress(self.http.host, tcp.getsockname()[1])
+            self.http_server = _Server(self._server_config(TokenGate(app, self.http_token)))
+            serving.append(self.http_server.serve(sockets=[tcp]))
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self._reload_signal)
         log.info(
-            "timeosd %s: %d rule(s), socket %s, database %s, %d worker(s)%s",
-            __version__,
-            len(self.service.rules.rules),
-            self.socket_path,
-            self.store.location,
-            self.scheduler.workers,
-            f", {recovered} interrupted job(s) recovered" if recovered else "",
-        )
-        log.info(
-            "up to %d connection(s) at once, %gs to send a request",
-            self.connections.max_connections,
-            self.connections.request_timeout,
+            "timeosd started",
+            extra=logs.fields(
+                version=__version__,
+                rules=len(self.service.rules.rules),
+                socket=str(self.socket_path),
+                database=str(self.store.location),
+                workers=self.scheduler.workers,
+                recovered=recovered or None,
+                http=str(self.http) if self.http else None,
+                http_token=("required" if self.http_token else "writes refused")
+                if self.http
+                else None,
+                max_connections=self.connections.max_connections,
+                request_timeout_s=self.connections.request_timeout,
+            ),
         )
         scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
         try:
-            await self.server.serve(sockets=[sock])
+            await asyncio.gather(*serving)
         finally:
             self.scheduler.stop()
             await scheduler_task
@@ -301,12 +315,24 @@ class Daemon:
             self.store.close()
             log.info("timeosd stopped")
 
+    def _server_config(self, app: Any) -> uvicorn.Config:
+        return uvicorn.Config(
+            app,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            http=self.connections.protocol(),  # one guard: the cap counts both listeners
+            ws="none",
+            backlog=ACCEPT_BURST,  # also how many connections asyncio accepts per wake-up
+        )
+
     def stop(self, why: str = "stop") -> None:
         """Begin graceful shutdown: stop claiming, stop serving, drain running actions."""
-        log.info("%s received: shutting down", why)
+        log.info("shutting down", extra=logs.fields(signal=why))
         self.scheduler.stop()
-        if self.server is not None:
-            self.server.should_exit = True
+        for server in (self.server, self.http_server):
+            if server is not None:
+                server.should_exit = True
 
     def _reload_signal(self) -> None:
         # The load runs off the loop; keep a reference so the task is not collected mid-reload.
@@ -331,98 +357,88 @@ def _clock_from(environ: Mapping[str, str]) -> Clock:
 app = typer.Typer(add_completion=False, rich_markup_mode=None)
 
 
-@app.command()
-def serve(
-    rules: Annotated[
-        list[Path] | None,
-        typer.Option("--rules", help="Rules file or directory (repeatable). Env: TIMEOS_RULES."),
-    ] = None,
-    db: Annotated[
-        Path | None, typer.Option("--db", help="SQLite database file. Env: TIMEOS_DB.")
-    ] = None,
-    socket_path: Annotated[
-        Path | None, typer.Option("--socket", help="Unix socket to serve on. Env: TIMEOS_SOCKET.")
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option(
-            "--workers",
-            min=1,
-            help=f"Actions run at once. Env: TIMEOS_WORKERS [default {DEFAULT_WORKERS}].",
-        ),
-    ] = None,
-    grace: Annotated[
-        str, typer.Option("--grace", help="Shutdown grace period for running actions.")
-    ] = "30s",
-    synchronous: Annotated[
-        str,
-        typer.Option(
-            "--synchronous",
-            help="SQLite durability: NORMAL survives a crash of timeosd; FULL survives power loss.",
-        ),
-    ] = "NORMAL",
-    log_level: Annotated[
-        str, typer.Option("--log-level", help="debug|info|warning|error")
-    ] = "info",
-    max_payload_bytes: Annotated[
-        int, typer.Option("--max-payload-bytes", min=1, help="Largest accepted payload.")
-    ] = MAX_PAYLOAD_BYTES,
-    max_payload_depth: Annotated[
-        int, typer.Option("--max-payload-depth", min=1, help="Deepest accepted payload nesting.")
-    ] = MAX_PAYLOAD_DEPTH,
-    max_key_length: Annotated[
-        int, typer.Option("--max-key-length", min=1, help="Longest accepted idempotency key.")
-    ] = MAX_IDEMPOTENCY_KEY,
-    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
-) -> None:
+def serve(**given: Any) -> None:
     """Run the TimeOS daemon: load rules, run the scheduler, serve the API on a Unix socket.
+
+    Settings come from flags, then TIMEOS_* variables, then /etc/timeos/timeosd.yaml (or
+    --config), then defaults; --print-config shows each one and where it came from.
 
     Example: timeosd --rules rules.example.yaml --db ./timeos.db --socket ./timeos.sock
     """
-    if version:
+    if given["version"]:
         print(f"timeosd {__version__}")
         return
     # A SIGHUP during start-up (a reload sent too early) must not kill us before the handler
     # that reloads is installed.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    if synchronous.upper() not in ("NORMAL", "FULL"):
-        print(f"timeosd: error: --synchronous {synchronous!r}: use NORMAL or FULL", file=sys.stderr)
-        raise typer.Exit(2)
-    if log_level.lower() not in ("debug", "info", "warning", "error"):
-        print(
-            f"timeosd: error: --log-level {log_level!r}: use debug, info, warning or error",
-            file=sys.stderr,
-        )
-        raise typer.Exit(2)
     environ = os.environ
-    logs.configure(log_level)
-    env_workers = environ.get("TIMEOS_WORKERS")
-    if env_workers is not None and (not env_workers.isdigit() or int(env_workers) < 1):
-        print(
-            f"timeosd: error: TIMEOS_WORKERS={env_workers!r} must be a whole number >= 1",
-            file=sys.stderr,
-        )
-        raise typer.Exit(2)
     try:
+        settings = config.resolve(given, environ, config.config_path(given["config"], environ))
+    except UsageError as exc:
+        for line in exc.message.splitlines():
+            print(f"timeosd: error: {line}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    if given["print_config"]:
+        print(json.dumps(settings.describe(), indent=2) if given["json"] else settings.render())
+        return
+    redact = logs.Redactor()
+    logs.configure(settings["log-level"], settings["log-format"], redact=redact)
+    try:
+        address: ListenAddress | None = settings["http"]
+        token = listener(address, settings["http-token-file"]) if address else None
         daemon = Daemon(
-            rule_paths=rules or paths.default_rules(environ),
-            db_path=db or paths.default_db(environ),
-            socket_path=socket_path or paths.default_socket(environ),
-            workers=workers or int(env_workers or DEFAULT_WORKERS),
-            grace=parse_duration(grace, "--grace").total_seconds(),
-            synchronous=synchronous,
+            rule_paths=settings["rules"],
+            db_path=settings["db"],
+            socket_path=settings["socket"],
+            workers=settings["workers"],
+            grace=settings["grace"].total_seconds(),
+            synchronous=settings["synchronous"],
             clock=_clock_from(environ),
             environ=environ,
             limits=Limits(
-                max_payload_bytes=max_payload_bytes,
-                max_payload_depth=max_payload_depth,
-                max_idempotency_key=max_key_length,
+                max_payload_bytes=settings["max-payload-bytes"],
+                max_payload_depth=settings["max-payload-depth"],
+                max_idempotency_key=settings["max-key-length"],
             ),
+            max_connections=settings["max-connections"],
+            request_timeout=settings["request-timeout"].total_seconds(),
+            http=address,
+            http_token=token,
         )
+        redact.source = lambda: daemon.service.rules.secrets  # the loaded rules' ${VAR} values
         asyncio.run(daemon.run())
     except TimeOSError as exc:
         print(f"timeosd: error: {exc.message}", file=sys.stderr)
         raise typer.Exit(exc.exit_code) from None
+
+
+def _options() -> inspect.Signature:
+    """serve()'s flags: one per row of config.SETTINGS, then the ones that are not settings."""
+    params: list[tuple[str, Any, Any]] = []
+    for setting in config.SETTINGS:
+        kind: Any = list[str] | None if setting.many else str | None
+        env = f" Env: {setting.env}." if setting.env else ""
+        option = typer.Option(setting.flag, help=f"{setting.help}{env}", metavar=setting.metavar)
+        params.append((setting.attr, Annotated[kind, option], None))
+    params += [
+        ("config", Annotated[Path | None, typer.Option("--config", help=(
+            "Config file (default /etc/timeos/timeosd.yaml, or $CONFIGURATION_DIRECTORY/"
+            "timeosd.yaml). Env: TIMEOS_CONFIG."))], None),
+        ("print_config", Annotated[bool, typer.Option(
+            "--print-config", help="Print each setting, its value and where it came from.")],
+         False),
+        ("json", Annotated[bool, typer.Option("--json", help="With --print-config: JSON.")],
+         False),
+        ("version", Annotated[bool, typer.Option("--version", help="Print the version.")], False),
+    ]  # fmt: skip
+    return inspect.Signature(
+        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
+         for n, a, d in params]
+    )  # fmt: skip
+
+
+serve.__signature__ = _options()  # type: ignore[attr-defined]
+app.command()(serve)
 
 
 def main() -> None:

@@ -16,9 +16,10 @@ from typing import Protocol
 
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
+from timeos.daemon.logs import fields
 from timeos.engine import AttemptEnd, after_attempt, retry_policy_for
 from timeos.errors import NotFound, StoreError
-from timeos.model import ActionResult, Job, Outcome, OverlapPolicy, RuleSet, Verdict
+from timeos.model import ActionResult, Job, JobStatus, Outcome, OverlapPolicy, RuleSet, Verdict
 from timeos.store.protocol import Store
 
 log = logging.getLogger("timeos.scheduler")
@@ -36,6 +37,7 @@ class _Outcome:
     result: ActionResult
     now: datetime
     verdict: Verdict
+    duration_ms: int | None = None  # None: not timed (a run a previous daemon started)
 
 
 class Planner(Protocol):
@@ -91,7 +93,9 @@ class Scheduler:
             )
             self._record(job, result, now, AttemptEnd.CRASHED)
         if jobs:
-            log.warning("recovered %d job(s) left running by a previous daemon", len(jobs))
+            log.warning(
+                "recovered job(s) left running by a previous daemon", extra=fields(count=len(jobs))
+            )
         return len(jobs)
 
     async def run(self) -> None:
@@ -158,6 +162,8 @@ class Scheduler:
     async def _execute(self, job: Job) -> None:
         rules = self.rules()
         action = rules.actions.get(job.action)
+        started = self.clock.now()
+        log.debug("job started", extra=fields(**_job_fields(job)))
         try:
             try:
                 if action is None:
@@ -174,14 +180,14 @@ class Scheduler:
                     result = ActionResult(
                         Outcome.INTERRUPTED, "interrupted: timeosd shut down mid-run"
                     )
-                    self._record(job, result, self.clock.now(), AttemptEnd.SHUTDOWN)
+                    self._record(job, result, self.clock.now(), AttemptEnd.SHUTDOWN, started)
                     raise
                 # The action's own code was cancelled (not by us): an ordinary failure.
                 result = ActionResult(Outcome.FAILED, "CancelledError: the action was cancelled")
             except Exception as exc:  # the daemon must keep serving; record and carry on
-                log.exception("job %s: unexpected error", job.id)
+                log.exception("job failed unexpectedly", extra=fields(**_job_fields(job)))
                 result = ActionResult(Outcome.FAILED, f"{type(exc).__name__}: {exc}")
-            self._record(job, result, self.clock.now())
+            self._record(job, result, self.clock.now(), started=started)
         finally:
             self._forget(job)  # whatever happened, the worker slot is free again
             self.wake.set()
@@ -209,11 +215,18 @@ class Scheduler:
         )
 
     def _record(
-        self, job: Job, result: ActionResult, now: datetime, end: AttemptEnd = AttemptEnd.RAN
+        self,
+        job: Job,
+        result: ActionResult,
+        now: datetime,
+        end: AttemptEnd = AttemptEnd.RAN,
+        started: datetime | None = None,
     ) -> None:
         policy = retry_policy_for(self.rules(), job)
         verdict = after_attempt(job, result, policy, now, self.rng, end)
-        self._write(_Outcome(job, result, now, verdict))
+        # By the injected clock, like everything else; a clock stepped back reads as 0.
+        ms = max(0, (now - started) // timedelta(milliseconds=1)) if started else None
+        self._write(_Outcome(job, result, now, verdict, ms))
 
     def _write(self, outcome: _Outcome) -> bool:
         """Store one attempt's outcome; on failure keep it to retry on the next pass."""
@@ -224,24 +237,25 @@ class Scheduler:
             # Not dropped: a job left `running` would block its rule's overlap check for good.
             if outcome not in self.unrecorded:
                 log.error(
-                    "job %s: could not record attempt %d (%s); will retry",
-                    job.id,
-                    job.attempts,
-                    exc,
+                    "job result not recorded; will retry",
+                    extra=fields(**_job_fields(job), error=str(exc)),
                 )
                 self.unrecorded.append(outcome)
             return False
         except Exception:  # not the store failing (e.g. the attempt is no longer the running one)
-            log.exception("job %s: result of attempt %d dropped", job.id, job.attempts)
+            log.exception("job result dropped", extra=fields(**_job_fields(job)))
             return True
+        retry_at = done.perform_at.isoformat() if done.status is JobStatus.RETRYING else None
         log.info(
-            "job %s rule=%s attempt=%d outcome=%s status=%s%s",
-            job.id,
-            job.rule,
-            job.attempts,
-            result.outcome,
-            done.status,
-            f" error={result.error!r}" if result.error else "",
+            "job finished",
+            extra=fields(
+                **_job_fields(job),
+                outcome=str(result.outcome),
+                status=str(done.status),
+                duration_ms=outcome.duration_ms,
+                retry_at=retry_at,
+                error=result.error,
+            ),
         )
         return True
 
@@ -254,10 +268,24 @@ class Scheduler:
         if not self.running:
             return
         tasks = list(self.running.values())
-        log.info("waiting up to %.0fs for %d running job(s)", self.grace, len(tasks))
+        log.info("waiting for running jobs", extra=fields(count=len(tasks), grace_s=self.grace))
         _, pending = await asyncio.wait(tasks, timeout=self.grace)
         for task in pending:
             task.cancel()
         if pending:
-            log.warning("killed %d job(s) still running after the grace period", len(pending))
+            log.warning(
+                "killed jobs still running after the grace period",
+                extra=fields(count=len(pending)),
+            )
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _job_fields(job: Job) -> dict[str, object]:
+    """The fields every log line about one job carries."""
+    return {
+        "job_id": job.id,
+        "rule": job.rule,
+        "action": job.action,
+        "event_id": job.event_id,
+        "attempt": job.attempts,
+    }

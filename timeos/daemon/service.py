@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from timeos.clock import Clock
+from timeos.daemon.logs import fields
 from timeos.engine import (
     Limits,
     check_event_type,
@@ -150,6 +151,26 @@ class Service:
                 f"occurred_at {event.occurred_at.isoformat()} plus a rule's offset is out of range"
             ) from None
         result = self.store.emit(event, jobs, now)
+        log.info(
+            "event received",
+            extra=fields(
+                event_id=result.event_id,
+                type=event_type,
+                jobs=len(result.job_ids),
+                duplicate=result.duplicate or None,
+            ),
+        )
+        for job_id, job in zip(result.job_ids, jobs, strict=False):
+            log.debug(
+                "job created",
+                extra=fields(
+                    job_id=job_id,
+                    rule=job.rule,
+                    action=job.action,
+                    event_id=result.event_id,
+                    perform_at=job.perform_at.isoformat(),
+                ),
+            )
         if result.job_ids:
             self.on_change()
         return result
@@ -249,15 +270,17 @@ class Service:
             except RulesError as exc:
                 self.last_reload_error = exc.message
                 log.error(
-                    "reload rejected, keeping the %d loaded rules:\n%s", len(self._rules.rules), exc
+                    "reload rejected, keeping the loaded rules:\n%s",
+                    exc,
+                    extra=fields(rules=len(self._rules.rules)),
                 )
                 raise
             except Exception as exc:  # not a rule error (I/O, a bug, SystemExit): still reject
                 self.last_reload_error = f"{type(exc).__name__}: {exc}"
                 log.error(
-                    "reload failed, keeping the %d loaded rules",
-                    len(self._rules.rules),
+                    "reload failed, keeping the loaded rules",
                     exc_info=exc,
+                    extra=fields(rules=len(self._rules.rules)),
                 )
                 problem = Problem("", f"reload failed: {type(exc).__name__}: {exc}")
                 raise RulesError([problem]) from exc
@@ -265,7 +288,8 @@ class Service:
         self.reloads += 1
         self.last_reload_error = None
         log.info(
-            "reloaded %d rule(s) from %s", len(rules.rules), ", ".join(map(str, self.rule_paths))
+            "rules reloaded",
+            extra=fields(rules=len(rules.rules), files=",".join(map(str, self.rule_paths))),
         )
         self.on_change()
         return rules

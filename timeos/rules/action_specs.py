@@ -88,6 +88,7 @@ class SpecReader:
         self.environ = environ
         self.import_python = import_python
         self.import_timeout = import_timeout
+        self.secrets: set[str] = set()  # what ${VAR}s expanded to, for the log to hide
 
     def command(self, node: Node, what: str, base: Path) -> CommandSpec:
         """Read an argv; a program path with a slash that is relative resolves against `base`."""
@@ -235,7 +236,10 @@ class SpecReader:
                 raise Invalid(node.loc, f"{what}: ${{{name}}} is not a valid variable name")
             if name not in self.environ:
                 missing.append(f"${{{name}}}")
-            return self.environ.get(name, "")
+            value = self.environ.get(name, "")
+            if value:
+                self.secrets.add(value)
+            return value
 
         result = _VAR.sub(substitute, source)
         if "${" in _VAR.sub("", source):

@@ -190,7 +190,8 @@ class _Collector:
             ordered = self._sorted(self.problems)
             raise RulesError([Problem(str(p.loc), p.message) for p in ordered])
         warnings = tuple(Problem(str(w.loc), w.message) for w in self._sorted(self.warnings))
-        return RuleSet(tuple(self.rules), dict(self.actions), sources, warnings)
+        secrets = frozenset(self.specs.secrets)
+        return RuleSet(tuple(self.rules), dict(self.actions), sources, warnings, secrets)
 
     def _sorted(self, found: list[Invalid]) -> list[Invalid]:
         unique = {(p.loc, p.message): p for p in found}.values()
