@@ -12,7 +12,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from harness import Daemon, cli, wait_until
+from harness import Daemon, _exe, cli, wait_until
 
 PY = sys.executable
 
@@ -282,6 +282,36 @@ def test_reload_of_a_module_that_exits_at_import_keeps_the_daemon_and_its_rules(
     wait_until(lambda: d.log.read_text().count("SystemExit: 2") >= 2, what="the SIGHUP reload")
     assert d.proc.poll() is None
     assert len(d.cli_json("rules", "list")) == 3
+
+
+def test_sigterm_ends_the_daemon_even_with_a_reload_waiting_on_a_slow_import(tmp_path, daemons):
+    # A reload request in flight used to keep uvicorn's shutdown waiting for it, with no end:
+    # SIGTERM logged "shutting down" and the process stayed until kill -9.
+    rules = _basic(tmp_path)
+    d = Daemon(tmp_path, rules, extra_env={"PYTHONPATH": str(tmp_path)}).start()
+    daemons.append(d)
+    started = tmp_path / "import-started"
+    (tmp_path / "slow_hooks.py").write_text(
+        f"import pathlib, time\npathlib.Path({str(started)!r}).touch()\ntime.sleep(60)\n"
+        "def run(payload, ctx):\n    return None\n"
+    )
+    good = rules.read_text()
+    rules.write_text(
+        good.replace("actions:\n", "actions:\n  hook: {python: 'slow_hooks:run'}\n", 1)
+    )
+    reload = subprocess.Popen(
+        [*_exe("timeos"), "--socket", str(d.socket), "reload"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(started.exists, what="the slow import to start")
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.proc.wait(20) == 0  # within the request shutdown grace, not after the import
+    finally:
+        reload.kill()
+        reload.wait()
 
 
 @pytest.mark.parametrize(

@@ -32,6 +32,7 @@ from timeos.model import (
 )
 from timeos.rules.conditions import CelCondition
 from timeos.rules.loader import load_rules
+from timeos.rules.source import MAX_RULES_FILE_BYTES
 from timeos.time.cron import weekday_cron
 
 EXAMPLE = """\
@@ -1324,3 +1325,22 @@ def test_numbers_and_names_that_would_break_at_run_time_are_load_errors(tmp_path
     with pytest.raises(RulesError) as err:
         load_rules([path], {})
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda p: os.mkfifo(p), "not a regular file"),
+        (lambda p: p.symlink_to("/dev/zero"), "not a regular file"),
+        (lambda p: p.write_bytes(b"#" * (MAX_RULES_FILE_BYTES + 1)), "over the limit"),
+    ],
+    ids=["fifo", "device", "huge"],
+)
+def test_a_rules_path_that_is_not_a_small_plain_file_is_a_located_error(make, message):
+    # A FIFO used to block the reader (and a daemon's reload, and so its shutdown) until some
+    # writer came; /dev/zero used to grow the reader's memory without end.
+    path = Path("rules.yaml")
+    make(path)
+    with pytest.raises(RulesError) as caught:
+        load_rules([path], {})
+    assert message in str(caught.value) and "rules.yaml" in str(caught.value)

@@ -52,6 +52,8 @@ from timeos.timefmt import parse_duration, parse_instant
 
 log = logging.getLogger("timeos.daemon")
 
+REQUEST_SHUTDOWN_GRACE = 5  # seconds in-flight API requests get to finish at shutdown
+
 DEFAULT_WORKERS = 4
 DEFAULT_GRACE = 30.0
 DEFAULT_MAX_SLEEP = 30.0  # SystemClock's cap on one scheduler sleep
@@ -324,6 +326,9 @@ class Daemon:
             http=self.connections.protocol(),  # one guard: the cap counts both listeners
             ws="none",
             backlog=ACCEPT_BURST,  # also how many connections asyncio accepts per wake-up
+            # A request still in flight at shutdown (a reload waiting on a slow import) is
+            # cancelled after this, so SIGTERM always ends the daemon within its grace.
+            timeout_graceful_shutdown=REQUEST_SHUTDOWN_GRACE,
         )
 
     def stop(self, why: str = "stop") -> None:

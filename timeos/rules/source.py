@@ -6,7 +6,9 @@ Stricter than plain PyYAML: duplicate keys, alias bombs and YAML 1.1 surprises a
 from __future__ import annotations
 
 import difflib
+import os
 import re
+import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import time, timedelta
@@ -147,11 +149,39 @@ class Document:
         return Loc(self.file, index + 1, start + length + 1)
 
 
+MAX_RULES_FILE_BYTES = 4 * 1024 * 1024  # a rules file is a few KiB; this bounds a mistake
+
+
+def _read_bounded(path: Path, whole: Loc) -> bytes:
+    """The file's bytes, refusing what is not a plain file or is over MAX_RULES_FILE_BYTES.
+
+    Opened non-blocking: a FIFO put where a rules file was would otherwise block a reload, and
+    with it the daemon's shutdown, until some writer came along; /dev/zero would never end.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise Invalid(
+                whole, "not a regular file (a FIFO, device or socket); rules are plain files"
+            )
+        if info.st_size > MAX_RULES_FILE_BYTES:
+            raise Invalid(
+                whole, f"file is {info.st_size} bytes, over the limit of {MAX_RULES_FILE_BYTES}"
+            )
+        data = file.read(MAX_RULES_FILE_BYTES + 1)
+    if len(data) > MAX_RULES_FILE_BYTES:  # it grew while we read
+        raise Invalid(whole, f"file is over the limit of {MAX_RULES_FILE_BYTES} bytes")
+    return data
+
+
 def read_document(path: Path, name: str) -> tuple[Document | None, list[Invalid]]:
     """Read, decode and compose `path`; return the document (None if unusable) and its problems."""
     whole = Loc(name)
     try:
-        data = path.read_bytes()
+        data = _read_bounded(path, whole)
+    except Invalid as exc:
+        return None, [exc]
     except OSError as exc:
         return None, [Invalid(whole, f"cannot read file: {exc.strerror or exc}")]
     try:
