@@ -15,7 +15,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -30,6 +30,7 @@ from timeos import __version__, paths
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock, FakeClock, SystemClock
 from timeos.daemon import logs
+from timeos.daemon.activation import inherited_socket
 from timeos.daemon.api import build_app
 from timeos.daemon.connections import (
     ACCEPT_BURST,
@@ -37,12 +38,13 @@ from timeos.daemon.connections import (
     ConnectionGuard,
     connection_limit,
 )
+from timeos.daemon.notify import Notifier
 from timeos.daemon.planner import OccurrencePlanner
 from timeos.daemon.scheduler import Scheduler
 from timeos.daemon.service import Service
 from timeos.engine import MAX_IDEMPOTENCY_KEY, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, Limits
 from timeos.errors import TimeOSError, UsageError
-from timeos.model import RuleSet
+from timeos.model import JobStatus, RuleSet
 from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
 from timeos.timefmt import parse_duration, parse_instant
@@ -52,15 +54,25 @@ log = logging.getLogger("timeos.daemon")
 DEFAULT_WORKERS = 4
 DEFAULT_GRACE = 30.0
 DEFAULT_MAX_SLEEP = 30.0  # SystemClock's cap on one scheduler sleep
+STATUS_EVERY = 30.0  # seconds between STATUS= lines to systemd when it set no watchdog
 TICK_MARGIN = timedelta(seconds=30)
 
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: the daemon owns SIGTERM/SIGINT/SIGHUP."""
 
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:  # accepting now: the moment to tell systemd we are ready
+            self.on_started()
 
 
 def lock_database(db_path: Path) -> int:
@@ -151,9 +163,16 @@ class Daemon:
         limits: Limits,
         max_connections: int | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        notifier: Notifier | None = None,
+        listen_socket: socket.socket | None = None,
     ) -> None:
         self.environ = dict(environ)
         self.rule_paths = list(rule_paths)
+        self.notifier = notifier or Notifier()
+        # Socket activation: serve on systemd's socket, named by what it is bound to.
+        self.listen_socket = listen_socket
+        if listen_socket is not None and isinstance(listen_socket.getsockname(), str):
+            socket_path = Path(listen_socket.getsockname())
         self.socket_path = socket_path
         self.clock = clock
         rules = self._load(self.rule_paths)  # before touching the database: fail fast
@@ -182,6 +201,7 @@ class Daemon:
             },
             probes={"scheduler": self._scheduler_health, "workers": self._workers_health},
             schedule=self.planner.describe,
+            reloading=self._reloading,
         )
         self.scheduler = Scheduler(
             store=self.store,
@@ -191,6 +211,8 @@ class Daemon:
             workers=workers,
             grace=grace,
             planner=self.planner,
+            heartbeat=self._heartbeat if self.notifier.enabled else None,
+            heartbeat_every=self.notifier.watchdog_interval or STATUS_EVERY,
         )
         self.server: _Server | None = None
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -238,6 +260,32 @@ class Daemon:
         status = "degraded" if busy >= self.scheduler.workers else "healthy"
         return status, f"{busy} of {self.scheduler.workers} busy"
 
+    def _status_line(self) -> str:
+        """What `systemctl status` shows: rules loaded, jobs waiting and running."""
+        rules = len(self.service.rules.rules)
+        running = len(self.scheduler.running)
+        try:
+            waiting = sum(
+                self.store.count_jobs(status=s) for s in (JobStatus.PENDING, JobStatus.RETRYING)
+            )
+        except TimeOSError:  # the database locked or full: still report what we know
+            return f"{rules} rule(s), {running} job(s) running, database not answering"
+        return f"{rules} rule(s), {waiting} job(s) waiting, {running} running"
+
+    def _heartbeat(self) -> None:
+        # From the scheduler loop: a stuck loop sends no WATCHDOG=1, and systemd restarts us.
+        self.notifier.heartbeat(self._status_line())
+
+    @contextlib.contextmanager
+    def _reloading(self) -> Iterator[None]:
+        self.notifier.reloading(int(self.clock.monotonic() * 1_000_000))
+        try:
+            yield
+        except BaseException:
+            self.notifier.ready(f"reload rejected, old rules kept; {self._status_line()}")
+            raise
+        self.notifier.ready(self._status_line())
+
     def _extra_routes(self) -> list[Route]:
         clock = self.clock
         if not isinstance(clock, FakeClock):
@@ -259,8 +307,9 @@ class Daemon:
     async def run(self) -> None:
         """Serve until SIGTERM/SIGINT; reload on SIGHUP."""
         loop = asyncio.get_running_loop()
-        sock = bind_socket(self.socket_path)
-        bound = self.socket_path.lstat()
+        sock = self.listen_socket or bind_socket(self.socket_path)
+        # systemd's socket outlives us (it queues clients while we restart): never unlink it.
+        bound = None if self.listen_socket else self.socket_path.lstat()
         recovered = self.scheduler.recover()
         app = build_app(self.service, self._extra_routes())
         config = uvicorn.Config(
@@ -272,15 +321,16 @@ class Daemon:
             ws="none",
             backlog=ACCEPT_BURST,  # also how many connections asyncio accepts per wake-up
         )
-        self.server = _Server(config)
+        self.server = _Server(config, on_started=lambda: self.notifier.ready(self._status_line()))
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self._reload_signal)
         log.info(
-            "timeosd %s: %d rule(s), socket %s, database %s, %d worker(s)%s",
+            "timeosd %s: %d rule(s), socket %s%s, database %s, %d worker(s)%s",
             __version__,
             len(self.service.rules.rules),
             self.socket_path,
+            " (from the service manager)" if self.listen_socket else "",
             self.store.location,
             self.scheduler.workers,
             f", {recovered} interrupted job(s) recovered" if recovered else "",
@@ -294,16 +344,20 @@ class Daemon:
         try:
             await self.server.serve(sockets=[sock])
         finally:
+            if not self.scheduler.stopping:  # the server ended on its own, not by stop()
+                self.notifier.stopping()
             self.scheduler.stop()
             await scheduler_task
             await self.runner.aclose()
-            remove_socket(self.socket_path, bound)
+            if bound is not None:
+                remove_socket(self.socket_path, bound)
             self.store.close()
             log.info("timeosd stopped")
 
     def stop(self, why: str = "stop") -> None:
         """Begin graceful shutdown: stop claiming, stop serving, drain running actions."""
         log.info("%s received: shutting down", why)
+        self.notifier.stopping()
         self.scheduler.stop()
         if self.server is not None:
             self.server.should_exit = True
@@ -404,10 +458,13 @@ def serve(
         )
         raise typer.Exit(2)
     try:
+        # Both take their variables out of the environment: actions never inherit them.
+        notifier = Notifier.from_environ(environ, os.getpid())
+        listen_socket = inherited_socket(environ, os.getpid())
         daemon = Daemon(
             rule_paths=rules or paths.default_rules(environ),
             db_path=db or paths.default_db(environ),
-            socket_path=socket_path or paths.default_socket(environ),
+            socket_path=socket_path or paths.default_socket(environ, system_socket=None),
             workers=workers or int(env_workers or DEFAULT_WORKERS),
             grace=parse_duration(grace, "--grace").total_seconds(),
             synchronous=synchronous,
@@ -418,6 +475,8 @@ def serve(
                 max_payload_depth=max_payload_depth,
                 max_idempotency_key=max_key_length,
             ),
+            notifier=notifier,
+            listen_socket=listen_socket,
         )
         asyncio.run(daemon.run())
     except TimeOSError as exc:
