@@ -70,7 +70,10 @@ def _complete_rule(ctx: typer.Context, incomplete: str) -> list[str]:
 
 SocketOpt = Annotated[
     Path | None,
-    typer.Option("--socket", help="timeosd's Unix socket [env TIMEOS_SOCKET; default per XDG]."),
+    typer.Option(
+        "--socket",
+        help="timeosd's Unix socket [env TIMEOS_SOCKET; else /run/timeos/timeos.sock; else XDG].",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 LimitOpt = Annotated[int, typer.Option("--limit", min=1, help="Rows per page (1..1000).")]

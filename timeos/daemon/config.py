@@ -118,7 +118,10 @@ def _default_db(environ: Mapping[str, str]) -> Path:
 
 
 def _default_socket(environ: Mapping[str, str]) -> Path:
-    return paths.default_socket({k: v for k, v in environ.items() if k != "TIMEOS_SOCKET"})
+    # system_socket=None: a daemon started by hand never takes over /run/timeos's socket.
+    return paths.default_socket(
+        {k: v for k, v in environ.items() if k != "TIMEOS_SOCKET"}, system_socket=None
+    )
 
 
 # fmt: off

@@ -17,7 +17,7 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
@@ -32,6 +32,7 @@ from timeos import __version__
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock, FakeClock, SystemClock
 from timeos.daemon import config, logs
+from timeos.daemon.activation import inherited_socket
 from timeos.daemon.api import build_app
 from timeos.daemon.connections import (
     ACCEPT_BURST,
@@ -40,12 +41,13 @@ from timeos.daemon.connections import (
     connection_limit,
 )
 from timeos.daemon.http import ListenAddress, TokenGate, bind_tcp, listener
+from timeos.daemon.notify import Notifier
 from timeos.daemon.planner import OccurrencePlanner
 from timeos.daemon.scheduler import Scheduler
 from timeos.daemon.service import Service
 from timeos.engine import Limits
 from timeos.errors import TimeOSError, UsageError
-from timeos.model import RuleSet
+from timeos.model import JobStatus, RuleSet
 from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
 from timeos.timefmt import parse_duration, parse_instant
@@ -57,15 +59,27 @@ REQUEST_SHUTDOWN_GRACE = 5  # seconds in-flight API requests get to finish at sh
 DEFAULT_WORKERS = 4
 DEFAULT_GRACE = 30.0
 DEFAULT_MAX_SLEEP = 30.0  # SystemClock's cap on one scheduler sleep
+STATUS_EVERY = 30.0  # seconds between STATUS= lines to systemd when it set no watchdog
 TICK_MARGIN = timedelta(seconds=30)
 
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handlers: the daemon owns SIGTERM/SIGINT/SIGHUP."""
 
+    def __init__(
+        self, config: uvicorn.Config, on_started: Callable[[], None] = lambda: None
+    ) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
         yield
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:  # accepting now: the moment to tell systemd we are ready
+            self.on_started()
 
 
 def lock_database(db_path: Path) -> int:
@@ -158,11 +172,18 @@ class Daemon:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         http: ListenAddress | None = None,
         http_token: bytes | None = None,
+        notifier: Notifier | None = None,
+        listen_socket: socket.socket | None = None,
     ) -> None:
         self.environ = dict(environ)
         self.http = http  # the optional TCP listener; its port once bound (port 0 picks one)
         self.http_token = http_token
         self.rule_paths = list(rule_paths)
+        self.notifier = notifier or Notifier()
+        # Socket activation: serve on systemd's socket, named by what it is bound to.
+        self.listen_socket = listen_socket
+        if listen_socket is not None and isinstance(listen_socket.getsockname(), str):
+            socket_path = Path(listen_socket.getsockname())
         self.socket_path = socket_path
         self.clock = clock
         rules = self._load(self.rule_paths)  # before touching the database: fail fast
@@ -191,6 +212,7 @@ class Daemon:
             },
             probes={"scheduler": self._scheduler_health, "workers": self._workers_health},
             schedule=self.planner.describe,
+            reloading=self._reloading,
         )
         self.scheduler = Scheduler(
             store=self.store,
@@ -200,6 +222,8 @@ class Daemon:
             workers=workers,
             grace=grace,
             planner=self.planner,
+            heartbeat=self._heartbeat if self.notifier.enabled else None,
+            heartbeat_every=self.notifier.watchdog_interval or STATUS_EVERY,
         )
         self.server: _Server | None = None
         self.http_server: _Server | None = None
@@ -248,6 +272,32 @@ class Daemon:
         status = "degraded" if busy >= self.scheduler.workers else "healthy"
         return status, f"{busy} of {self.scheduler.workers} busy"
 
+    def _status_line(self) -> str:
+        """What `systemctl status` shows: rules loaded, jobs waiting and running."""
+        rules = len(self.service.rules.rules)
+        running = len(self.scheduler.running)
+        try:
+            waiting = sum(
+                self.store.count_jobs(status=s) for s in (JobStatus.PENDING, JobStatus.RETRYING)
+            )
+        except TimeOSError:  # the database locked or full: still report what we know
+            return f"{rules} rule(s), {running} job(s) running, database not answering"
+        return f"{rules} rule(s), {waiting} job(s) waiting, {running} running"
+
+    def _heartbeat(self) -> None:
+        # From the scheduler loop: a stuck loop sends no WATCHDOG=1, and systemd restarts us.
+        self.notifier.heartbeat(self._status_line())
+
+    @contextlib.contextmanager
+    def _reloading(self) -> Iterator[None]:
+        self.notifier.reloading(int(self.clock.monotonic() * 1_000_000))
+        try:
+            yield
+        except BaseException:
+            self.notifier.ready(f"reload rejected, old rules kept; {self._status_line()}")
+            raise
+        self.notifier.ready(self._status_line())
+
     def _extra_routes(self) -> list[Route]:
         clock = self.clock
         if not isinstance(clock, FakeClock):
@@ -271,15 +321,18 @@ class Daemon:
         loop = asyncio.get_running_loop()
         tcp = bind_tcp(self.http, ACCEPT_BURST) if self.http is not None else None
         try:
-            sock = bind_socket(self.socket_path)
+            sock = self.listen_socket or bind_socket(self.socket_path)
         except BaseException:
             if tcp is not None:
                 tcp.close()
             raise
-        bound = self.socket_path.lstat()
+        # systemd's socket outlives us (it queues clients while we restart): never unlink it.
+        bound = None if self.listen_socket else self.socket_path.lstat()
         recovered = self.scheduler.recover()
         app = build_app(self.service, self._extra_routes())
-        self.server = _Server(self._server_config(app))
+        self.server = _Server(
+            self._server_config(app), on_started=lambda: self.notifier.ready(self._status_line())
+        )
         serving = [self.server.serve(sockets=[sock])]
         if tcp is not None and self.http is not None:
             # The same app (and connection guard) on TCP, behind the bearer-token gate.
@@ -295,6 +348,7 @@ class Daemon:
                 version=__version__,
                 rules=len(self.service.rules.rules),
                 socket=str(self.socket_path),
+                socket_from="systemd" if self.listen_socket else None,
                 database=str(self.store.location),
                 workers=self.scheduler.workers,
                 recovered=recovered or None,
@@ -310,10 +364,13 @@ class Daemon:
         try:
             await asyncio.gather(*serving)
         finally:
+            if not self.scheduler.stopping:  # the server ended on its own, not by stop()
+                self.notifier.stopping()
             self.scheduler.stop()
             await scheduler_task
             await self.runner.aclose()
-            remove_socket(self.socket_path, bound)
+            if bound is not None:
+                remove_socket(self.socket_path, bound)
             self.store.close()
             log.info("timeosd stopped")
 
@@ -334,6 +391,7 @@ class Daemon:
     def stop(self, why: str = "stop") -> None:
         """Begin graceful shutdown: stop claiming, stop serving, drain running actions."""
         log.info("shutting down", extra=logs.fields(signal=why))
+        self.notifier.stopping()
         self.scheduler.stop()
         for server in (self.server, self.http_server):
             if server is not None:
@@ -389,6 +447,9 @@ def serve(**given: Any) -> None:
     redact = logs.Redactor()
     logs.configure(settings["log-level"], settings["log-format"], redact=redact)
     try:
+        # Both take their variables out of the environment: actions never inherit them.
+        notifier = Notifier.from_environ(environ, os.getpid())
+        listen_socket = inherited_socket(environ, os.getpid())
         address: ListenAddress | None = settings["http"]
         token = listener(address, settings["http-token-file"]) if address else None
         daemon = Daemon(
@@ -409,6 +470,8 @@ def serve(**given: Any) -> None:
             request_timeout=settings["request-timeout"].total_seconds(),
             http=address,
             http_token=token,
+            notifier=notifier,
+            listen_socket=listen_socket,
         )
         redact.source = lambda: daemon.service.rules.secrets  # the loaded rules' ${VAR} values
         asyncio.run(daemon.run())

@@ -60,6 +60,8 @@ class Scheduler:
         grace: float = 30.0,
         planner: Planner | None = None,
         rng: random.Random | None = None,
+        heartbeat: Callable[[], None] | None = None,
+        heartbeat_every: float | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -78,6 +80,11 @@ class Scheduler:
         self.errors = 0
         self.unrecorded: list[_Outcome] = []  # results the store refused; retried every pass
         self.last_error: str | None = None
+        # Called from the loop itself, at least every `heartbeat_every` seconds (the systemd
+        # watchdog): a loop that stops turning stops the heartbeat, and systemd restarts us.
+        self.heartbeat = heartbeat
+        self.heartbeat_every = timedelta(seconds=heartbeat_every) if heartbeat_every else None
+        self._beat_at: float | None = None
 
     def poke(self) -> None:
         """Wake the loop now (a job was inserted, a rule reloaded, the clock moved)."""
@@ -106,6 +113,7 @@ class Scheduler:
                 self.wake.clear()
                 now = self.clock.now()
                 self.last_tick = now
+                self._beat()
                 try:
                     deadline = self._tick(now)
                     self.last_error = None
@@ -122,10 +130,26 @@ class Scheduler:
                     continue
                 if deadline is not None and deadline <= now:
                     deadline = now + MIN_SLEEP  # never spin on a deadline already past
+                if self.heartbeat_every is not None:
+                    beat = now + self.heartbeat_every
+                    deadline = beat if deadline is None else min(deadline, beat)
                 await self.clock.sleep_until(deadline, self.wake)
         finally:
             self.loop_alive = False
             await self._drain()
+
+    def _beat(self) -> None:
+        if self.heartbeat is None:
+            return
+        mono = self.clock.monotonic()
+        # Under load the loop turns thousands of times a second; half the period is enough.
+        every = self.heartbeat_every.total_seconds() if self.heartbeat_every else 0.0
+        if self._beat_at is None or mono - self._beat_at >= every / 2:
+            self._beat_at = mono
+            try:
+                self.heartbeat()
+            except Exception:  # a status line must never stop the scheduler
+                log.exception("scheduler heartbeat failed")
 
     def _tick(self, now: datetime) -> datetime | None:
         """One pass: plan time-based rules, claim what is due; return when to look again."""

@@ -6,9 +6,11 @@ api.py translates HTTP to these calls; the `emit` action calls emit() in-process
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -45,6 +47,7 @@ MAX_CANCEL_IDS = 1000  # job ids per cancel request; the CLI splits longer lists
 RulesLoader = Callable[[Sequence[Path]], RuleSet]
 HealthProbe = Callable[[], tuple[str, str]]  # () -> (healthy|degraded|unhealthy, message)
 RuleSchedule = Callable[[Rule], Mapping[str, Any]]  # a rule -> its next_fire / last_fire
+Reloading = Callable[[], AbstractContextManager[object]]  # wraps each reload (systemd notify)
 T = TypeVar("T")
 
 
@@ -72,6 +75,7 @@ class Service:
         info: Mapping[str, Any] | None = None,
         probes: Mapping[str, HealthProbe] | None = None,
         schedule: RuleSchedule = lambda rule: {},
+        reloading: Reloading = contextlib.nullcontext,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -87,6 +91,7 @@ class Service:
         self._reload_lock = asyncio.Lock()
         self.health_probes: dict[str, HealthProbe] = dict(probes or {})
         self.schedule = schedule
+        self.reloading = reloading
 
     @property
     def rules(self) -> RuleSet:
@@ -265,28 +270,30 @@ class Service:
         gives up after its timeout). Concurrent reloads take turns, in the order they came.
         """
         async with self._reload_lock:
-            try:
-                rules = await _in_thread(self.loader, self.rule_paths)
-            except RulesError as exc:
-                self.last_reload_error = exc.message
-                log.error(
-                    "reload rejected, keeping the loaded rules:\n%s",
-                    exc,
-                    extra=fields(rules=len(self._rules.rules)),
-                )
-                raise
-            except Exception as exc:  # not a rule error (I/O, a bug, SystemExit): still reject
-                self.last_reload_error = f"{type(exc).__name__}: {exc}"
-                log.error(
-                    "reload failed, keeping the loaded rules",
-                    exc_info=exc,
-                    extra=fields(rules=len(self._rules.rules)),
-                )
-                problem = Problem("", f"reload failed: {type(exc).__name__}: {exc}")
-                raise RulesError([problem]) from exc
-        self._rules = rules
-        self.reloads += 1
-        self.last_reload_error = None
+            with self.reloading():
+                try:
+                    rules = await _in_thread(self.loader, self.rule_paths)
+                except RulesError as exc:
+                    self.last_reload_error = exc.message
+                    log.error(
+                        "reload rejected, keeping the loaded rules:\n%s",
+                        exc,
+                        extra=fields(rules=len(self._rules.rules)),
+                    )
+                    raise
+                except Exception as exc:  # not a rule error (I/O, a bug, SystemExit): still reject
+                    self.last_reload_error = f"{type(exc).__name__}: {exc}"
+                    log.error(
+                        "reload failed, keeping the loaded rules",
+                        exc_info=exc,
+                        extra=fields(rules=len(self._rules.rules)),
+                    )
+                    problem = Problem("", f"reload failed: {type(exc).__name__}: {exc}")
+                    raise RulesError([problem]) from exc
+                # Swapped inside `reloading`: whoever watches it sees the new rules on the way out.
+                self._rules = rules
+                self.reloads += 1
+                self.last_reload_error = None
         log.info(
             "rules reloaded",
             extra=fields(rules=len(rules.rules), files=",".join(map(str, self.rule_paths))),
