@@ -38,9 +38,16 @@ from timeos.daemon.connections import (
     connection_limit,
 )
 from timeos.daemon.planner import OccurrencePlanner
+from timeos.daemon.retention import Pruner, retention_from
 from timeos.daemon.scheduler import Scheduler
 from timeos.daemon.service import Service
-from timeos.engine import MAX_IDEMPOTENCY_KEY, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, Limits
+from timeos.engine import (
+    MAX_IDEMPOTENCY_KEY,
+    MAX_PAYLOAD_BYTES,
+    MAX_PAYLOAD_DEPTH,
+    Limits,
+    Retention,
+)
 from timeos.errors import TimeOSError, UsageError
 from timeos.model import RuleSet
 from timeos.rules.loader import load_rules
@@ -151,6 +158,7 @@ class Daemon:
         limits: Limits,
         max_connections: int | None = None,
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
+        retention: Retention | None = None,
     ) -> None:
         self.environ = dict(environ)
         self.rule_paths = list(rule_paths)
@@ -164,6 +172,9 @@ class Daemon:
         # The planner and scheduler read the service's current rules at each pass (after a
         # reload, the new ones): the lambda is resolved then, not now.
         self.planner = OccurrencePlanner(store=self.store, rules=lambda: self.service.rules)
+        self.pruner = Pruner(
+            store=self.store, clock=clock, rules=lambda: self.service.rules, retention=retention
+        )
         self.service = Service(
             store=self.store,
             clock=clock,
@@ -182,6 +193,7 @@ class Daemon:
             },
             probes={"scheduler": self._scheduler_health, "workers": self._workers_health},
             schedule=self.planner.describe,
+            pruner=self.pruner,
         )
         self.scheduler = Scheduler(
             store=self.store,
@@ -216,7 +228,13 @@ class Daemon:
         result = self.service.emit_for_job(event_type, payload, ctx.job_id)
         return result.event_id
 
-    def _scheduler_health(self) -> tuple[str, str]:
+    def _scheduler_health(self) -> tuple[str, str, dict[str, Any]]:
+        status, message = self._scheduler_state()
+        tick = self.scheduler.last_tick
+        age = (self.clock.now() - tick).total_seconds() if tick is not None else None
+        return status, message, {"heartbeat_age_seconds": None if age is None else round(age, 3)}
+
+    def _scheduler_state(self) -> tuple[str, str]:
         if not self.scheduler.loop_alive:
             return "unhealthy", "scheduler loop is not running"
         tick = self.scheduler.last_tick
@@ -291,11 +309,14 @@ class Daemon:
             self.connections.request_timeout,
         )
         scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        pruner_task = asyncio.create_task(self.pruner.run(), name="retention")
         try:
             await self.server.serve(sockets=[sock])
         finally:
             self.scheduler.stop()
+            self.pruner.stop()
             await scheduler_task
+            await pruner_task
             await self.runner.aclose()
             remove_socket(self.socket_path, bound)
             self.store.close()
@@ -373,6 +394,16 @@ def serve(
     max_key_length: Annotated[
         int, typer.Option("--max-key-length", min=1, help="Longest accepted idempotency key.")
     ] = MAX_IDEMPOTENCY_KEY,
+    keep_events: Annotated[
+        str, typer.Option("--keep-events", help="Keep events this long (never: for good).")
+    ] = "90d",
+    keep_jobs: Annotated[
+        str,
+        typer.Option(
+            "--keep-jobs",
+            help="Keep succeeded and cancelled jobs this long; a rule's retention: overrides.",
+        ),
+    ] = "30d",
     version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
 ) -> None:
     """Run the TimeOS daemon: load rules, run the scheduler, serve the API on a Unix socket.
@@ -394,6 +425,11 @@ def serve(
             file=sys.stderr,
         )
         raise typer.Exit(2)
+    try:
+        retention = retention_from(keep_events=keep_events, keep_jobs=keep_jobs)
+    except UsageError as exc:
+        print(f"timeosd: error: {exc.message}", file=sys.stderr)
+        raise typer.Exit(2) from None
     environ = os.environ
     logs.configure(log_level)
     env_workers = environ.get("TIMEOS_WORKERS")
@@ -418,6 +454,7 @@ def serve(
                 max_payload_depth=max_payload_depth,
                 max_idempotency_key=max_key_length,
             ),
+            retention=retention,
         )
         asyncio.run(daemon.run())
     except TimeOSError as exc:

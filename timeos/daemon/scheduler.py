@@ -16,7 +16,7 @@ from typing import Protocol
 
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
-from timeos.engine import AttemptEnd, after_attempt, retry_policy_for
+from timeos.engine import AttemptEnd, after_attempt, failure_action_for, retry_policy_for
 from timeos.errors import NotFound, StoreError
 from timeos.model import ActionResult, Job, Outcome, OverlapPolicy, RuleSet, Verdict
 from timeos.store.protocol import Store
@@ -211,8 +211,10 @@ class Scheduler:
     def _record(
         self, job: Job, result: ActionResult, now: datetime, end: AttemptEnd = AttemptEnd.RAN
     ) -> None:
-        policy = retry_policy_for(self.rules(), job)
-        verdict = after_attempt(job, result, policy, now, self.rng, end)
+        rules = self.rules()
+        policy = retry_policy_for(rules, job)
+        notify = failure_action_for(rules, job)
+        verdict = after_attempt(job, result, policy, now, self.rng, end, notify)
         self._write(_Outcome(job, result, now, verdict))
 
     def _write(self, outcome: _Outcome) -> bool:
@@ -243,6 +245,9 @@ class Scheduler:
             done.status,
             f" error={result.error!r}" if result.error else "",
         )
+        if outcome.verdict.notice is not None:
+            log.info("job %s: on_failure action %r queued", job.id, outcome.verdict.notice.action)
+            self.wake.set()
         return True
 
     def stop(self) -> None:
