@@ -15,7 +15,7 @@ from typing import Any
 
 from benchkit import BENCH_DIR, parse_args
 
-BENCHMARKS = ("emit_throughput", "lateness", "claim", "idle_cpu", "wal_idle")
+BENCHMARKS = ("emit_throughput", "lateness", "claim", "idle_cpu", "wal_idle", "retention")
 TIMEOUT = {False: 1800.0, True: 300.0}  # seconds per benchmark, full and quick
 
 

@@ -133,6 +133,8 @@ def _declared(spec: dict[str, Any]) -> dict[str, Any]:
 def _check(tally: Tally, label: str, status: int, content_type: str, text: str) -> None:
     tally.cases += 1
     tally.by_status[status] = tally.by_status.get(status, 0) + 1
+    if label.startswith(("GET /v1/health ", "HEAD /v1/health ")) and status == 503:
+        return  # not healthy: documented as 503 with the Health body, for monitors
     if status >= 500:
         tally.server_errors.append(f"{label} -> {status}: {text[:300]}")
     if status < 400:
@@ -200,7 +202,9 @@ def test_fuzzed_requests_never_get_5xx_and_errors_use_the_json_envelope(app: Sta
     )
     assert tally.server_errors == []
     assert tally.bad_envelopes == []
-    assert health.status_code == 200 and health.json()["status"] in ("healthy", "degraded")
+    status = health.json()["status"]
+    assert status in ("healthy", "degraded")
+    assert health.status_code == (200 if status == "healthy" else 503)
     assert tally.cases >= len(operations) * 2
 
 

@@ -333,7 +333,7 @@ def test_status_and_health(api):
     assert status["up"] is True and status["rules"] == 3 and status["now"] == T0.isoformat()
     health = api.ok("GET", "/v1/health")
     assert health["status"] == "healthy"
-    assert set(health["components"]) == {"database", "rules"}
+    assert set(health["components"]) == {"database", "rules", "lateness"}
 
 
 def test_unknown_route_is_404_with_the_error_envelope(api):

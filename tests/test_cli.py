@@ -42,6 +42,7 @@ EVERY_COMMAND = [
     ("reload", BAD),
     ("status", BAD),
     ("health", BAD),
+    ("cleanup", "--older-than", BAD),
     ("next", "--cron", BAD),
     ("next", BAD, "--rules", "rules.yaml"),
 ]

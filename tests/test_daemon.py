@@ -58,5 +58,9 @@ def test_scheduler_health_degrades_when_the_loop_stops_ticking(
     assert isinstance(daemon.clock, FakeClock)
     daemon.clock.advance(since_tick)
     health = daemon.service.health()
-    assert health["components"]["scheduler"] == {"status": status, "message": message}
+    assert health["components"]["scheduler"] == {
+        "status": status,
+        "message": message,
+        "heartbeat_age_seconds": since_tick.total_seconds(),
+    }
     assert health["status"] == status

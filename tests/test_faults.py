@@ -134,14 +134,14 @@ def test_emit_while_another_process_holds_the_write_lock_fails_cleanly_then_resu
         # busy_timeout (5 s) elapses first: the emit waits for the lock, then gives up.
         status, body = _raw_emit(d, {"type": "ping", "idempotency_key": "during-lock"})
         _assert_clean_failure(status, body, "locked")
-        assert d.client.call("GET", "/v1/health")  # still answering
+        assert d.client.request("GET", "/v1/health", accept=(503,)).body  # still answering
         assert _counts(d.db) == before
     assert _counts(d.db) == before  # nothing was half-written, and nothing committed late
     again = d.cli_json("emit", "ping", "--idempotency-key", "during-lock")
     assert again["duplicate"] is False and len(again["jobs"]) == 2
     assert _counts(d.db) == (before[0] + 1, before[1] + 2)
     d.wait_job(again["jobs"][0], "succeeded")
-    assert d.client.call("GET", "/v1/health")["status"] == "healthy"
+    assert d.client.request("GET", "/v1/health", accept=(503,)).body["status"] == "healthy"
 
 
 def test_cli_emit_while_the_database_is_locked_prints_one_line_error(
@@ -190,7 +190,7 @@ def test_health_is_not_healthy_while_the_database_is_locked(
     with _locked(d.db):
         with contextlib.suppress(Exception):
             _raw_emit(d, {"type": "ping"})  # a write has just failed
-        health = d.client.call("GET", "/v1/health")
+        health = d.client.request("GET", "/v1/health", accept=(503,)).body
     assert health["status"] != "healthy", health
 
 
@@ -245,7 +245,7 @@ def test_emit_on_a_full_disk_fails_cleanly_then_resumes_when_space_is_freed(
     _assert_clean_failure(status, body, "full")
     result = d.cli("emit", "ping", "--payload", "-", stdin=json.dumps(big))
     _assert_clean_cli_failure(result, "full")
-    assert d.client.call("GET", "/v1/health")  # still answering
+    assert d.client.request("GET", "/v1/health", accept=(503,)).body  # still answering
     assert _counts(d.db) == before
     filler.unlink()
     done = d.cli(
@@ -263,7 +263,7 @@ def test_emit_on_a_full_disk_fails_cleanly_then_resumes_when_space_is_freed(
     assert again["duplicate"] is False and len(again["jobs"]) == 2
     d.wait_job(again["jobs"][0], "succeeded")
     assert _counts(d.db) == (before[0] + 1, before[1] + 2)
-    assert d.client.call("GET", "/v1/health")["status"] == "healthy"
+    assert d.client.request("GET", "/v1/health", accept=(503,)).body["status"] == "healthy"
 
 
 def test_health_is_not_healthy_while_the_disk_is_full(
@@ -274,7 +274,7 @@ def test_health_is_not_healthy_while_the_disk_is_full(
     try:
         with contextlib.suppress(Exception):
             _raw_emit(d, {"type": "ping", "payload": {"blob": "x" * 200_000}})
-        health = d.client.call("GET", "/v1/health")
+        health = d.client.request("GET", "/v1/health", accept=(503,)).body
     finally:
         filler.unlink()
     assert health["status"] != "healthy", health

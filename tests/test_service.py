@@ -382,7 +382,7 @@ def test_health_lists_database_rules_and_every_probe_with_job_counts(store):
     health = rig.service.health()
     assert health["status"] == "healthy"
     components = health["components"]
-    assert set(components) == {"database", "rules", "scheduler"}
+    assert set(components) == {"database", "rules", "scheduler", "lateness"}
     database = components["database"]
     assert database["status"] == "healthy" and database["message"].startswith(store.location)
     assert database["last_write_ok"] is True and database["wal_bytes"] >= 0

@@ -1,4 +1,5 @@
-"""Pure decisions: which jobs an event creates, what happens after an attempt, payload limits.
+"""Pure decisions: which jobs an event creates, what happens after an attempt (and who hears
+of a dead job), payload limits, and what retention removes.
 
 No I/O and no clock: every function takes `now` (and a random source where jitter is involved).
 """
@@ -8,14 +9,18 @@ from __future__ import annotations
 import enum
 import logging
 import random
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from timeos.errors import ConditionFailed, PayloadError
+from timeos.errors import ConditionFailed, PayloadError, UsageError
 from timeos.model import (
     DEFAULT_RETRY,
+    FOREVER,
+    ON_FAILURE_SUFFIX,
+    Action,
     ActionResult,
     Event,
     EventTrigger,
@@ -231,8 +236,26 @@ def after_attempt(
     now: datetime,
     rng: random.Random,
     end: AttemptEnd = AttemptEnd.RAN,
+    on_failure: Action | None = None,
 ) -> Verdict:
-    """Where `job` goes after its attempt number `job.attempts` ended with `result`."""
+    """Where `job` goes after its attempt number `job.attempts` ended with `result`.
+
+    A dead verdict carries the `on_failure` action's notification job, if there is one.
+    """
+    verdict = _after_attempt(job, result, policy, now, rng, end)
+    if verdict.status is JobStatus.DEAD and on_failure is not None:
+        return replace(verdict, notice=failure_notice(job, result, on_failure, now))
+    return verdict
+
+
+def _after_attempt(
+    job: Job,
+    result: ActionResult,
+    policy: RetryPolicy,
+    now: datetime,
+    rng: random.Random,
+    end: AttemptEnd,
+) -> Verdict:
     keep = Verdict(JobStatus.RETRYING, now, job.max_attempts, job.backoff_base)
     if end is AttemptEnd.SHUTDOWN:
         # Killed by our own graceful shutdown: run again on the next start, and do not charge
@@ -258,3 +281,135 @@ def renewal(job: Job, policy: RetryPolicy, now: datetime) -> Verdict:
     Attempts keep counting up (history stays intact); backoff starts again from `backoff`.
     """
     return Verdict(JobStatus.PENDING, now, job.attempts + policy.max_attempts, job.attempts)
+
+
+# ---- failure notification (on_failure) -----------------------------------------------------------
+
+
+def failure_action_for(rules: RuleSet, job: Job) -> Action | None:
+    """The action to tell when `job` goes dead: its rule's `on_failure:`, else its action's.
+
+    None for a notification job itself, so a failing notification never notifies (no loops).
+    """
+    if job.failure_of is not None:
+        return None
+    rule = rules.rule(job.rule)
+    action = rules.actions.get(job.action)
+    name = (rule.on_failure if rule else None) or (action.on_failure if action else None)
+    return rules.actions.get(name) if name else None
+
+
+def failure_notice(job: Job, result: ActionResult, action: Action, now: datetime) -> NewJob:
+    """The job that runs `action` once for dead `job`, its payload describing the failure."""
+    return NewJob(
+        rule=job.rule + ON_FAILURE_SUFFIX,
+        action=action.name,
+        perform_at=now,
+        priority=job.priority,
+        max_attempts=(action.retry or DEFAULT_RETRY).max_attempts,
+        payload={
+            "job_id": job.id,
+            "rule": job.rule,
+            "action": job.action,
+            "error": result.error or job.last_error,
+            "payload": dict(job.payload),
+        },
+        failure_of=job.id,
+    )
+
+
+# ---- retention --------------------------------------------------------------------------------
+
+DAY = timedelta(days=1)
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How long finished records are kept, and how the daemon prunes them.
+
+    One small value so that flags today and a configuration file later fill the same thing.
+    FOREVER keeps a kind for good.
+    """
+
+    events: timedelta = 90 * DAY
+    jobs: timedelta = 30 * DAY  # succeeded and cancelled (a rule's `retention:` overrides)
+    dead: timedelta = FOREVER  # the dead letter queue is emptied by people, not by age
+    every: timedelta = timedelta(minutes=10)  # between pruning passes
+    first_after: timedelta = timedelta(minutes=1)  # the first pass after start
+    batch: int = 500  # rows per transaction; the event loop runs between batches
+
+
+FINISHED = (JobStatus.SUCCEEDED, JobStatus.CANCELLED, JobStatus.DEAD)
+
+
+@dataclass(frozen=True, slots=True)
+class Cutoff:
+    """Jobs in `statuses` updated before `before`: only of `rules`, or all but `except_rules`."""
+
+    before: datetime
+    statuses: tuple[JobStatus, ...]
+    rules: tuple[str, ...] | None = None
+    except_rules: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PrunePlan:
+    """What is old enough to go. The store never removes an event a waiting or running job
+    still needs, nor a dead job a waiting notification job reports."""
+
+    jobs: tuple[Cutoff, ...] = ()
+    # Occurrences without a job (skipped, missed): by when they were recorded.
+    occurrences: tuple[Cutoff, ...] = ()
+    events_before: datetime | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not self.jobs and not self.occurrences and self.events_before is None
+
+
+def prune_plan(
+    retention: Retention,
+    rules: RuleSet,
+    now: datetime,
+    *,
+    older_than: timedelta | None = None,
+    statuses: Collection[JobStatus] = (JobStatus.SUCCEEDED, JobStatus.CANCELLED),
+    events: bool = True,
+) -> PrunePlan:
+    """The cutoffs for `now`: `older_than` for everything chosen, else the configured keep times
+    (a rule's `retention:` for its succeeded and cancelled jobs and their occurrences)."""
+    for status in statuses:
+        if status not in FINISHED:
+            raise UsageError(
+                f"cannot clean up {status} jobs: only {', '.join(FINISHED)} jobs are removed"
+            )
+    if older_than is not None and older_than < timedelta(0):
+        raise UsageError("older-than must not be negative")
+    live = tuple(s for s in FINISHED if s in statuses and s is not JobStatus.DEAD)
+    jobs: list[Cutoff] = []
+    occurrences: list[Cutoff] = []
+    if older_than is not None:
+        chosen = tuple(s for s in FINISHED if s in statuses)
+        if chosen:
+            jobs.append(Cutoff(now - older_than, chosen))
+        if live:
+            occurrences.append(Cutoff(now - older_than, live))
+        return PrunePlan(tuple(jobs), tuple(occurrences), now - older_than if events else None)
+    if JobStatus.DEAD in statuses:
+        if retention.dead == FOREVER:
+            raise UsageError("dead jobs are kept until deleted; give --older-than to remove them")
+        jobs.append(Cutoff(now - retention.dead, (JobStatus.DEAD,)))
+    if live:
+        own = {r.name: r.retention for r in rules.rules if r.retention is not None}
+        cuts: list[Cutoff] = []
+        if retention.jobs != FOREVER:
+            cuts.append(Cutoff(now - retention.jobs, live, except_rules=tuple(sorted(own))))
+        for name, keep in sorted(own.items()):
+            if keep != FOREVER:
+                cuts.append(Cutoff(now - keep, live, rules=(name,)))
+        jobs.extend(cuts)
+        occurrences.extend(cuts)
+    events_before = None
+    if events and retention.events != FOREVER:
+        events_before = now - retention.events
+    return PrunePlan(tuple(jobs), tuple(occurrences), events_before)

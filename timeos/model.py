@@ -61,6 +61,11 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+# A keep time meaning "never remove" (retention: never; dead jobs by default).
+FOREVER = timedelta.max
+# A failure notification job's rule: its source rule's name and this suffix. Rule names cannot
+# contain "/", so it never collides with a loaded rule (nor shares its overlap checks).
+ON_FAILURE_SUFFIX = "/on_failure"
 DEFAULT_ACTION_TIMEOUT = timedelta(seconds=60)
 
 
@@ -113,6 +118,7 @@ class Action:
     timeout: timedelta = DEFAULT_ACTION_TIMEOUT
     retry: RetryPolicy | None = None
     where: str = ""  # file:line:col of its definition
+    on_failure: str | None = None  # action run once when one of its jobs goes dead
 
 
 class Condition(Protocol):
@@ -202,6 +208,8 @@ class Rule:
     grace: timedelta | None = None  # None: no limit on how late a missed occurrence may run
     overlap: OverlapPolicy = OverlapPolicy.SKIP
     where: str = ""
+    retention: timedelta | None = None  # its finished jobs' keep time (None: the global one)
+    on_failure: str | None = None  # overrides its action's on_failure
 
     @property
     def time_based(self) -> bool:
@@ -270,6 +278,7 @@ class NewJob:
     occurrence_key: str | None = None  # (rule, scheduled time) for time-based rules: unique
     scheduled_for: datetime | None = None
     note: str | None = None  # what planning could not honour (e.g. a payload's unknown zone)
+    failure_of: str | None = None  # an on_failure job: the dead job it reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -291,6 +300,7 @@ class Job:
     occurrence_key: str | None = None
     backoff_base: int = 0  # attempts made before the budget was last renewed
     note: str | None = None  # see NewJob.note
+    failure_of: str | None = None  # see NewJob.failure_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,6 +322,8 @@ class Verdict:
     perform_at: datetime
     max_attempts: int
     backoff_base: int  # attempts made before the budget was last renewed
+    # A dead verdict's failure notification (on_failure): inserted in the same transaction.
+    notice: NewJob | None = None
 
     @property
     def retry_at(self) -> datetime | None:
@@ -368,6 +380,29 @@ class WriteOutcome:
     ok: bool
     at: datetime
     error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PruneCounts:
+    """Rows removed (or, in a dry run, that would be) by retention, per kind."""
+
+    events: int = 0
+    jobs: int = 0
+    attempts: int = 0
+    occurrences: int = 0
+
+    def __add__(self, other: PruneCounts) -> PruneCounts:
+        return PruneCounts(
+            self.events + other.events,
+            self.jobs + other.jobs,
+            self.attempts + other.attempts,
+            self.occurrences + other.occurrences,
+        )
+
+    @property
+    def rows(self) -> int:
+        """Events, jobs and occurrences: what a batch is bounded by (attempts go with jobs)."""
+        return self.events + self.jobs + self.occurrences
 
 
 @dataclass(frozen=True, slots=True)

@@ -583,23 +583,93 @@ def status(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
         _show_panel(status_panel(result))
 
 
+HEALTH_EXIT = {"healthy": 0, "degraded": 1, "unhealthy": 2}
+
+
 @app.command()
 def health(as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
     """Show overall health (healthy|degraded|unhealthy), each component and job counts.
 
-    Exit 0 when healthy, 1 otherwise.
+    Exit 0 healthy, 1 degraded, 2 unhealthy, 3 daemon not reachable: fit for a monitor.
 
-    Example: timeos health --json
+    Example: timeos health --json || alert "timeosd: $?"
     """
-    result = _client(socket_path).call("GET", "/v1/health")
+    result = _client(socket_path).request("GET", "/v1/health", accept=(503,)).body
     if _json(as_json):
         _print_json(result)
     else:
         from timeos.cli.render import health_panel
 
         _show_panel(health_panel(result))
-    if result["status"] != "healthy":
-        raise typer.Exit(1)
+    code = HEALTH_EXIT.get(result.get("status"), 2)
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def cleanup(
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than",
+            metavar="DURATION",
+            help="Remove what is older than this (30d, 12h) instead of the daemon's retention.",
+        ),
+    ] = None,
+    status: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--status",
+            metavar="S",
+            help="Only jobs in this state: succeeded, cancelled or dead (repeatable).",
+            autocompletion=lambda incomplete: [
+                s for s in ("succeeded", "cancelled", "dead") if s.startswith(incomplete)
+            ],
+        ),
+    ] = None,
+    events: Annotated[
+        bool, typer.Option("--events", help="Events too (alone: only events).")
+    ] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Count what would go; remove nothing.")
+    ] = False,
+    vacuum: Annotated[
+        bool,
+        typer.Option(
+            "--vacuum",
+            help="Then VACUUM to shrink the file (writes wait for it; can take a while).",
+        ),
+    ] = False,
+    as_json: JsonOpt = False,
+    socket_path: SocketOpt = None,
+) -> None:
+    """Remove finished jobs (with attempts and occurrences) and events older than retention.
+
+    Without --status or --events: succeeded and cancelled jobs, and events. Never removes
+    waiting or running jobs, an event one of them needs, or a dead job with a waiting
+    on_failure job. Dead jobs go only with --status dead --older-than.
+
+    Example: timeos cleanup --older-than 7d --status succeeded --dry-run
+    """
+    if older_than is not None:
+        from timeos.timefmt import parse_duration
+
+        parse_duration(older_than, "--older-than")  # a usage error here, before the daemon
+    body: dict[str, Any] = {
+        "statuses": status or [],
+        "events": events,
+        "dry_run": dry_run,
+        "vacuum": vacuum,
+    }
+    if older_than is not None:
+        body["older_than"] = older_than
+    result = _client(socket_path).call("POST", "/v1/cleanup", body)
+    if _json(as_json):
+        _print_json(result)
+    else:
+        from timeos.cli.render import cleanup_sheet
+
+        _show_sheet(cleanup_sheet(result))
 
 
 @app.command("next")

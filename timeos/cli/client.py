@@ -56,8 +56,12 @@ class Client:
         path: str,
         body: dict[str, Any] | None = None,
         query: dict[str, Any] | None = None,
+        accept: tuple[int, ...] = (),
     ) -> Reply:
-        """Send one request and return the decoded JSON answer with the response headers."""
+        """Send one request and return the decoded JSON answer with the response headers.
+
+        An error status in `accept` is an answer, not an error (health's 503 carries its body).
+        """
         if query:
             pairs = {k: v for k, v in query.items() if v is not None}
             if pairs:
@@ -72,7 +76,7 @@ class Client:
             decoded = json.loads(raw) if raw else None
         except json.JSONDecodeError:
             raise TimeOSError(f"timeosd sent a non-JSON answer (HTTP {status})") from None
-        if status >= 400:
+        if status >= 400 and status not in accept:
             error = decoded.get("error", {}) if isinstance(decoded, dict) else {}
             problems = error.get("problems")
             message = "\n".join(problems) if problems else error.get("message", raw.decode())

@@ -304,6 +304,16 @@ def health_panel(health: dict[str, Any]) -> Panel:
     return Panel("Health", [("status", "status", health["status"])], [components, counts])
 
 
+def cleanup_sheet(result: dict[str, Any]) -> Sheet:
+    """Rows removed (or, in a dry run, that would be) per kind."""
+    title = "Would remove (dry run)" if result.get("dry_run") else "Removed"
+    return Sheet(
+        title,
+        [Column("kind", "kind", "id"), Column("count", "count", "int")],
+        [[kind, result[kind]] for kind in ("events", "jobs", "attempts", "occurrences")],
+    )
+
+
 def status_panel(status: dict[str, Any]) -> Panel:
     """The daemon's facts: uptime as a duration, paths absolute (as the daemon reports them)."""
     fields: list[tuple[str, Kind, Any]] = [

@@ -22,6 +22,7 @@ from timeos.daemon.openapi import (
     AFTER_Q,
     BOOL,
     CANCEL_BODY,
+    CLEANUP_BODY,
     COUNT_Q,
     EMIT_BODY,
     EVENT_Q,
@@ -46,7 +47,7 @@ from timeos.engine import Limits, check_payload
 from timeos.errors import MethodNotAllowed, NotFound, PayloadError, TimeOSError, UsageError
 from timeos.model import Attempt, CronTrigger, Event, EventTrigger, IntervalTrigger, Job, Rule
 from timeos.payload import encoded_size, nesting_depth
-from timeos.timefmt import format_duration, iso, parse_instant
+from timeos.timefmt import format_duration, iso, parse_duration, parse_instant
 
 log = logging.getLogger("timeos.api")
 
@@ -354,7 +355,28 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         return JSONResponse(service.status())
 
     async def health(request: Request) -> Response:
-        return JSONResponse(service.health())
+        # Monitors (load balancers, uptime checkers) read the status code; the body is the same.
+        body = service.health()
+        return JSONResponse(body, status_code=200 if body["status"] == "healthy" else 503)
+
+    async def cleanup(request: Request) -> Response:
+        body = await _json_body(request, service)
+        raw = body.get("older_than")
+        if raw is not None and not isinstance(raw, str):
+            raise UsageError("older_than must be a duration such as 30d")
+        statuses = body.get("statuses", [])
+        if not isinstance(statuses, list) or not all(isinstance(s, str) for s in statuses):
+            raise UsageError("statuses must be a list of job statuses")
+        flags = {k: body.get(k, False) for k in ("events", "dry_run", "vacuum")}
+        for name, value in flags.items():
+            if not isinstance(value, bool):
+                raise UsageError(f"{name} must be true or false")
+        result = await service.cleanup(
+            older_than=parse_duration(raw, "older_than") if raw is not None else None,
+            statuses=statuses,
+            **flags,
+        )
+        return JSONResponse(result)
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
@@ -416,7 +438,14 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         Endpoint("GET", "/v1/status", status, "Daemon status", tags=("daemon",),
                  ok={200: ("Daemon facts", ref("Status"))}),
         Endpoint("GET", "/v1/health", health, "Health per component and job counts",
-                 tags=("daemon",), ok={200: ("Health", ref("Health"))}),
+                 tags=("daemon",), ok={
+                     200: ("Healthy", ref("Health")),
+                     503: ("Degraded or unhealthy (the same body)", ref("Health")),
+                 }),
+        Endpoint("POST", "/v1/cleanup", cleanup,
+                 "Remove (or count) finished jobs and events older than retention or older_than",
+                 body=CLEANUP_BODY, errors=(400,), tags=("daemon",),
+                 ok={200: ("What was removed (dry_run: would be)", ref("Cleanup"))}),
         Endpoint("GET", "/openapi.json", openapi, "This document", tags=("daemon",),
                  ok={200: ("The OpenAPI 3.1 document", {"type": "object"})}),
     )  # fmt: skip

@@ -18,6 +18,7 @@ from timeos import paths
 from timeos.daemon.http import ListenAddress, parse_listen
 from timeos.engine import MAX_IDEMPOTENCY_KEY, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH
 from timeos.errors import UsageError
+from timeos.model import FOREVER
 from timeos.rules.source import Invalid, Map, Node, Scalar, Seq, check_keys, read_document
 from timeos.timefmt import format_duration, parse_duration
 
@@ -61,12 +62,19 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _keep(text: str) -> timedelta:
+    """A keep time: a positive duration, or `never` (kept for good)."""
+    return FOREVER if text.strip().lower() == "never" else _duration(text)
+
+
 def _listen(text: str) -> ListenAddress:
     return parse_listen(text)
 
 
 def _show(value: Any) -> Any:
     """A setting's value as --print-config shows it (and its JSON)."""
+    if value == FOREVER:
+        return "never"
     if isinstance(value, timedelta):
         return format_duration(value)
     if isinstance(value, list | tuple):
@@ -162,7 +170,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http-token-file", _path, _const(None), "TIMEOS_HTTP_TOKEN_FILE",
             "File holding the bearer token the TCP listener requires.",
             path=True, metavar="PATH"),
-    # Retention settings (issue 9, another part) go here: one row each.
+    Setting("keep-events", _keep, _const(timedelta(days=90)), "TIMEOS_KEEP_EVENTS",
+            "Keep events this long (never: for good).", metavar="DURATION|never"),
+    Setting("keep-jobs", _keep, _const(timedelta(days=30)), "TIMEOS_KEEP_JOBS",
+            "Keep succeeded and cancelled jobs this long; a rule's retention: overrides.",
+            metavar="DURATION|never"),
 )
 # fmt: on
 BY_NAME = {s.name: s for s in SETTINGS}

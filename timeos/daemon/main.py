@@ -43,9 +43,10 @@ from timeos.daemon.connections import (
 from timeos.daemon.http import ListenAddress, TokenGate, bind_tcp, listener
 from timeos.daemon.notify import Notifier
 from timeos.daemon.planner import OccurrencePlanner
+from timeos.daemon.retention import Pruner
 from timeos.daemon.scheduler import Scheduler
 from timeos.daemon.service import Service
-from timeos.engine import Limits
+from timeos.engine import Limits, Retention
 from timeos.errors import TimeOSError, UsageError
 from timeos.model import JobStatus, RuleSet
 from timeos.rules.loader import load_rules
@@ -174,6 +175,7 @@ class Daemon:
         http_token: bytes | None = None,
         notifier: Notifier | None = None,
         listen_socket: socket.socket | None = None,
+        retention: Retention | None = None,
     ) -> None:
         self.environ = dict(environ)
         self.http = http  # the optional TCP listener; its port once bound (port 0 picks one)
@@ -194,6 +196,9 @@ class Daemon:
         # The planner and scheduler read the service's current rules at each pass (after a
         # reload, the new ones): the lambda is resolved then, not now.
         self.planner = OccurrencePlanner(store=self.store, rules=lambda: self.service.rules)
+        self.pruner = Pruner(
+            store=self.store, clock=clock, rules=lambda: self.service.rules, retention=retention
+        )
         self.service = Service(
             store=self.store,
             clock=clock,
@@ -213,6 +218,7 @@ class Daemon:
             probes={"scheduler": self._scheduler_health, "workers": self._workers_health},
             schedule=self.planner.describe,
             reloading=self._reloading,
+            pruner=self.pruner,
         )
         self.scheduler = Scheduler(
             store=self.store,
@@ -250,7 +256,13 @@ class Daemon:
         result = self.service.emit_for_job(event_type, payload, ctx.job_id)
         return result.event_id
 
-    def _scheduler_health(self) -> tuple[str, str]:
+    def _scheduler_health(self) -> tuple[str, str, dict[str, Any]]:
+        status, message = self._scheduler_state()
+        tick = self.scheduler.last_tick
+        age = (self.clock.now() - tick).total_seconds() if tick is not None else None
+        return status, message, {"heartbeat_age_seconds": None if age is None else round(age, 3)}
+
+    def _scheduler_state(self) -> tuple[str, str]:
         if not self.scheduler.loop_alive:
             return "unhealthy", "scheduler loop is not running"
         tick = self.scheduler.last_tick
@@ -361,13 +373,16 @@ class Daemon:
             ),
         )
         scheduler_task = asyncio.create_task(self.scheduler.run(), name="scheduler")
+        pruner_task = asyncio.create_task(self.pruner.run(), name="retention")
         try:
             await asyncio.gather(*serving)
         finally:
             if not self.scheduler.stopping:  # the server ended on its own, not by stop()
                 self.notifier.stopping()
             self.scheduler.stop()
+            self.pruner.stop()
             await scheduler_task
+            await pruner_task
             await self.runner.aclose()
             if bound is not None:
                 remove_socket(self.socket_path, bound)
@@ -472,6 +487,7 @@ def serve(**given: Any) -> None:
             http_token=token,
             notifier=notifier,
             listen_socket=listen_socket,
+            retention=Retention(events=settings["keep-events"], jobs=settings["keep-jobs"]),
         )
         redact.source = lambda: daemon.service.rules.secrets  # the loaded rules' ${VAR} values
         asyncio.run(daemon.run())

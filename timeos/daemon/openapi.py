@@ -256,6 +256,14 @@ COMPONENTS.update(
         rule_files={"type": "array", "items": STR},
         reloads=INT,
     ),
+    Cleanup=obj(
+        ("dry_run", "events", "jobs", "attempts", "occurrences"),
+        dry_run=BOOL,
+        events=INT,
+        jobs=INT,
+        attempts=INT,
+        occurrences=INT,
+    ),
     Health=obj(
         ("status", "components", "jobs"),
         status=HEALTH,
@@ -317,6 +325,18 @@ EMIT_BODY = obj(
     occurred_at={**INSTANT, "description": "when it happened (default: when received)"},
 )
 CANCEL_BODY = obj(("ids",), ids={"type": "array", "items": STR, "minItems": 1})
+CLEANUP_BODY = obj(
+    (),
+    older_than={**DURATION, "description": "remove what is older than this (default: retention)"},
+    statuses={
+        "type": "array",
+        "items": {"type": "string", "enum": ["succeeded", "cancelled", "dead"]},
+        "description": "only jobs in these states (default, without events: succeeded, cancelled)",
+    },
+    events={**BOOL, "description": "events too (alone: only events)"},
+    dry_run={**BOOL, "description": "count, remove nothing"},
+    vacuum={**BOOL, "description": "VACUUM afterwards; writes wait for it meanwhile"},
+)
 
 
 def _error_response(status: int) -> Schema:

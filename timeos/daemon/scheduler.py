@@ -17,7 +17,7 @@ from typing import Protocol
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
 from timeos.daemon.logs import fields
-from timeos.engine import AttemptEnd, after_attempt, retry_policy_for
+from timeos.engine import AttemptEnd, after_attempt, failure_action_for, retry_policy_for
 from timeos.errors import NotFound, StoreError
 from timeos.model import ActionResult, Job, JobStatus, Outcome, OverlapPolicy, RuleSet, Verdict
 from timeos.store.protocol import Store
@@ -246,8 +246,10 @@ class Scheduler:
         end: AttemptEnd = AttemptEnd.RAN,
         started: datetime | None = None,
     ) -> None:
-        policy = retry_policy_for(self.rules(), job)
-        verdict = after_attempt(job, result, policy, now, self.rng, end)
+        rules = self.rules()
+        policy = retry_policy_for(rules, job)
+        notify = failure_action_for(rules, job)
+        verdict = after_attempt(job, result, policy, now, self.rng, end, notify)
         # By the injected clock, like everything else; a clock stepped back reads as 0.
         ms = max(0, (now - started) // timedelta(milliseconds=1)) if started else None
         self._write(_Outcome(job, result, now, verdict, ms))
@@ -281,6 +283,9 @@ class Scheduler:
                 error=result.error,
             ),
         )
+        if outcome.verdict.notice is not None:
+            log.info("job %s: on_failure action %r queued", job.id, outcome.verdict.notice.action)
+            self.wake.set()
         return True
 
     def stop(self) -> None:

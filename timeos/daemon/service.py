@@ -1,4 +1,5 @@
-"""The daemon's operations, one method per API call: emit, inspect, cancel, retry, reload, health.
+"""The daemon's operations, one method per API call: emit, inspect, cancel, retry, reload, health,
+cleanup.
 
 api.py translates HTTP to these calls; the `emit` action calls emit() in-process.
 """
@@ -12,12 +13,13 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
 from timeos.clock import Clock
 from timeos.daemon.logs import fields
+from timeos.daemon.retention import Pruner
 from timeos.engine import (
     Limits,
     check_event_type,
@@ -43,9 +45,13 @@ from timeos.time.preview import rule_fires
 log = logging.getLogger("timeos.service")
 
 MAX_CANCEL_IDS = 1000  # job ids per cancel request; the CLI splits longer lists
+# A waiting job overdue by more than this makes the `lateness` component degraded: the scheduler
+# is not keeping up (workers busy, a stalled loop) or a rule's overlap holds a queue back.
+LATENESS_DEGRADED = timedelta(seconds=60)
 
 RulesLoader = Callable[[Sequence[Path]], RuleSet]
-HealthProbe = Callable[[], tuple[str, str]]  # () -> (healthy|degraded|unhealthy, message)
+# () -> (healthy|degraded|unhealthy, message[, extra fields of the component])
+HealthProbe = Callable[[], tuple[str, str] | tuple[str, str, Mapping[str, Any]]]
 RuleSchedule = Callable[[Rule], Mapping[str, Any]]  # a rule -> its next_fire / last_fire
 Reloading = Callable[[], AbstractContextManager[object]]  # wraps each reload (systemd notify)
 T = TypeVar("T")
@@ -76,6 +82,7 @@ class Service:
         probes: Mapping[str, HealthProbe] | None = None,
         schedule: RuleSchedule = lambda rule: {},
         reloading: Reloading = contextlib.nullcontext,
+        pruner: Pruner | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -92,6 +99,7 @@ class Service:
         self.health_probes: dict[str, HealthProbe] = dict(probes or {})
         self.schedule = schedule
         self.reloading = reloading
+        self.pruner = pruner or Pruner(store=store, clock=clock, rules=lambda: self._rules)
 
     @property
     def rules(self) -> RuleSet:
@@ -359,7 +367,10 @@ class Service:
 
     def health(self) -> dict[str, Any]:
         """Overall healthy/degraded/unhealthy, a status per component, and job counts."""
-        components: dict[str, dict[str, Any]] = {"database": self._database_health()}
+        components: dict[str, dict[str, Any]] = {
+            "database": self._database_health(),
+            "lateness": self._lateness_health(),
+        }
         if self.last_reload_error:
             components["rules"] = {
                 "status": "degraded",
@@ -371,8 +382,8 @@ class Service:
                 "message": f"{len(self._rules.rules)} rule(s) loaded",
             }
         for name, probe in self.health_probes.items():
-            status, message = probe()
-            components[name] = {"status": status, "message": message}
+            status, message, *extra = probe()
+            components[name] = {"status": status, "message": message, **(extra[0] if extra else {})}
         states = [c["status"] for c in components.values()]
         overall = (
             "unhealthy"
@@ -410,6 +421,63 @@ class Service:
             **facts,
             "last_write_ok": last.ok if last else None,
             "last_write_at": last.at.isoformat() if last else None,
+        }
+
+    def _lateness_health(self) -> dict[str, Any]:
+        # How late the longest-overdue waiting job is: the symptom a monitor cares about,
+        # whatever the cause (busy workers, a stalled loop, a queue behind an overlap).
+        now = self.clock.now()
+        try:
+            due = self.store.oldest_overdue(now)
+        except TimeOSError as exc:
+            return {"status": "unhealthy", "message": exc.message, "seconds": None}
+        late = (now - due).total_seconds() if due is not None else 0.0
+        if due is None:
+            message = "no waiting job is overdue"
+        else:
+            message = f"oldest overdue job was due {late:.0f}s ago (due {due.isoformat()})"
+        status = "degraded" if late > LATENESS_DEGRADED.total_seconds() else "healthy"
+        if status == "degraded":
+            message += f", over {LATENESS_DEGRADED.total_seconds():.0f}s"
+        return {"status": status, "message": message, "seconds": round(late, 3)}
+
+    # ---- retention ----------------------------------------------------------------------------
+
+    async def cleanup(
+        self,
+        *,
+        older_than: timedelta | None = None,
+        statuses: Sequence[str] = (),
+        events: bool = False,
+        dry_run: bool = False,
+        vacuum: bool = False,
+    ) -> dict[str, Any]:
+        """Remove (or count, `dry_run`) what is older than `older_than`, else than retention.
+
+        Neither `statuses` nor `events`: succeeded and cancelled jobs and events. Otherwise only
+        the jobs in `statuses` and, with `events`, events. Occurrences and attempts go with
+        their jobs. `vacuum` then rewrites the file in a thread (writes wait for it meanwhile).
+        """
+        if dry_run and vacuum:
+            raise UsageError("--vacuum with --dry-run: a dry run changes nothing")
+        chosen = [s for s in (_status(s) for s in statuses) if s is not None]
+        if not chosen and not events:
+            chosen, events = [JobStatus.SUCCEEDED, JobStatus.CANCELLED], True
+        plan = self.pruner.plan(
+            self.clock.now(), older_than=older_than, statuses=chosen, events=events
+        )
+        if dry_run:
+            counts = self.store.count_prunable(plan)
+        else:
+            counts = await self.pruner.prune(plan)
+            if vacuum:
+                await asyncio.to_thread(self.store.vacuum)
+        return {
+            "dry_run": dry_run,
+            "events": counts.events,
+            "jobs": counts.jobs,
+            "attempts": counts.attempts,
+            "occurrences": counts.occurrences,
         }
 
     def _limit(self, limit: int) -> int:

@@ -19,6 +19,7 @@ from timeos.errors import Problem, RulesError, ScheduleError
 from timeos.model import (
     DEFAULT_ACTION_TIMEOUT,
     DEFAULT_RETRY,
+    FOREVER,
     Action,
     ActionKind,
     ActionSpec,
@@ -65,12 +66,12 @@ from timeos.timefmt import format_duration
 
 TOP_KEYS = ("timezone", "actions", "rules")
 ACTION_KINDS = ("command", "http", "python", "emit")
-ACTION_KEYS = (*ACTION_KINDS, "env", "timeout", "retry")
+ACTION_KEYS = (*ACTION_KINDS, "env", "timeout", "retry", "on_failure")
 TRIGGER_KEYS = ("on_event", "every", "cron")
 TIME_ONLY_KEYS = ("on_missed", "grace", "overlap")
 RULE_KEYS = (
     "name", *TRIGGER_KEYS, "offset", "at", "when", "timezone", "perform", "priority", "retry",
-    "enabled", "dst", *TIME_ONLY_KEYS,
+    "enabled", "dst", *TIME_ONLY_KEYS, "retention", "on_failure",
 )  # fmt: skip
 RETRY_KEYS = ("max_attempts", "backoff", "max_backoff", "jitter")
 DST_KEYS = ("gap", "fold")
@@ -118,6 +119,7 @@ class _Collector:
         self.rules: list[Rule] = []
         self.rule_where: dict[str, Loc] = {}
         self.performs: list[tuple[Scope, Scalar]] = []
+        self.on_failures: list[tuple[Scope, Scalar]] = []  # checked like performs, at the end
         self.warnings: list[Invalid] = []  # reported, never a reason to refuse the rules
 
     def files_in(self, paths: Sequence[Path]) -> list[Path]:
@@ -186,6 +188,10 @@ class _Collector:
             if node.text not in self.action_where:
                 hint = suggest(node.text, sorted(self.action_where))
                 scope.add(node.loc, f"unknown action {node.text!r}{hint}")
+        for scope, node in self.on_failures:
+            if node.text not in self.action_where:
+                hint = suggest(node.text, sorted(self.action_where))
+                scope.add(node.loc, f"on_failure: unknown action {node.text!r}{hint}")
         if self.problems:
             ordered = self._sorted(self.problems)
             raise RulesError([Problem(str(p.loc), p.message) for p in ordered])
@@ -219,6 +225,7 @@ class _Collector:
             scope.add(node.key_loc(kinds[1]), f"has both {kinds[0]} and {kinds[1]}: use one")
         timeout = scope.read(node, "timeout", _positive) or DEFAULT_ACTION_TIMEOUT
         retry = self._retry(node, scope)
+        on_failure = self._on_failure(node, scope)
         if len(kinds) != 1:
             return
         readers: dict[str, Callable[[Node, str], ActionSpec]] = {
@@ -237,7 +244,9 @@ class _Collector:
                 spec = replace(spec, env=env)
         if scope.count == 0 and spec is not None:
             kind = ActionKind(kinds[0])
-            self.actions[name] = Action(name, kind, spec, timeout, retry, str(key.loc))
+            self.actions[name] = Action(
+                name, kind, spec, timeout, retry, str(key.loc), on_failure=on_failure
+            )
             if isinstance(spec, CommandSpec):
                 self._check_program(spec, node, scope.prefix)
 
@@ -248,6 +257,14 @@ class _Collector:
         problem = self.specs.program_problem(argv.items[0].text, spec.argv[0])
         if problem:
             self.warnings.append(Invalid(argv.items[0].loc, prefix + problem))
+
+    def _on_failure(self, mapping: Map, scope: Scope) -> str | None:
+        """An `on_failure:` action name; whether it exists is checked once every file is read."""
+        name = scope.read(mapping, "on_failure", expect_str)
+        node = mapping.get("on_failure")
+        if name is not None and isinstance(node, Scalar):
+            self.on_failures.append((scope, node))
+        return name
 
     def _retry(self, mapping: Map, scope: Scope) -> RetryPolicy | None:
         node = scope.read(mapping, "retry", expect_map)
@@ -322,6 +339,8 @@ class _Collector:
         on_missed = scope.read(node, "on_missed", _choice(MissedPolicy))
         grace = scope.read(node, "grace", _positive)
         overlap = scope.read(node, "overlap", _choice(OverlapPolicy))
+        retention = scope.read(node, "retention", _retention)
+        on_failure = self._on_failure(node, scope)
         zone, zone_expr = file_zone, None
         if event_rule:
             found = scope.read(node, "timezone", _event_zone)
@@ -343,6 +362,8 @@ class _Collector:
                 grace=grace,
                 overlap=overlap or OverlapPolicy.SKIP,
                 where=str(node.loc),
+                retention=retention,
+                on_failure=on_failure,
             )
         )  # fmt: skip
 
@@ -415,6 +436,16 @@ def _present(mapping: Map, keys: Sequence[str]) -> list[str]:
 
 def _positive(node: Node, what: str) -> timedelta:
     return expect_duration(node, what, positive=True)
+
+
+def _retention(node: Node, what: str) -> timedelta:
+    """How long a rule's finished jobs are kept: a positive duration, or `never` (keep them)."""
+    if isinstance(node, Scalar) and node.kind == "str" and node.text.strip().lower() == "never":
+        return FOREVER
+    try:
+        return expect_duration(node, what, positive=True)
+    except Invalid as exc:
+        raise Invalid(exc.loc, f"{exc.message} (or `never` to keep them)") from None
 
 
 def _attempts(node: Node, what: str) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from timeos.engine import PrunePlan
 from timeos.model import (
     ActionResult,
     Attempt,
@@ -20,6 +21,7 @@ from timeos.model import (
     JobStatus,
     NewJob,
     Occurrence,
+    PruneCounts,
     RuleState,
     Verdict,
     WriteOutcome,
@@ -180,4 +182,22 @@ class Store(Protocol):
 
     def count_history(self, rule: str) -> int:
         """How many occurrences of `rule` are recorded."""
+        ...
+
+    # ---- retention and upkeep ----
+
+    def prune_batch(self, plan: PrunePlan, limit: int) -> tuple[PruneCounts, bool]:
+        """Remove up to `limit` rows the plan allows in one transaction; (counts, more left)."""
+        ...
+
+    def count_prunable(self, plan: PrunePlan) -> PruneCounts:
+        """What pruning by `plan` would remove, in all (a dry run)."""
+        ...
+
+    def vacuum(self) -> None:
+        """Give freed space back to the file system (blocking; callers run it in a thread)."""
+        ...
+
+    def oldest_overdue(self, now: datetime) -> datetime | None:
+        """When the longest-overdue waiting job was due, if one is."""
         ...

@@ -127,7 +127,24 @@ def _v3(db: sqlite_utils.Database) -> None:
     db.table("jobs").add_column("note", str)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3]
+def _v4(db: sqlite_utils.Database) -> None:
+    # Failure notifications (on_failure): the dead job a notification job reports. Retention
+    # keeps a dead job while a waiting notification of it exists, hence the partial index.
+    db.table("jobs").add_column("failure_of", str)
+    db.execute("CREATE INDEX jobs_failure_of ON jobs(failure_of) WHERE failure_of IS NOT NULL")
+    # Retention walks finished jobs oldest first; partial, so claims and retries (which update
+    # updated_at of waiting and running jobs) do not pay for it. Queries repeat its WHERE term
+    # verbatim: that is how SQLite knows the partial index applies.
+    db.execute(
+        "CREATE INDEX jobs_finished ON jobs(updated_at)"
+        " WHERE status IN ('succeeded', 'cancelled', 'dead')"
+    )
+    db.table("events").create_index(["received_at"])
+    db.table("occurrences").create_index(["job_id"])
+    db.table("occurrences").create_index(["recorded_at"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -31,12 +31,13 @@ from timeos.model import (
     occurrence_key,
     payload_hash,
 )
-from timeos.store.sqlite.connection import Connection
+from timeos.store.sqlite.pruning import Pruning
 from timeos.timefmt import from_micros, to_micros
 
 _JOB_COLUMNS = (
     "id, rule, action, event_id, status, priority, perform_at, attempts, max_attempts, payload,"
-    " last_error, created_at, updated_at, scheduled_for, occurrence_key, backoff_base, note"
+    " last_error, created_at, updated_at, scheduled_for, occurrence_key, backoff_base, note,"
+    " failure_of"
 )
 _WAITING = "status IN ('pending', 'retrying')"
 
@@ -45,7 +46,7 @@ def _dumps(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class SqliteStore(Connection):
+class SqliteStore(Pruning):
     """The embedded store (implements store.protocol.Store). One instance per process."""
 
     # ---- events -------------------------------------------------------------------------------
@@ -97,8 +98,8 @@ class SqliteStore(Connection):
             cur = conn.execute(
                 "INSERT OR IGNORE INTO jobs (id, rule, action, event_id, status, priority,"
                 " perform_at, attempts, max_attempts, payload, created_at, updated_at,"
-                " scheduled_for, occurrence_key, note)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?)",
+                " scheduled_for, occurrence_key, note, failure_of)"
+                " VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     job.rule,
@@ -113,6 +114,7 @@ class SqliteStore(Connection):
                     to_micros(job.scheduled_for) if job.scheduled_for else None,
                     job.occurrence_key,
                     job.note,
+                    job.failure_of,
                 ),
             )
             # An occurrence key already present means another path created this job: keep one.
@@ -324,6 +326,8 @@ class SqliteStore(Connection):
                 raise InvalidState(
                     f"job {job.id}: attempt {job.attempts} is no longer the running attempt"
                 )
+            if verdict.notice is not None:  # on_failure: the notification job, atomically
+                self._insert_jobs(conn, [verdict.notice], now)
         return self.get_job(job.id)
 
     def running_jobs(self) -> list[Job]:
@@ -569,6 +573,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         occurrence_key=row[14],
         backoff_base=row[15],
         note=row[16],
+        failure_of=row[17],
     )
 
 
