@@ -64,3 +64,23 @@ def test_scheduler_health_degrades_when_the_loop_stops_ticking(
         "heartbeat_age_seconds": since_tick.total_seconds(),
     }
     assert health["status"] == status
+
+
+def test_the_daemon_raises_its_soft_descriptor_limit_to_what_the_hard_limit_allows():
+    # Under `ulimit -n 128` the connection cap was 8 and a burst of accepts still hit EMFILE
+    # (hostile review); the hard limit is what the operator allowed, so the daemon takes it.
+    import resource
+    import subprocess
+    import sys
+
+    def limits() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (128, 4096))
+
+    probe = (
+        "import resource; from timeos.daemon.connections import raise_nofile_limit;"
+        "print(raise_nofile_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], preexec_fn=limits, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["4096", "4096"]

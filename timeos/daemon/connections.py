@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import resource
 from typing import Any
 
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -23,6 +24,26 @@ ACCEPT_BURST = 64  # the listen backlog: asyncio accepts up to this many per wak
 ACCEPTS_IN_FLIGHT = 4 * ACCEPT_BURST
 FD_RESERVE = 64  # SQLite (two connections, WAL, SHM), the lock, the listener, epoll, logs
 FD_RESERVE_PER_WORKER = 16  # a command's pipes, an http action's sockets, a python action's files
+
+
+NOFILE_WANTED = 65536  # descriptors asked for at start, within the hard limit
+
+
+def raise_nofile_limit() -> int:
+    """Raise the soft RLIMIT_NOFILE toward the hard limit (at most NOFILE_WANTED); return it.
+
+    The usual soft limit of 1024 (or less, under a shell's `ulimit -n`) bounds the connection
+    cap; the hard limit is what the operator allowed. Go's runtime and nginx do the same.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = NOFILE_WANTED if hard == resource.RLIM_INFINITY else min(hard, NOFILE_WANTED)
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError):
+            pass  # not allowed here: keep the soft limit we have
+    return soft
 
 
 def connection_limit(nofile: int, workers: int) -> int:

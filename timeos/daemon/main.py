@@ -12,7 +12,6 @@ import inspect
 import json
 import logging
 import os
-import resource
 import signal
 import socket
 import stat
@@ -39,6 +38,7 @@ from timeos.daemon.connections import (
     DEFAULT_REQUEST_TIMEOUT,
     ConnectionGuard,
     connection_limit,
+    raise_nofile_limit,
 )
 from timeos.daemon.http import ListenAddress, TokenGate, bind_tcp, listener
 from timeos.daemon.notify import Notifier
@@ -233,7 +233,7 @@ class Daemon:
         )
         self.server: _Server | None = None
         self.http_server: _Server | None = None
-        nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        nofile = raise_nofile_limit()
         self.connections = ConnectionGuard(
             max_connections=max_connections or connection_limit(nofile, workers),
             request_timeout=request_timeout,
