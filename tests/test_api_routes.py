@@ -372,3 +372,36 @@ def test_openapi_schema_parses_and_lists_every_route(api):
     assert schema["paths"]["/v1/events"]["post"]["summary"].startswith("Emit an event")
     assert "delete" in schema["paths"]["/v1/dlq/{id}"]
     assert "/v1/_test/clock" not in schema["paths"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/jobs/", "/v1/events/", "/v1/rules/", "/v1/status/", "/v1/rules/nightly/history/"],
+    ids=["jobs", "events", "rules", "status", "history"],
+)
+def test_a_trailing_slash_is_404_not_found_never_a_redirect(api, path):
+    response = api.request("GET", path, follow_redirects=False)
+    assert response.status_code == 404 and "location" not in response.headers
+    assert response.json()["error"] == {"code": "not_found", "message": f"no API route GET {path}"}
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/v1/jobs/a%2Fb", "no job with id 'a/b'"),
+        ("/v1/jobs/a%2F", "no job with id 'a/'"),
+        ("/v1/events/%2F", "no event with id '/'"),
+        ("/v1/rules/a%2Fb/history", "no rule named 'a/b' is loaded"),
+        ("/v1/rules/a%2Fb%252F", "no rule named 'a/b%2F' is loaded"),
+        ("/v1/dlq/x%2Fy/retry", "no job with id 'x/y'"),
+    ],
+    ids=["job", "job-trailing", "event", "rule-history", "literal-percent", "dlq-retry"],
+)
+def test_an_id_holding_a_slash_stays_one_segment_and_is_not_found(api, path, message):
+    assert api.error("POST" if path.endswith("retry") else "GET", path, 404, "not_found") == message
+
+
+def test_a_number_too_long_is_400_without_pythons_hint(api):
+    content = '{"type": "user_signup", "payload": {"n": ' + "9" * 5000 + "}}"
+    message = api.error("POST", "/v1/events", 400, "invalid_payload", content=content)
+    assert message == "request body: number too long (over 4300 digits)"

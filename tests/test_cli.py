@@ -79,6 +79,10 @@ def test_non_utf8_argument_is_a_usage_error_naming_it(
         main([*args, "--socket", str(tmp_path / "none.sock")])
     assert exited.value.code == 2
     err = capsys.readouterr().err
+    if "--json" in args:  # the error is the API's error object then
+        error = json.loads(err)["error"]
+        assert error["code"] == "usage"
+        err = f"Error: {error['message']}"
     position = list(args).index(next(a for a in args if "\udce9" in a)) + 1
     assert f"Error: argument {position} " in err
     assert "caf\\xe9' is not valid UTF-8" in err
@@ -157,3 +161,51 @@ def test_payload_cap_rejects_a_non_number() -> None:
 
 def test_cli_default_cap_is_the_daemons_default() -> None:
     assert DEFAULT_MAX_PAYLOAD_BYTES == MAX_PAYLOAD_BYTES
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "exit_code"),
+    [
+        (("emit", "test", "--payload", "[1]", "--json"), "invalid_payload", 1),
+        (("emit", "test", "--json", "--payload-file", "/nonexist"), "invalid_payload", 1),
+        (("emit", "--json", "test", "--occurred-at", "yesterday"), "invalid_payload", 1),
+        (("emit", "test", "--json"), "daemon_unreachable", 3),
+        (("emit", BAD, "--json"), "usage", 2),
+        (("--json", "emit", "test", "--payload", "[1]"), "invalid_payload", 1),
+    ],
+    ids=["payload-not-object", "payload-file", "occurred-at", "unreachable", "non-utf8", "before"],
+)
+def test_emit_errors_with_json_anywhere_are_the_api_error_object(
+    args: tuple[str, ...],
+    code: str,
+    exit_code: int,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main([*args, "--socket", str(tmp_path / "none.sock")])
+    assert exited.value.code == exit_code
+    captured = capsys.readouterr()
+    error = json.loads(captured.err)["error"]
+    assert error["code"] == code and error["message"]
+    assert captured.out == ""
+
+
+@pytest.mark.parametrize(
+    ("name", "problem"),
+    [("nonexist", "no such file"), (".", "is a directory")],
+    ids=["missing", "directory"],
+)
+def test_payload_file_errors_name_the_file_and_the_problem(
+    name: str, problem: str, tmp_path: Path
+) -> None:
+    path = tmp_path / name
+    with pytest.raises(PayloadError) as caught:
+        read_payload(None, path)
+    assert caught.value.message == f"--payload-file {path}: {problem}"
+
+
+def test_a_number_too_long_to_convert_says_so_without_pythons_hint() -> None:
+    with pytest.raises(PayloadError) as caught:
+        read_payload('{"n": ' + "1" * 5000 + "}", None)
+    assert caught.value.message == "--payload: number too long (over 4300 digits)"

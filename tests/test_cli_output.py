@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import textwrap
 from datetime import UTC, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,13 +16,16 @@ from harness import Daemon, cli
 from timeos.cli.output import render_panel, render_sheet
 from timeos.cli.preview import cli_zone
 from timeos.cli.render import (
+    event_panel,
+    events_sheet,
     fires_sheet,
+    job_panel,
     jobs_sheet,
     output_tail,
     rule_panel,
     status_panel,
 )
-from timeos.cli.table import View, escape_tsv, fit, format_time
+from timeos.cli.table import Sheet, View, escape_tsv, fit, format_time, visible
 from timeos.clock import system_zone
 from timeos.errors import UsageError
 
@@ -64,23 +68,134 @@ def test_no_headers_drops_the_header_line():
 
 @pytest.mark.parametrize(
     ("raw", "escaped"),
-    [("a\tb", "a\\tb"), ("a\nb", "a\\nb"), ("a\\tb", "a\\\\tb"), ("a\r\n", "a\\r\\n")],
-    ids=["tab", "newline", "backslash", "crlf"],
+    [
+        ("a\tb", "a\\tb"),
+        ("a\nb", "a\\nb"),
+        ("a\\tb", "a\\\\tb"),
+        ("a\r\n", "a\\r\\n"),
+        ("k\x1b[2J\x1b]0;PWNED\x07x", "k\\x1b[2J\\x1b]0;PWNED\\x07x"),
+        ("\x00\x7f\x9b\x85", "\\x00\\x7f\\x9b\\x85"),
+        ("Zoë ✓", "Zoë ✓"),
+    ],
+    ids=["tab", "newline", "backslash", "crlf", "esc-and-bel", "nul-del-c1", "printable"],
 )
 def test_tsv_escapes_keep_one_value_in_one_field(raw, escaped):
     assert escape_tsv(raw) == escaped
 
 
-@pytest.mark.parametrize("width", [60, 80, 100, 140], ids=lambda w: f"{w}cols")
-def test_terminal_tables_fit_the_width_and_keep_ids_and_times_whole(width):
+KTM = ZoneInfo("Asia/Kathmandu")
+
+
+def _kathmandu_next() -> Sheet:
+    """The `timeos next --cron '30 2 * * *' --tz America/New_York` sheet seen from Kathmandu."""
+    fires: list[dict[str, Any]] = [
+        {"at": "2026-03-07T07:30:00+00:00", "zone": "America/New_York", "note": None},
+        {
+            "at": "2026-03-08T07:00:00+00:00",
+            "zone": "America/New_York",
+            "note": "moved from 02:30 by the DST gap",
+        },
+    ]
+    return fires_sheet(fires, datetime(2026, 3, 6, tzinfo=UTC), "Asia/Kathmandu", KTM)
+
+
+@pytest.mark.parametrize("width", [40, 60, 80, 100, 120, 140], ids=lambda w: f"{w}cols")
+def test_terminal_tables_never_drop_ids_statuses_or_times(width):
     sheet = jobs_sheet([_job(1), _job(2, status="pending")])
     out = render_sheet(sheet, View(zone=UTC, tty=True, width=width))
-    lines = out.splitlines()
-    assert all(len(line) <= width for line in lines), out
-    assert "01JD3Z8W7T0000000000000001" in out
-    assert "pending" in out
-    if width >= 80:
-        assert "2026-12-07 14:00:00+00:00" in out
+    for whole in ("01JD3Z8W7T0000000000000001", "pending", "2026-12-07 14:00:00+00:00"):
+        assert whole in out, out
+    longest = max(len(line.rstrip()) for line in out.splitlines())
+    whole_columns = 26 + len("pending") + 25 + 2 * 2  # unboxed: two spaces between columns
+    # A terminal too narrow for the whole columns gets longer lines (it wraps them); any
+    # other fits its width.
+    assert longest <= max(width, whole_columns), out
+
+
+@pytest.mark.parametrize("width", [80, 100, 120], ids=lambda w: f"{w}cols")
+def test_no_column_is_hidden_while_the_terminal_has_room(width):
+    sheet = jobs_sheet([_job(1)])
+    shown, widths = fit(sheet, View(zone=UTC, tty=True, width=width))
+    assert [sheet.columns[i].key for i in shown] == [
+        "id",
+        "rule",
+        "action",
+        "status",
+        "perform_at",
+        "attempts",
+        "last_error",
+    ]
+    out = render_sheet(sheet, View(zone=UTC, tty=True, width=width))
+    assert all(len(line) <= width for line in out.splitlines()), out
+
+
+def test_a_terminal_too_narrow_for_free_text_hides_it_and_keeps_the_rest_whole():
+    sheet = jobs_sheet([_job(1)])
+    shown, widths = fit(sheet, View(zone=UTC, tty=True, width=40))
+    assert [sheet.columns[i].key for i in shown] == ["id", "status", "perform_at"]
+    assert widths == [26, 6, 25]
+
+
+@pytest.mark.parametrize(
+    ("width", "dst"),
+    [(40, None), (60, None), (80, "m…"), (120, "moved from 02:30 by the DST gap")],
+    ids=["40cols", "60cols", "80cols", "120cols"],
+)
+def test_next_keeps_your_zone_and_shortens_the_dst_note_before_hiding_it(width, dst):
+    out = render_sheet(_kathmandu_next(), View(zone=KTM, tty=True, width=width))
+    assert "at (America/New_York)" in out and "Asia/Kathmandu" in out
+    assert "2026-03-08 03:00:00-04:00" in out and "2026-03-08 12:45:00+05:45" in out
+    assert "Sunday" in out and "in 2d 7h 0m" in out
+    if dst is None:  # not even the whole columns fit: no room for a note
+        assert "DST" not in out and "D…" not in out
+    else:
+        assert dst in out
+        assert all(len(line) <= width for line in out.splitlines()), out
+
+
+HOSTILE = "k\x1b[2J\x1b]0;PWNED\x07x\x9b\t"  # clear the screen, set the title, C1 CSI, tab
+SHOWN = "k\\x1b[2J\\x1b]0;PWNED\\x07x\\x9b\\t"
+
+
+def _controls(text: str, allowed: str = "\n") -> set[str]:
+    return {c for c in text if c not in allowed and (ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0)}
+
+
+def _hostile_event() -> dict:
+    return {
+        "id": "01JD3Z8W7T0000000000000001",
+        "type": "x",
+        "occurred_at": "2026-12-07T14:00:00+00:00",
+        "received_at": "2026-12-07T14:00:00+00:00",
+        "idempotency_key": HOSTILE,
+        "payload": {"note": HOSTILE},
+        "jobs": [],
+    }
+
+
+@pytest.mark.parametrize("width", [80, 200], ids=["cut", "whole"])
+def test_terminal_tables_show_control_characters_instead_of_sending_them(width):
+    out = render_sheet(events_sheet([_hostile_event()]), View(tty=True, width=width, wide=True))
+    assert _controls(out) == set()
+    assert SHOWN in out
+
+
+def test_terminal_panels_show_control_characters_and_blocks_keep_their_lines():
+    event = render_panel(event_panel(_hostile_event()), View(tty=True, width=200))
+    assert _controls(event) == set() and SHOWN in event
+    attempt = {"number": 1, "started_at": "2026-12-07T14:00:00+00:00", "error": HOSTILE}
+    job = _job(1, note=HOSTILE, attempt_history=[{**attempt, "output": f"one\n{HOSTILE}\n"}])
+    for tty in (True, False):
+        out = render_panel(job_panel(job), View(tty=tty, width=200))
+        assert _controls(out, "\n" if tty else "\n\t") == set(), repr(out)  # TSV: tabs split
+        assert f"one\n{SHOWN}\n" in out  # the output tail keeps its line breaks
+
+
+def test_visible_names_every_control_character():
+    assert visible("\x1b\x07\t\n\r\x7f\x80\x9f\xa0") == "\\x1b\\x07\\t\\n\\r\\x7f\\x80\\x9f\xa0"
+    assert visible("a\nb\tc", keep_newlines=True) == "a\nb\\tc"
+    # --json stays JSON: C0 controls are escaped by JSON itself, even without ensure_ascii.
+    assert json.dumps(HOSTILE, ensure_ascii=False).count("\\u001b") == 2
 
 
 def test_the_least_important_column_is_shortened_first():
@@ -150,7 +265,7 @@ def test_status_shows_uptime_as_a_duration_and_paths():
 def test_next_names_the_rules_zone_and_shows_the_viewers():
     fires = [{"at": "2026-12-07T07:30:00+00:00", "zone": "America/New_York", "note": None}]
     now = datetime(2026, 12, 7, 6, 0, tzinfo=UTC)
-    sheet = fires_sheet(fires, now, "Europe/Paris")
+    sheet = fires_sheet(fires, now, "Europe/Paris", ZoneInfo("Europe/Paris"))
     out = render_sheet(sheet, View(zone=ZoneInfo("Europe/Paris"), tty=True, width=120))
     assert "at (America/New_York)" in out
     assert "2026-12-07 02:30:00-05:00" in out  # the rule's zone
@@ -332,4 +447,115 @@ def test_api_lists_send_their_total_in_a_header(daemon):
 
 def test_nothing_here_reads_the_clock(tmp_path):
     # Guard for the one relative time in these tests: fires_sheet takes `now` as an argument.
-    assert fires_sheet([], datetime(2026, 1, 1, tzinfo=UTC) + timedelta(0), "UTC").rows == []
+    assert fires_sheet([], datetime(2026, 1, 1, tzinfo=UTC) + timedelta(0), "UTC", UTC).rows == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("jobs", "show", ""),
+        ("jobs", "output", ""),
+        ("events", "show", ""),
+        ("rules", "show", ""),
+        ("rules", "history", ""),
+        ("dlq", "retry", ""),
+        ("jobs", "cancel", "01J", ""),
+        ("next", ""),
+    ],
+    ids=lambda a: "-".join(a[:2]),
+)
+def test_an_empty_id_or_name_is_a_usage_error_naming_the_argument(args, tmp_path):
+    result = cli(*args, "--socket", str(tmp_path / "none.sock"))
+    assert result.returncode == 2, result.stderr
+    named = {"show": "ID", "output": "ID", "retry": "ID", "cancel": "ID...", "history": "NAME"}
+    metavar = "RULE" if args[0] == "next" else named[args[1]]
+    if args[:2] == ("rules", "show"):
+        metavar = "NAME"
+    assert f"Invalid value for '{metavar}': must not be empty" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_id_holding_a_slash_is_not_found_not_a_traceback(daemon):
+    for args, message in [
+        (("jobs", "show", "01J/"), "no job with id '01J/'"),
+        (("jobs", "output", "a/b"), "no job with id 'a/b'"),
+        (("events", "show", "x/"), "no event with id 'x/'"),
+        (("rules", "show", "now/"), "no rule named 'now/' is loaded"),
+    ]:
+        result = daemon.cli(*args)
+        assert (result.returncode, result.stderr) == (1, f"Error: {message}\n")
+
+
+def test_emit_errors_from_the_daemon_are_json_with_json_after_the_command(daemon):
+    assert daemon.cli("emit", "user_signup", "--idempotency-key", "k1").returncode == 0
+    for args, code in [
+        (("emit", "bad type!"), "invalid_payload"),
+        (("emit", "user_signup", "--idempotency-key", "timeos:job:x"), "invalid_payload"),
+        (
+            ("emit", "user_signup", "--idempotency-key", "k1", "--payload", '{"a": 1}'),
+            "idempotency_conflict",
+        ),
+    ]:
+        result = daemon.cli(*args, "--json")
+        assert result.returncode == 1 and result.stdout == ""
+        error = json.loads(result.stderr)["error"]
+        assert error["message"] and error["code"] == code, error
+
+
+@pytest.mark.parametrize(
+    ("rule_zone", "viewer", "shown"),
+    [
+        ("UTC", ZoneInfo("Etc/UTC"), False),
+        ("UTC", UTC, False),
+        ("Etc/UTC", ZoneInfo("UTC"), False),
+        ("America/New_York", ZoneInfo("US/Eastern"), False),
+        ("America/New_York", ZoneInfo("America/Toronto"), False),  # same offsets at these fires
+        ("UTC", ZoneInfo("Europe/London"), True),  # +01:00 in July
+    ],
+    ids=["utc-etc-utc", "utc-utc", "etc-utc-utc", "alias", "same-offsets", "other-offset"],
+)
+def test_next_leaves_out_your_zone_when_it_shows_the_same_offsets(rule_zone, viewer, shown):
+    fires = [
+        {"at": "2026-07-07T07:30:00+00:00", "zone": rule_zone, "note": None},
+        {"at": "2026-12-07T07:30:00+00:00", "zone": rule_zone, "note": None},
+    ]
+    sheet = fires_sheet(fires, datetime(2026, 7, 1, tzinfo=UTC), "label", viewer)
+    assert ("yours" in [c.key for c in sheet.columns]) is shown
+
+
+def test_a_piped_rule_starts_with_its_name_as_json_does():
+    rule = {"name": "weekly", "enabled": True, "action": "a", "priority": 0, "trigger": "event"}
+    out = render_panel(rule_panel(rule), View(tty=False))
+    assert out.splitlines()[0] == "name\tweekly"
+
+
+def _on_a_terminal(daemon: Daemon, *args: str) -> str:
+    """Run the CLI with a pseudo-terminal as stdout and stderr; return what it wrote."""
+    import os
+    import pty
+
+    from harness import _exe
+
+    leader, follower = pty.openpty()
+    env = {**daemon.env, "TIMEOS_SOCKET": str(daemon.socket), "COLUMNS": "200"}
+    subprocess.run([*_exe("timeos"), *args], stdout=follower, stderr=follower, env=env, timeout=30)
+    os.close(follower)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end is closed
+            break
+        if not chunk:
+            break
+        out += chunk
+    os.close(leader)
+    return out.decode()
+
+
+def test_a_stored_escape_sequence_reaches_the_terminal_as_text(daemon):
+    event = daemon.cli("emit", "x", "--idempotency-key", HOSTILE).stdout.strip()
+    out = _on_a_terminal(daemon, "events", "show", event)
+    assert SHOWN in out and "\x07" not in out and "\x1b[2J" not in out and "\x1b]0;" not in out
+    piped = daemon.cli("events", "show", event).stdout
+    assert f"idempotency key\t{SHOWN}\n" in piped

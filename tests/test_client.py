@@ -236,3 +236,17 @@ def test_a_quoted_segment_reaches_the_server_as_one_path_segment(serve):
     client, server = serve(reply(200, {}))
     client.call("GET", f"/v1/rules/{segment('a/b c?')}/next")
     assert server.requests[0].startswith(b"GET /v1/rules/a%2Fb%20c%3F/next HTTP/1.1\r\n")
+
+
+@pytest.mark.parametrize("status", [301, 307, 308, 304, 101], ids=str)
+def test_an_answer_that_is_not_2xx_or_an_error_is_an_unexpected_answer(serve, status):
+    client, _ = serve(lambda request: http(status, b"", "Location: http://timeosd/v1/jobs"))
+    with pytest.raises(TimeOSError, match=rf"unexpected answer \(HTTP {status}") as caught:
+        client.call("GET", "/v1/jobs/")
+    assert caught.value.exit_code == 1
+
+
+def test_a_2xx_answer_without_a_body_is_an_error_not_none(serve):
+    client, _ = serve(lambda request: http(200, b""))
+    with pytest.raises(TimeOSError, match=r"empty answer \(HTTP 200\)"):
+        client.call("GET", "/v1/jobs/x")

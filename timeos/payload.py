@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import sys
 from typing import Any
 
 from timeos.errors import PayloadError
@@ -50,7 +51,11 @@ def parse_object(text: str, source: str) -> dict[str, Any]:
         raise PayloadError(f"{source}: {exc}") from None
     except UnicodeError:
         raise PayloadError(f"{source}: contains a lone surrogate (\\ud800-\\udfff)") from None
-    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+    except ValueError as exc:
+        if "integer string conversion" in str(exc):
+            # Python's text suggests sys.set_int_max_str_digits(), no help to whoever sent it.
+            limit = sys.get_int_max_str_digits()
+            raise PayloadError(f"{source}: number too long (over {limit} digits)") from None
         raise PayloadError(f"{source}: {exc}") from None
     if not isinstance(value, dict):
         raise PayloadError(f"{source}: must be a JSON object, got {type(value).__name__}")

@@ -21,6 +21,7 @@ from typer.core import TyperGroup, TyperOption
 from timeos import __version__, paths
 from timeos.cli.client import Client, segment
 from timeos.cli.emit import emit_event
+from timeos.cli.entry import fail
 from timeos.errors import NotFound, TimeOSError, UsageError
 
 HELP = {"help_option_names": ["-h", "--help"]}
@@ -82,9 +83,25 @@ RuleOpt = Annotated[
     str | None,
     typer.Option("--rule", help="Only jobs of this rule.", autocompletion=_complete_rule),
 ]
+
+
+def _not_empty(value: Any) -> Any:
+    """Refuse an empty id or name: it would make the URL another route (`/v1/jobs/`)."""
+    if value == "" or (isinstance(value, list) and "" in value):
+        raise typer.BadParameter("must not be empty")
+    return value
+
+
 RuleArg = Annotated[
-    str, typer.Argument(metavar="NAME", help="A rule's name.", autocompletion=_complete_rule)
+    str,
+    typer.Argument(
+        metavar="NAME",
+        help="A rule's name.",
+        autocompletion=_complete_rule,
+        callback=_not_empty,
+    ),
 ]
+IdArg = Annotated[str, typer.Argument(metavar="ID", callback=_not_empty)]
 
 # Display options every printing command accepts after its name as well as before it
 # (`timeos --utc jobs list` = `timeos jobs list --utc`); main() adds them to each command.
@@ -231,7 +248,7 @@ def events_list(
 
 @events_app.command("show")
 def events_show(
-    event_id: Annotated[str, typer.Argument(metavar="ID")],
+    event_id: IdArg,
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
@@ -298,7 +315,7 @@ def jobs_list(
 
 @jobs_app.command("show")
 def jobs_show(
-    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    job_id: IdArg,
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
@@ -317,7 +334,7 @@ def jobs_show(
 
 @jobs_app.command("output")
 def jobs_output(
-    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    job_id: IdArg,
     attempt: Annotated[
         int | None,
         typer.Option("--attempt", min=1, help="Which attempt [default: the last one]."),
@@ -365,12 +382,16 @@ def jobs_output(
 
         hint(f"attempt {chosen['number']} stored no output")
         return
+    if sys.stdout.isatty():
+        from timeos.cli.table import visible
+
+        output = visible(output, keep_newlines=True)  # a terminal obeys escapes; a file keeps them
     sys.stdout.write(output)
 
 
 @jobs_app.command("cancel")
 def jobs_cancel(
-    job_ids: Annotated[list[str], typer.Argument(metavar="ID...")],
+    job_ids: Annotated[list[str], typer.Argument(metavar="ID...", callback=_not_empty)],
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
@@ -429,7 +450,7 @@ def dlq_list(
 
 @dlq_app.command("retry")
 def dlq_retry(
-    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    job_id: IdArg,
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
@@ -446,7 +467,7 @@ def dlq_retry(
 
 @dlq_app.command("delete")
 def dlq_delete(
-    job_id: Annotated[str, typer.Argument(metavar="ID")],
+    job_id: IdArg,
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
@@ -676,7 +697,12 @@ def cleanup(
 def next_fires(
     rule: Annotated[
         str | None,
-        typer.Argument(metavar="RULE", help="A rule's name.", autocompletion=_complete_rule),
+        typer.Argument(
+            metavar="RULE",
+            help="A rule's name.",
+            autocompletion=_complete_rule,
+            callback=_not_empty,
+        ),
     ] = None,
     cron: Annotated[str | None, typer.Option("--cron", help="A cron expression.")] = None,
     tz: Annotated[
@@ -720,7 +746,7 @@ def next_fires(
         view = _view()
         from timeos.cli.output import print_sheet
 
-        print_sheet(fires_sheet(fires, now, view_label(view)), view)
+        print_sheet(fires_sheet(fires, now, view_label(view), view.zone), view)
 
 
 def _version(value: bool) -> None:
@@ -804,7 +830,7 @@ def main() -> None:
     try:
         code = command().main(standalone_mode=False, prog_name="timeos")
     except TimeOSError as err:
-        _fail(err, as_json)
+        fail(err, as_json)
     except typer.Abort:
         sys.stderr.write("Aborted.\n")
         sys.exit(1)
@@ -813,17 +839,9 @@ def main() -> None:
     except typer.TyperException as exc:  # usage errors: click's message and exit code 2
         exit_code = getattr(exc, "exit_code", 2)
         if as_json and hasattr(exc, "format_message"):
-            _fail(UsageError(exc.format_message()), True, exit_code)
+            fail(UsageError(exc.format_message()), True, exit_code)
         show = getattr(exc, "show", None)
         if show is not None:
             show()
         sys.exit(exit_code)
     sys.exit(code if isinstance(code, int) else 0)
-
-
-def _fail(err: TimeOSError, as_json: bool, exit_code: int | None = None) -> None:
-    if as_json:
-        sys.stderr.write(json.dumps(err.to_wire(), ensure_ascii=False) + "\n")
-    else:
-        sys.stderr.write(f"Error: {err.message}\n")
-    sys.exit(err.exit_code if exit_code is None else exit_code)

@@ -72,6 +72,11 @@ class Client:
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         )
         status, headers, raw = self._exchange(head.encode() + data)
+        if status < 200 or 300 <= status < 400:
+            # timeosd answers 2xx or an error envelope; anything else (a redirect from a
+            # router, say) has no body to go on, and passing None on as success crashes later.
+            where = f" to {headers['location']}" if headers.get("location") else ""
+            raise TimeOSError(f"timeosd sent an unexpected answer (HTTP {status}{where})")
         try:
             decoded = json.loads(raw) if raw else None
         except json.JSONDecodeError:
@@ -81,6 +86,8 @@ class Client:
             problems = error.get("problems")
             message = "\n".join(problems) if problems else error.get("message", raw.decode())
             raise from_wire(error.get("code", "error"), message)
+        if decoded is None:
+            raise TimeOSError(f"timeosd sent an empty answer (HTTP {status})")
         return Reply(decoded, headers)
 
     def _exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:

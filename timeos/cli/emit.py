@@ -38,6 +38,17 @@ def payload_cap(environ: Mapping[str, str]) -> int:
     return int(raw)
 
 
+def os_problem(exc: OSError) -> str:
+    """`no such file`, `permission denied`: what went wrong, without Python's `[Errno 2]`."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such file"
+    if isinstance(exc, IsADirectoryError):
+        return "is a directory"
+    if isinstance(exc, PermissionError):
+        return "permission denied"
+    return (exc.strerror or type(exc).__name__).lower()
+
+
 def read_payload(
     payload: str | None, payload_file: Path | None, limit: int = DEFAULT_MAX_PAYLOAD_BYTES
 ) -> dict[str, Any]:
@@ -53,7 +64,7 @@ def read_payload(
             with payload_file.open("rb") as f:
                 raw = f.read(limit + 1)
         except OSError as exc:
-            raise PayloadError(f"{source}: {exc}") from None
+            raise PayloadError(f"{source}: {os_problem(exc)}") from None
     elif payload == "-":
         source, raw = "--payload - (stdin)", sys.stdin.buffer.read(limit + 1)
     elif payload is not None:

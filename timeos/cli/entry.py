@@ -7,11 +7,27 @@ typer stays the one source of usage text and usage errors.
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from timeos.cli.emit import FLAG_OPTIONS, VALUE_OPTIONS, emit_event
-from timeos.errors import TimeOSError
+from timeos.errors import TimeOSError, UsageError
+
+
+def fail(err: TimeOSError, as_json: bool, exit_code: int | None = None) -> NoReturn:
+    """Print `err` to stderr (`Error: ...`, or with --json the API's error object) and exit."""
+    if as_json:
+        sys.stderr.write(json.dumps(err.to_wire(), ensure_ascii=False) + "\n")
+    else:
+        message = err.message
+        if sys.stderr.isatty():
+            from timeos.cli.table import visible
+
+            message = visible(message, keep_newlines=True)  # it may quote stored values
+        sys.stderr.write(f"Error: {message}\n")
+    sys.exit(err.exit_code if exit_code is None else exit_code)
 
 
 def _fast_emit(argv: list[str]) -> bool:
@@ -47,8 +63,7 @@ def _fast_emit(argv: list[str]) -> bool:
             socket_path=Path(args.socket) if args.socket else None,
         )
     except TimeOSError as err:
-        sys.stderr.write(f"Error: {err.message}\n")
-        sys.exit(err.exit_code)
+        fail(err, "--json" in argv)  # --json anywhere, as for every other command
     return True
 
 
@@ -84,8 +99,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     problem = undecodable_argument(args)
     if problem is not None:
-        sys.stderr.write(f"Error: {problem}; arguments must be UTF-8 text (paths aside)\n")
-        sys.exit(2)
+        usage = UsageError(f"{problem}; arguments must be UTF-8 text (paths aside)")
+        fail(usage, "--json" in args, 2)
     if argv is not None:
         sys.argv[1:] = argv  # typer reads sys.argv
     if _fast_emit(args):

@@ -14,7 +14,16 @@ from datetime import UTC
 from typing import IO, Any
 
 from timeos.cli.render import STATUS_STYLES, Panel
-from timeos.cli.table import Sheet, View, cell_text, escape_tsv, natural_width, to_rich, to_tsv
+from timeos.cli.table import (
+    Sheet,
+    View,
+    cell_text,
+    escape_tsv,
+    table_width,
+    to_rich,
+    to_tsv,
+    visible,
+)
 from timeos.clock import system_zone, zone_label
 
 
@@ -43,7 +52,7 @@ def render_sheet(sheet: Sheet, view: View, *, color: bool = False) -> str:
     """The sheet as text for `view`: TSV, or a rich table fitted to the terminal's width."""
     if not view.tty:
         return to_tsv(sheet, view)
-    return _rich_text(to_rich(sheet, view, STATUS_STYLES), _width(sheet, view), color)
+    return _rich_text(to_rich(sheet, view, STATUS_STYLES), table_width(sheet, view), color)
 
 
 def render_panel(panel: Panel, view: View, *, color: bool = False) -> str:
@@ -57,23 +66,26 @@ def render_panel(panel: Panel, view: View, *, color: bool = False) -> str:
         for sheet in panel.sheets:
             out += "\n" + to_tsv(sheet, view)
         if panel.text is not None:
-            out += "\n" + panel.text + "\n"
+            out += "\n" + visible(panel.text, keep_newlines=True) + "\n"
         return out
     from rich.table import Table
     from rich.text import Text
 
-    fields = Table(title=panel.title, show_header=False, title_justify="left", box=None)
+    # Every value is shown with its control characters escaped (see table.visible): they may
+    # come from any client of the socket.
+    fields = Table(title=visible(panel.title), show_header=False, title_justify="left", box=None)
     fields.add_column(style="bold", no_wrap=True)
     fields.add_column(overflow="fold")
     for name, kind, value in panel.fields:
         style = STATUS_STYLES.get(str(value), "") if kind == "status" else ""
-        fields.add_row(name, Text(cell_text(value, kind, view), style=style))
+        fields.add_row(name, Text(visible(cell_text(value, kind, view)), style=style))
     out = _rich_text(fields, view.width, color)
     for sheet in panel.sheets:
-        out += _rich_text(to_rich(sheet, view, STATUS_STYLES), _width(sheet, view), color)
+        out += _rich_text(to_rich(sheet, view, STATUS_STYLES), table_width(sheet, view), color)
     if panel.text is not None:
-        out += _rich_text(Text(panel.text_title or "", style="bold"), view.width, color)
-        out += panel.text + "\n"
+        title = Text(visible(panel.text_title or ""), style="bold")
+        out += _rich_text(title, view.width, color)
+        out += visible(panel.text, keep_newlines=True) + "\n"
     return out
 
 
@@ -93,10 +105,6 @@ def print_panel(panel: Panel, view: View) -> None:
 def hint(message: str) -> None:
     """Say why a result is empty, on stderr (the exit code stays 0)."""
     sys.stderr.write(message + "\n")
-
-
-def _width(sheet: Sheet, view: View) -> int:
-    return max(view.width, natural_width(sheet, view)) if view.wide else view.width
 
 
 def _rich_text(renderable: Any, width: int, color: bool) -> str:

@@ -7,7 +7,7 @@ cli/output.py prints what these return, as TSV into pipes or as rich tables on a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -210,8 +210,8 @@ def rules_sheet(rules: list[dict[str, Any]]) -> Sheet:
 
 
 def rule_panel(rule: dict[str, Any]) -> Panel:
-    """All fields of one rule."""
-    fields: list[tuple[str, Kind, Any]] = []
+    """All fields of one rule, its name first (piped, the title is not printed)."""
+    fields: list[tuple[str, Kind, Any]] = [("name", "id", rule["name"])]
     for key, value in rule.items():
         if key == "name":
             continue
@@ -242,13 +242,19 @@ def history_sheet(
     )
 
 
-def fires_sheet(fires: list[dict[str, Any]], now: datetime, label: str) -> Sheet:
+def fires_sheet(fires: list[dict[str, Any]], now: datetime, label: str, viewer: tzinfo) -> Sheet:
     """Upcoming fire times in the rule's zone (named in the header), in the viewer's zone
-    (`label`, skipped when it is the same zone), the weekday, time from now and DST notes."""
+    (`viewer`, headed `label`; left out when it shows every fire at the same offset as the
+    rule's zone: `UTC` and `Etc/UTC` are one zone by two names), the weekday, time from now
+    and DST notes."""
     zones = {f.get("zone") or "UTC" for f in fires}
     rule_zone = zones.pop() if len(zones) == 1 else "UTC"
     columns = [Column("at", f"at ({rule_zone})", "zoned"), Column("weekday", "weekday", "id")]
-    same = label == rule_zone
+    instants = [datetime.fromisoformat(f["at"]) for f in fires]
+    same = all(
+        at.astimezone(ZoneInfo(rule_zone)).utcoffset() == at.astimezone(viewer).utcoffset()
+        for at in instants
+    )
     if not same:
         columns.append(Column("yours", label, "time"))
     columns += [Column("from_now", "from now", "id"), Column("dst", "DST", importance=1)]

@@ -19,6 +19,9 @@ Kind = Literal["id", "text", "time", "zoned", "status", "bool", "int", "json"]
 # Kinds people copy or scan by: never shortened, never dropped to fit a terminal.
 WHOLE_KINDS = frozenset({"id", "time", "zoned", "status", "bool", "int"})
 MIN_SHRUNK = 8  # a shortened column keeps at least this many characters (ellipsis included)
+# ...unless the terminal has no room for that: then down to one character and the ellipsis
+# before it is hidden (a hidden column says nothing; "m…" says there is a note to see).
+MIN_VISIBLE = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,11 +101,28 @@ def cell_text(value: Any, kind: Kind, view: View) -> str:
     return str(value)
 
 
-_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+# Every C0 and C1 control character and DEL, as the escape that names it: a value stored by any
+# socket client must not reach a terminal as an escape sequence (clear screen, set the title).
+_CONTROLS = {
+    code: {0x09: "\\t", 0x0A: "\\n", 0x0D: "\\r"}.get(code, f"\\x{code:02x}")
+    for code in (*range(0x20), 0x7F, *range(0x80, 0xA0))
+}
+_VISIBLE = str.maketrans(_CONTROLS)
+_VISIBLE_BLOCK = str.maketrans({k: v for k, v in _CONTROLS.items() if k != 0x0A})
+_ESCAPES = str.maketrans({0x5C: "\\\\", **_CONTROLS})
+
+
+def visible(text: str, *, keep_newlines: bool = False) -> str:
+    """`text` with control characters shown, not obeyed: ESC as `\\x1b`, tab as `\\t`.
+
+    `keep_newlines`: for multi-line blocks (an output tail), where line breaks stay breaks.
+    """
+    return text.translate(_VISIBLE_BLOCK if keep_newlines else _VISIBLE)
 
 
 def escape_tsv(text: str) -> str:
-    """Keep one value in one field: backslash, tab, newline and CR become `\\\\ \\t \\n \\r`."""
+    """Keep one value in one field, free of controls: backslash, tab, newline and CR become
+    `\\\\ \\t \\n \\r`, any other control character `\\xNN`."""
     return text.translate(_ESCAPES)
 
 
@@ -121,17 +141,31 @@ def to_tsv(sheet: Sheet, view: View) -> str:
     return "".join(line + "\n" for line in lines)
 
 
-def overhead(columns: int) -> int:
-    """Characters rich's default box spends around `columns` columns (borders and padding)."""
-    return 3 * columns + 1
+def overhead(columns: int, *, boxed: bool = True) -> int:
+    """Characters a table spends around `columns` columns: rich's default box (borders and
+    padding), or without a box two spaces between columns."""
+    return 3 * columns + 1 if boxed else 2 * max(columns - 1, 0)
 
 
-def fit(sheet: Sheet, view: View) -> tuple[list[int], list[int]]:
-    """Which columns to show and how wide: (indexes, widths) for a terminal of `view.width`.
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """Which columns a terminal table shows, how wide, and whether it has a box."""
 
-    Natural widths when they fit (or with --wide); else the least important shortenable columns
-    are cut, down to MIN_SHRUNK, then dropped. Ids, times, statuses and numbers are never cut;
-    only a terminal too narrow for them drops some (ids never).
+    shown: list[int]
+    widths: list[int]
+    boxed: bool = True
+
+    def width(self) -> int:
+        """The characters one line of the table takes."""
+        return sum(self.widths) + overhead(len(self.shown), boxed=self.boxed)
+
+
+def layout(sheet: Sheet, view: View) -> Layout:
+    """Fit the sheet to `view.width` (see _fit): boxed when that loses nothing, else unboxed.
+
+    Without a box each column costs 2 characters instead of 3, which at 80 columns is the room
+    for one more time column. A terminal too narrow even for the columns kept whole gets lines
+    longer than its width (it wraps them) rather than a table without them.
     """
     shown = [i for i, c in enumerate(sheet.columns) if view.wide or not c.wide_only]
     texts = [
@@ -139,47 +173,77 @@ def fit(sheet: Sheet, view: View) -> tuple[list[int], list[int]]:
         for row in sheet.rows
     ]
     natural = {i: max([len(sheet.columns[i].header), *(len(r[i]) for r in texts)]) for i in shown}
+    if view.wide:
+        return Layout(shown, [natural[i] for i in shown])
+    boxed = _fit(sheet, view.width, shown, natural, boxed=True)
+    soft = {i: _soft_floor(sheet, natural, i) for i in shown}
+    if boxed.shown == shown and all(w >= soft[i] for i, w in zip(shown, boxed.widths, strict=True)):
+        if boxed.width() <= view.width:
+            return boxed
+    return _fit(sheet, view.width, shown, natural, boxed=False)
+
+
+def fit(sheet: Sheet, view: View) -> tuple[list[int], list[int]]:
+    """Which columns to show and how wide: (indexes, widths) for a terminal of `view.width`."""
+    found = layout(sheet, view)
+    return found.shown, found.widths
+
+
+def _soft_floor(sheet: Sheet, natural: dict[int, int], i: int) -> int:
+    return min(natural[i], max(MIN_SHRUNK, len(sheet.columns[i].header)))
+
+
+def _fit(
+    sheet: Sheet, width: int, shown: list[int], natural: dict[int, int], *, boxed: bool
+) -> Layout:
+    """Shorten free-text columns, least important first, to MIN_SHRUNK, then to MIN_VISIBLE;
+    hide them (least important first) only when even that does not fit, and give any width
+    that frees back to the others. Ids, types, times, statuses and numbers stay whole."""
+    shown = list(shown)
     widths = dict(natural)
-    if not view.wide:
-        by_importance = sorted(
-            (i for i in shown if sheet.columns[i].kind not in WHOLE_KINDS),
-            key=lambda i: (sheet.columns[i].importance, -i),
-        )
+    free = sorted(
+        (i for i in shown if sheet.columns[i].kind not in WHOLE_KINDS),
+        key=lambda i: (sheet.columns[i].importance, -i),
+    )
 
-        def excess() -> int:
-            return sum(widths[i] for i in shown) + overhead(len(shown)) - view.width
+    def excess() -> int:
+        return sum(widths[i] for i in shown) + overhead(len(shown), boxed=boxed) - width
 
-        for i in by_importance:
+    for floor in (lambda i: _soft_floor(sheet, natural, i), lambda i: min(natural[i], MIN_VISIBLE)):
+        for i in free:
             if excess() <= 0:
                 break
-            floor = min(natural[i], max(MIN_SHRUNK, len(sheet.columns[i].header)))
-            widths[i] = max(floor, widths[i] - excess())
-        # Still too wide: drop what was shortened, then (a very narrow terminal) whole columns
-        # other than ids, least important first.
-        last_resort = sorted(
-            (i for i in shown if sheet.columns[i].kind in WHOLE_KINDS - {"id"}),
-            key=lambda i: (sheet.columns[i].importance, -i),
-        )
-        for i in [*by_importance, *last_resort]:
-            if excess() <= 0 or len(shown) == 1:
-                break
-            shown.remove(i)
-    return shown, [widths[i] for i in shown]
+            widths[i] = max(floor(i), widths[i] - excess())
+    for i in free:
+        if excess() <= 0:
+            break
+        shown.remove(i)
+    for i in reversed(free):  # width freed by hiding goes back, most important first
+        if i in shown and excess() < 0:
+            widths[i] = min(natural[i], widths[i] - excess())
+    return Layout(shown, [widths[i] for i in shown], boxed)
 
 
 def to_rich(sheet: Sheet, view: View, styles: dict[str, str]) -> Any:
-    """A rich Table fitted to the terminal (see fit); statuses coloured by `styles`."""
+    """A rich Table fitted to the terminal (see layout); statuses coloured by `styles`."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    shown, widths = fit(sheet, view)
-    table = Table(title=sheet.title or None, title_justify="left")
-    for i, width in zip(shown, widths, strict=True):
+    fitted = layout(sheet, view)
+    table = Table(
+        title=visible(sheet.title) or None,
+        title_justify="left",
+        box=box.HEAVY_HEAD if fitted.boxed else None,
+        pad_edge=fitted.boxed,
+        header_style="bold",
+    )
+    for i, width in zip(fitted.shown, fitted.widths, strict=True):
         column = sheet.columns[i]
         table.add_column(column.header, no_wrap=True, min_width=width, max_width=width)
     for row in sheet.rows:
         cells = []
-        for i, width in zip(shown, widths, strict=True):
+        for i, width in zip(fitted.shown, fitted.widths, strict=True):
             column = sheet.columns[i]
             text = shorten(_one_line(cell_text(row[i], column.kind, view)), width)
             style = styles.get(str(row[i]), "") if column.kind == "status" else ""
@@ -188,10 +252,10 @@ def to_rich(sheet: Sheet, view: View, styles: dict[str, str]) -> Any:
     return table
 
 
-def natural_width(sheet: Sheet, view: View) -> int:
-    """The width the sheet needs with every shown column whole (for --wide)."""
-    shown, widths = fit(sheet, View(view.zone, view.tty, 10**6, True, view.headers))
-    return sum(widths) + overhead(len(shown)) + 1
+def table_width(sheet: Sheet, view: View) -> int:
+    """The width to render the sheet at: the terminal's, or more when its whole columns need
+    more (or with --wide), so rich never cuts what layout() keeps whole."""
+    return max(view.width, layout(sheet, view).width())
 
 
 def shorten(text: str, width: int) -> str:
@@ -200,5 +264,5 @@ def shorten(text: str, width: int) -> str:
 
 
 def _one_line(text: str) -> str:
-    # A terminal row stays one line: show line breaks the way TSV does.
-    return text.replace("\r", "\\r").replace("\n", "\\n").replace("\t", " ")
+    # A terminal row stays one line, and control characters show instead of acting.
+    return visible(text)

@@ -11,11 +11,14 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from timeos import __version__
 from timeos.daemon.openapi import (
@@ -464,7 +467,39 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         )
         return JSONResponse(err.to_wire(), status_code=405, headers={"Allow": allowed})
 
-    return Starlette(routes=routes, exception_handlers={404: not_found, 405: method_not_allowed})
+    app = Starlette(
+        routes=routes,
+        middleware=[Middleware(SlashesInSegments)],
+        exception_handlers={404: not_found, 405: method_not_allowed},
+    )
+    # `/v1/jobs/` is no route: a 307 to `/v1/jobs` would answer a show with a list (or, to a
+    # client that follows nothing, with an empty body). Unknown paths are 404 not_found.
+    app.router.redirect_slashes = False
+    return app
+
+
+# Set on requests whose path held `%2F`: their path parameters arrive still quoted.
+QUOTED_PARAMS = "timeos.quoted_params"
+
+
+class SlashesInSegments:
+    """Route `%2F` as part of one path segment, the way the client's segment() sent it.
+
+    ASGI gives the router the decoded path, where `/v1/jobs/a%2Fb` has three segments and no
+    route; the caller meant the job `a/b`, and should hear "no job with id 'a/b'". Such a path is
+    routed with `/` and `%` inside segments quoted again; dispatch unquotes the parameters.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        raw = scope.get("raw_path") or b""
+        if scope["type"] == "http" and b"%2f" in raw.lower():
+            path = raw.partition(b"?")[0].decode("ascii", "replace")
+            segments = (unquote(s).replace("%", "%25").replace("/", "%2F") for s in path.split("/"))
+            scope = {**scope, "path": "/".join(segments), QUOTED_PARAMS: True}
+        await self.app(scope, receive, send)
 
 
 def _routes(endpoints: tuple[Endpoint, ...]) -> list[Route]:
@@ -482,6 +517,9 @@ def _dispatch(handlers: Mapping[str, Handler]) -> Handler:
     async def dispatch(request: Request) -> Response:
         # Starlette answers HEAD on GET routes; the route let only our methods through.
         method = "GET" if request.method == "HEAD" else request.method
+        if request.scope.get(QUOTED_PARAMS):
+            params = request.scope["path_params"]
+            request.scope["path_params"] = {k: unquote(v) for k, v in params.items()}
         return await handlers[method](request)
 
     return dispatch
