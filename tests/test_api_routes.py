@@ -230,7 +230,7 @@ def test_job_detail_includes_the_attempt_history(api):
     (job,) = api.store.claim_due(T0, 1)
     api.store.finish(
         job,
-        ActionResult(Outcome.FAILED, "boom", "out"),
+        ActionResult(Outcome.FAILED, "boom", "out", stderr="err"),
         T0 + timedelta(seconds=2),
         verdict(job, JobStatus.RETRYING, T0 + timedelta(minutes=1)),
     )
@@ -245,6 +245,7 @@ def test_job_detail_includes_the_attempt_history(api):
             "outcome": "failed",
             "error": "boom",
             "output": "out",
+            "stderr": "err",
         }
     ]
     listed = api.ok("GET", "/v1/jobs", params={"rule": "welcome"})["jobs"][0]

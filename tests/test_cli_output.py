@@ -351,7 +351,7 @@ def daemon(tmp_path):
             """
             actions:
               talk:
-                command: [sh, -c, 'for i in $(seq 1 30); do echo "line $i"; done']
+                command: [sh, -c, 'for i in $(seq 1 30); do echo "line $i"; done; echo oops >&2']
             rules:
               - name: now
                 on_event: user_signup
@@ -413,7 +413,8 @@ def test_jobs_output_prints_what_was_stored_and_show_prints_the_tail(daemon):
     missing = daemon.cli("jobs", "output", job, "--attempt", "2")
     assert missing.returncode == 1 and "no attempt 2" in missing.stderr
     stderr = daemon.cli("jobs", "output", job, "--stderr")
-    assert stderr.returncode == 2 and "not stored separately" in stderr.stderr
+    assert stderr.returncode == 0 and stderr.stdout == "oops\n"  # stored beside stdout
+    assert daemon.cli_json("jobs", "output", job, "--stderr")["stderr"] == "oops\n"
     shown = daemon.cli("jobs", "show", job).stdout
     assert "line 30" in shown and "line 10\n" not in shown
 

@@ -312,6 +312,7 @@ class Attempt:
     outcome: Outcome | None = None
     error: str | None = None
     output: str | None = None
+    stderr: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,6 +339,7 @@ class ActionResult:
     outcome: Outcome
     error: str | None = None
     output: str | None = None
+    stderr: str | None = None  # a command's standard error, stored beside its stdout
     retry_after: timedelta | None = None  # the server's own "try again in" (HTTP Retry-After)
 
 

@@ -133,8 +133,9 @@ def _spawn_failure(program: str, exc: OSError) -> ActionResult:
 
 def _result(returncode: int, stdout: _Tail, stderr: _Tail) -> ActionResult:
     output = decode(bytes(stdout.data))
+    errors = decode(bytes(stderr.data)) or None  # kept whole (up to the cap), success or not
     if returncode == 0:
-        return ActionResult(Outcome.SUCCEEDED, None, output)
+        return ActionResult(Outcome.SUCCEEDED, None, output, stderr=errors)
     if returncode < 0:
         try:
             what = f"killed by signal {signal.Signals(-returncode).name}"
@@ -143,7 +144,7 @@ def _result(returncode: int, stdout: _Tail, stderr: _Tail) -> ActionResult:
     else:
         what = f"exit status {returncode}"
     tail = decode(bytes(stderr.data[-STDERR_TAIL:])).strip()
-    return ActionResult(Outcome.FAILED, f"{what}: {tail}" if tail else what, output)
+    return ActionResult(Outcome.FAILED, f"{what}: {tail}" if tail else what, output, stderr=errors)
 
 
 async def _wait_exit(proc: asyncio.subprocess.Process) -> int:

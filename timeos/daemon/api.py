@@ -85,6 +85,7 @@ def job_json(job: Job, attempts: list[Attempt] | None = None) -> dict[str, Any]:
                 "outcome": str(a.outcome) if a.outcome else None,
                 "error": a.error,
                 "output": a.output,
+                "stderr": a.stderr,
             }
             for a in attempts
         ]

@@ -165,13 +165,14 @@ COMPONENTS: dict[str, Schema] = {
     "Job": _job(),
     "JobWithHistory": {"allOf": [ref("Job"), {"required": ["attempt_history"]}]},
     "Attempt": obj(
-        ("number", "started_at", "ended_at", "outcome", "error", "output"),
+        ("number", "started_at", "ended_at", "outcome", "error", "output", "stderr"),
         number=INT,
         started_at=INSTANT,
         ended_at=nullable(INSTANT),
         outcome=nullable(STR),
         error=nullable(STR),
         output=nullable(STR),
+        stderr=nullable(STR),
     ),
     "Event": obj(
         ("id", "type", "payload", "occurred_at", "received_at", "idempotency_key"),

@@ -144,7 +144,12 @@ def _v4(db: sqlite_utils.Database) -> None:
     db.table("occurrences").create_index(["recorded_at"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4]
+def _v5(db: sqlite_utils.Database) -> None:
+    # A command's standard error, stored beside its stdout (`timeos jobs output --stderr`).
+    db.table("attempts").add_column("stderr", str)
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

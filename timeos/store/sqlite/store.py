@@ -206,7 +206,8 @@ class SqliteStore(Pruning):
     def attempts(self, job_id: str) -> list[Attempt]:
         """A job's attempt history, oldest first."""
         rows = self._read(
-            "SELECT job_id, number, started_at, ended_at, outcome, error, output FROM attempts"
+            "SELECT job_id, number, started_at, ended_at, outcome, error, output, stderr"
+            " FROM attempts"
             " WHERE job_id = ? ORDER BY number",
             (job_id,),
         )
@@ -219,6 +220,7 @@ class SqliteStore(Pruning):
                 outcome=Outcome(r[4]) if r[4] else None,
                 error=r[5],
                 output=r[6],
+                stderr=r[7],
             )
             for r in rows
         ]
@@ -299,9 +301,17 @@ class SqliteStore(Pruning):
         error = result.error if result.outcome is not Outcome.SUCCEEDED else None
         with self._tx() as conn:
             conn.execute(
-                "UPDATE attempts SET ended_at = ?, outcome = ?, error = ?, output = ?"
+                "UPDATE attempts SET ended_at = ?, outcome = ?, error = ?, output = ?, stderr = ?"
                 " WHERE job_id = ? AND number = ?",
-                (stamp, str(result.outcome), error, result.output, job.id, job.attempts),
+                (
+                    stamp,
+                    str(result.outcome),
+                    error,
+                    result.output,
+                    result.stderr,
+                    job.id,
+                    job.attempts,
+                ),
             )
             # Only the attempt that is running may settle the job: a stale attempt's result
             # (however it came about) never overwrites a newer one's.
