@@ -27,12 +27,15 @@ from timeos.model import (
     Job,
     JobStatus,
     NewJob,
+    Occurrence,
+    OccurrenceOutcome,
     Outcome,
     RetryPolicy,
     Rule,
     RuleSet,
     Verdict,
     effective_retry,
+    occurrence_key,
 )
 from timeos.payload import EVENT_TYPE, nesting_depth, parse_object
 from timeos.time.cron import next_local_time
@@ -316,6 +319,44 @@ def failure_notice(job: Job, result: ActionResult, action: Action, now: datetime
         },
         failure_of=job.id,
     )
+
+
+# ---- manual runs ------------------------------------------------------------------------------
+
+MANUAL_RUN = "manual run"
+
+
+def manual_run(
+    rule: Rule, rules: RuleSet, payload: dict[str, Any] | None, now: datetime
+) -> tuple[NewJob, Occurrence | None]:
+    """The job (and, for a time-based rule, the fired occurrence) of `timeos rules run`.
+
+    Runs now, whatever the rule's schedule, condition, offset or enabled state (like `systemctl
+    start` on a timer's service). A time-based rule's job gets the payload a scheduled fire has
+    plus `"manual": true` (the given payload's keys over them) and an occurrence of its own; the
+    schedule state is not touched. An event rule's job gets the given payload and no event.
+    """
+    job = NewJob(
+        rule=rule.name,
+        action=rule.action,
+        perform_at=now,
+        priority=rule.priority,
+        max_attempts=effective_retry(rule, rules.actions[rule.action]).max_attempts,
+        payload=dict(payload or {}),
+        note=MANUAL_RUN,
+    )
+    if not rule.time_based:
+        return job, None
+    body: dict[str, Any] = {"rule": rule.name, "scheduled_for": now.isoformat(), "manual": True}
+    body.update(payload or {})
+    job = replace(
+        job,
+        payload=body,
+        scheduled_for=now,
+        # A key of its own: a scheduled fire at this very instant still gets its job.
+        occurrence_key=occurrence_key(rule.name, now) + "/manual",
+    )
+    return job, Occurrence(rule.name, now, OccurrenceOutcome.FIRED, MANUAL_RUN, None, None, now)
 
 
 # ---- retention --------------------------------------------------------------------------------

@@ -210,6 +210,11 @@ class Rule:
     where: str = ""
     retention: timedelta | None = None  # its finished jobs' keep time (None: the global one)
     on_failure: str | None = None  # overrides its action's on_failure
+    # Its latest runtime disable (`timeos rules disable`), set by rules/overrides.py: from when,
+    # and until when (None: until enabled). Kept after it ends, so the planner can tell the
+    # occurrences it held back ("rule disabled") from those missed while the daemon was down.
+    disabled_at: datetime | None = field(default=None, compare=False)
+    disabled_until: datetime | None = field(default=None, compare=False)
 
     @property
     def time_based(self) -> bool:
@@ -244,6 +249,25 @@ class RuleSet:
             and isinstance(r.trigger, EventTrigger)
             and r.trigger.event_type == event_type
         ]
+
+
+@dataclass(frozen=True, slots=True)
+class RuleOverride:
+    """Runtime changes to one rule over its file's values (`timeos rules disable/set`), stored.
+
+    `enabled`: None keeps the file's value; False disables from `disabled_at` until
+    `disabled_until` (None: until enabled); True enables a rule the file disables.
+    `rate_limit` and `concurrency` are stored and shown, not yet enforced.
+    """
+
+    rule: str
+    enabled: bool | None = None
+    disabled_at: datetime | None = None
+    disabled_until: datetime | None = None
+    priority: int | None = None
+    rate_limit: str | None = None
+    concurrency: int | None = None
+    updated_at: datetime | None = None
 
 
 def effective_retry(rule: Rule, action: Action) -> RetryPolicy:

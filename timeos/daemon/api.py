@@ -27,6 +27,7 @@ from timeos.daemon.openapi import (
     CANCEL_BODY,
     CLEANUP_BODY,
     COUNT_Q,
+    DISABLE_BODY,
     EMIT_BODY,
     EVENT_Q,
     EVENT_TYPE_Q,
@@ -35,7 +36,9 @@ from timeos.daemon.openapi import (
     NAME_P,
     OFFSET_Q,
     ORDER_Q,
+    OVERRIDES_BODY,
     RULE_Q,
+    RUN_BODY,
     STATUS_Q,
     STR,
     Endpoint,
@@ -350,6 +353,44 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         )
         return JSONResponse({"rule": request.path_params["name"], "fires": fires})
 
+    async def disable_rule(request: Request) -> Response:
+        body = await _json_body(request, service)
+        raw = body.get("for")
+        if raw is not None and not isinstance(raw, str):
+            raise UsageError("for must be a duration such as 30m")
+        duration = parse_duration(raw, "for") if raw is not None else None
+        rule = service.disable_rule(request.path_params["name"], duration)
+        return JSONResponse(_rule_view(service, rule))
+
+    async def enable_rule(request: Request) -> Response:
+        return JSONResponse(_rule_view(service, service.enable_rule(request.path_params["name"])))
+
+    async def set_rule(request: Request) -> Response:
+        body = await _json_body(request, service)
+        values: dict[str, Any] = {}
+        for key, kind in (("priority", int), ("rate_limit", str), ("concurrency", int)):
+            value = body.get(key)
+            if value is None:
+                continue
+            if not isinstance(value, kind) or isinstance(value, bool):
+                raise UsageError(f"{key} must be {'an integer' if kind is int else 'a string'}")
+            values[key] = value
+        if not values:
+            raise UsageError("give at least one of priority, rate_limit, concurrency")
+        rule = service.set_rule(request.path_params["name"], **values)
+        return JSONResponse(_rule_view(service, rule))
+
+    async def reset_rule(request: Request) -> Response:
+        return JSONResponse(_rule_view(service, service.reset_rule(request.path_params["name"])))
+
+    async def run_rule(request: Request) -> Response:
+        body = await _json_body(request, service)
+        payload = body.get("payload")
+        if payload is not None and not isinstance(payload, dict):
+            raise PayloadError(f"payload must be a JSON object, got {type(payload).__name__}")
+        job = service.run_rule(request.path_params["name"], payload)
+        return JSONResponse(job_json(job), status_code=201)
+
     async def reload(request: Request) -> Response:
         rules = await service.reload()
         warnings = [str(w) for w in rules.warnings]
@@ -436,6 +477,26 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
                  ok={200: ("Fire times, soonest first", obj(
                      ("rule", "fires"), rule=STR,
                      fires={"type": "array", "items": ref("Fire")}))}),
+        Endpoint("POST", "/v1/rules/{name}/disable", disable_rule,
+                 "Disable a rule now, optionally for a while (kept across restarts and reloads)",
+                 params=(NAME_P,), body=DISABLE_BODY, errors=(400, 404), tags=("rules",),
+                 ok={200: ("The rule as now in force", ref("Rule"))}),
+        Endpoint("POST", "/v1/rules/{name}/enable", enable_rule,
+                 "Enable a rule now (ends a runtime disable; overrides a file's enabled: false)",
+                 params=(NAME_P,), errors=(404,), tags=("rules",),
+                 ok={200: ("The rule as now in force", ref("Rule"))}),
+        Endpoint("POST", "/v1/rules/{name}/overrides", set_rule,
+                 "Override a rule's priority (rate_limit and concurrency: stored, not enforced)",
+                 params=(NAME_P,), body=OVERRIDES_BODY, errors=(400, 404), tags=("rules",),
+                 ok={200: ("The rule as now in force", ref("Rule"))}),
+        Endpoint("DELETE", "/v1/rules/{name}/overrides", reset_rule,
+                 "Drop a rule's runtime overrides (a runtime disable ends): the file's values",
+                 params=(NAME_P,), errors=(404,), tags=("rules",),
+                 ok={200: ("The rule as now in force", ref("Rule"))}),
+        Endpoint("POST", "/v1/rules/{name}/run", run_rule,
+                 "Create a job for the rule's action now, recorded as a manual run",
+                 params=(NAME_P,), body=RUN_BODY, errors=(400, 404), tags=("rules",),
+                 ok={201: ("The job created", ref("Job"))}),
         Endpoint("POST", "/v1/reload", reload,
                  "Reload the rule files (the loaded ones stay when the new are invalid)",
                  errors=(422,), tags=("daemon",), ok={200: ("Reloaded", ref("Reloaded"))}),
@@ -532,4 +593,5 @@ ViewHook = Callable[[Rule], Mapping[str, Any]]
 def _rule_view(service: Service, rule: Rule) -> dict[str, Any]:
     body = rule_json(rule)
     body.update(service.rule_schedule(rule))
+    body.update(service.rule_control(rule))
     return body

@@ -140,6 +140,31 @@ def _rule() -> Schema:
         dst=obj(("gap", "fold"), gap=STR, fold=STR),
         next_fire=nullable(INSTANT),
         last_fire=nullable(INSTANT),
+        last_run=nullable({**INSTANT, "description": "when the rule last created a job"}),
+        enabled_from={"type": "string", "enum": ["file", "override"]},
+        disabled_until=nullable(
+            {**INSTANT, "description": "a runtime disable with --for ends then"}
+        ),
+        overrides=obj(
+            ("enabled", "priority", "rate_limit", "concurrency"),
+            enabled=_overridden(BOOL, disabled_until=nullable(INSTANT)),
+            priority=_overridden(INT),
+            rate_limit=_overridden(nullable(STR)),
+            concurrency=_overridden(nullable(INT)),
+        ),
+    )
+
+
+def _overridden(value: Schema, **more: Schema) -> Schema:
+    """A value in force, where it came from, and the rule file's value."""
+    return obj(
+        ("value", "from", "file"),
+        value=value,
+        file=nullable(value),
+        enforced={"type": "boolean", "description": "false: stored, not yet enforced"},
+        note=STR,
+        **{"from": {"type": "string", "enum": ["file", "override"]}},
+        **more,
     )
 
 
@@ -325,6 +350,16 @@ EMIT_BODY = obj(
     idempotency_key={"type": "string", "description": "same key + same payload = same event"},
     occurred_at={**INSTANT, "description": "when it happened (default: when received)"},
 )
+DISABLE_BODY = obj(
+    (), **{"for": {**DURATION, "description": "enable again after this long (default: never)"}}
+)
+OVERRIDES_BODY = obj(
+    (),
+    priority={"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000},
+    rate_limit={"type": "string", "description": "COUNT/UNIT, e.g. 10/minute (not enforced yet)"},
+    concurrency={"type": "integer", "minimum": 1, "description": "not enforced yet"},
+)
+RUN_BODY = obj((), payload=PAYLOAD)
 CANCEL_BODY = obj(("ids",), ids={"type": "array", "items": STR, "minItems": 1})
 CLEANUP_BODY = obj(
     (),

@@ -32,6 +32,10 @@ class OccurrencePlanner:
         self.loaded: set[str] | None = None  # time-based rules in the previous pass
         self.removed: set[str] = set()
         self.failures: dict[str, str] = {}
+        # A rule the files disable has no stored disable time: when this process first saw it
+        # disabled, then the window it was disabled in (runtime disables carry theirs on Rule).
+        self.disabled_from: dict[str, datetime] = {}
+        self.windows: dict[str, tuple[datetime, datetime]] = {}
 
     def plan(self, now: datetime) -> datetime | None:
         """Create jobs for every due occurrence; return the earliest next fire."""
@@ -68,7 +72,15 @@ class OccurrencePlanner:
     def _plan_rule(self, rule: Rule, rules: RuleSet, now: datetime) -> datetime | None:
         if not rule.enabled:
             self.enabled_since.pop(rule.name, None)
-            return None  # state stays put: what it misses while disabled follows on_missed
+            if rule.disabled_at is None:
+                self.disabled_from.setdefault(rule.name, now)
+            # State stays put: what it misses while disabled follows on_missed on its return,
+            # which a `disable --for` schedules: wake then.
+            until = rule.disabled_until
+            return until if until is not None and until > now else None
+        start = self.disabled_from.pop(rule.name, None)
+        if start is not None:
+            self.windows[rule.name] = (start, now)
         stored = self.states.get(rule.name)
         clock = self.clocks.get(rule.name)
         state = stored
@@ -91,12 +103,22 @@ class OccurrencePlanner:
             running=running,
             waiting=waiting,
             max_attempts=effective_retry(rule, rules.actions[rule.action]).max_attempts,
+            disabled=self._window(rule, now),
         )
         self.store.save_rule_state(result.state, now, result.occurrences, result.jobs)
         self.states[rule.name] = result.state
         self.removed.discard(rule.name)
         self.clocks[rule.name] = clock
         return result.state.next_fire
+
+    def _window(self, rule: Rule, now: datetime) -> tuple[datetime, datetime] | None:
+        """The rule's latest disabled window, runtime or by the files."""
+        window = self.windows.get(rule.name)
+        if rule.disabled_at is not None:
+            runtime = (rule.disabled_at, rule.disabled_until or now)
+            if window is None or runtime[0] > window[0]:
+                window = runtime
+        return window
 
     def _save(self, rule: Rule, state: RuleState, now: datetime) -> None:
         self.store.save_rule_state(state, now)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from timeos.clock import Clock
 from timeos.daemon.logs import fields
 from timeos.daemon.retention import Pruner
+from timeos.daemon.rule_control import RuleControl
 from timeos.engine import (
     Limits,
     check_event_type,
@@ -38,7 +39,17 @@ from timeos.errors import (
     TimeOSError,
     UsageError,
 )
-from timeos.model import Attempt, EmitResult, Event, Job, JobStatus, Rule, RuleSet, new_id
+from timeos.model import (
+    Attempt,
+    EmitResult,
+    Event,
+    Job,
+    JobStatus,
+    Rule,
+    RuleOverride,
+    RuleSet,
+    new_id,
+)
 from timeos.store.protocol import Store
 from timeos.time.preview import rule_fires
 
@@ -65,7 +76,7 @@ class CancelOutcome:
     error: str | None = None
 
 
-class Service:
+class Service(RuleControl):
     """Holds the current rule set and the store; every API call lands here."""
 
     def __init__(
@@ -86,7 +97,13 @@ class Service:
     ) -> None:
         self.store = store
         self.clock = clock
+        # The rule files' rules, the stored runtime overrides, and the two composed: what every
+        # reader (engine, planner, scheduler, API) sees. See rule_control.py.
+        self._file_rules = rules
+        self._overrides: dict[str, RuleOverride] = store.rule_overrides()
         self._rules = rules
+        self._recompose_at: datetime | None = None
+        self._compose()
         self.rule_paths = list(rule_paths)
         self.loader = loader
         self.limits = limits
@@ -99,11 +116,12 @@ class Service:
         self.health_probes: dict[str, HealthProbe] = dict(probes or {})
         self.schedule = schedule
         self.reloading = reloading
-        self.pruner = pruner or Pruner(store=store, clock=clock, rules=lambda: self._rules)
+        self.pruner = pruner or Pruner(store=store, clock=clock, rules=lambda: self.rules)
 
     @property
     def rules(self) -> RuleSet:
-        return self._rules
+        """The effective rules: the files' with the runtime overrides in force now."""
+        return self._current()
 
     # ---- events -------------------------------------------------------------------------------
 
@@ -158,7 +176,7 @@ class Service:
             idempotency_key=idempotency_key,
         )
         try:
-            jobs = plan_event(event, self._rules)
+            jobs = plan_event(event, self.rules)
         except OverflowError:
             raise PayloadError(
                 f"occurred_at {event.occurred_at.isoformat()} plus a rule's offset is out of range"
@@ -252,7 +270,7 @@ class Service:
         job = self.store.get_job(job_id)
         now = self.clock.now()
         job = self.store.requeue_dead(
-            job, now, renewal(job, retry_policy_for(self._rules, job), now)
+            job, now, renewal(job, retry_policy_for(self.rules, job), now)
         )
         self.on_change()
         return job
@@ -265,7 +283,7 @@ class Service:
 
     def rule(self, name: str) -> Rule:
         """One loaded rule by name."""
-        rule = self._rules.rule(name)
+        rule = self.rules.rule(name)
         if rule is None:
             raise NotFound(f"no rule named {name!r} is loaded")
         return rule
@@ -299,7 +317,8 @@ class Service:
                     problem = Problem("", f"reload failed: {type(exc).__name__}: {exc}")
                     raise RulesError([problem]) from exc
                 # Swapped inside `reloading`: whoever watches it sees the new rules on the way out.
-                self._rules = rules
+                self._file_rules = rules
+                self._compose()
                 self.reloads += 1
                 self.last_reload_error = None
         log.info(

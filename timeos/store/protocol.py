@@ -22,6 +22,7 @@ from timeos.model import (
     NewJob,
     Occurrence,
     PruneCounts,
+    RuleOverride,
     RuleState,
     Verdict,
     WriteOutcome,
@@ -176,12 +177,30 @@ class Store(Protocol):
         """Advance a rule's schedule, record its occurrences and insert their jobs, atomically."""
         ...
 
+    def record_run(self, job: NewJob, occurrence: Occurrence | None, now: datetime) -> str:
+        """Insert a manual run's job and (time-based rules) its occurrence, atomically."""
+        ...
+
     def history(self, rule: str, limit: int = 50, offset: int = 0) -> list[Occurrence]:
         """A rule's recorded occurrences, newest first."""
         ...
 
     def count_history(self, rule: str) -> int:
         """How many occurrences of `rule` are recorded."""
+        ...
+
+    # ---- runtime rule control ----
+
+    def rule_overrides(self) -> dict[str, RuleOverride]:
+        """Every stored rule override, by rule name."""
+        ...
+
+    def save_rule_override(self, override: RuleOverride) -> None:
+        """Store a rule's override, replacing the one it had."""
+        ...
+
+    def last_job_created(self, rule: str) -> datetime | None:
+        """When the newest job of `rule` was created (None: none is stored)."""
         ...
 
     # ---- retention and upkeep ----

@@ -38,6 +38,7 @@ MISSED_ALL_CAP = 100  # on_missed: all runs at most this many of the missed occu
 MAX_RECORDS_PER_PASS = 1000  # a long outage of a minutely rule is summarised past this
 TAIL_WALK_LIMIT = 100_000  # safety bound on one look-back window
 DST_SKIP = "DST policy (dst: gap: skip)"
+RULE_DISABLED = "rule disabled"
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,12 +80,14 @@ def plan(
     running: bool,
     waiting: bool,
     max_attempts: int,
+    disabled: tuple[datetime, datetime] | None = None,
 ) -> Plan:
     """Decide every occurrence from `state.next_fire` up to `now`; return the whole Plan.
 
     `since`: when this process started planning the rule (earlier fires were missed while the
     daemon was down or the rule disabled); `running`/`waiting`: a job of the rule is running, or
-    waiting to run (the overlap check).
+    waiting to run (the overlap check); `disabled`: the rule's latest disabled window [from,
+    until): its fires there that on_missed does not run are skipped as "rule disabled".
     """
     if not is_due(state, now):
         return Plan(state, (), ())
@@ -119,7 +122,7 @@ def plan(
     # An on-time run about to start stands in for what was missed (on_missed: once).
     on_time = any(not f.skip for f in current)
     blocked = _overlap(rule.overlap, running, waiting)
-    late_occ, jobs = _missed(rule, missed, now, blocked, on_time, max_attempts)
+    late_occ, jobs = _missed(rule, missed, now, blocked, on_time, max_attempts, disabled)
     occurrences += late_occ
     waiting = waiting or bool(jobs)
     for fire in current:
@@ -148,6 +151,7 @@ def _missed(
     blocked: str | None,
     on_time: bool,
     max_attempts: int,
+    disabled: tuple[datetime, datetime] | None = None,
 ) -> tuple[list[Occurrence], list[NewJob]]:
     """Apply on_missed and grace to the missed fires: which run late, and why the rest do not."""
     occurrences: list[Occurrence] = []
@@ -171,6 +175,9 @@ def _missed(
             occurrences.append(
                 _occ(rule, due, FIRED, f"late run (on_missed: {rule.on_missed})", now)
             )
+        elif disabled is not None and disabled[0] <= due.at < disabled[1]:
+            # Held back on purpose, not lost to an outage: on_missed chose the late run above.
+            occurrences.append(_occ(rule, due, SKIPPED, RULE_DISABLED, now))
         else:
             occurrences.append(_occ(rule, due, MISSED, _why_missed(rule, due, now), now))
     return occurrences, jobs

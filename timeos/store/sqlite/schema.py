@@ -149,7 +149,29 @@ def _v5(db: sqlite_utils.Database) -> None:
     db.table("attempts").add_column("stderr", str)
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5]
+def _v6(db: sqlite_utils.Database) -> None:
+    # Runtime rule control (`timeos rules disable/enable/set/reset`): one row of overrides per
+    # rule, kept across restarts and reloads (and while the rule is out of the files). enabled:
+    # NULL = the file's value, 0 = disabled from disabled_at until disabled_until (NULL: until
+    # enabled), 1 = enabled over the file. rate_limit and concurrency are stored, not enforced.
+    db.table("rule_overrides").create(
+        {
+            "rule": str,
+            "enabled": int,
+            "disabled_at": int,
+            "disabled_until": int,
+            "priority": int,
+            "rate_limit": str,
+            "concurrency": int,
+            "updated_at": int,
+        },
+        pk="rule",
+    )
+    # `rules list` LAST: a rule's newest job without reading all of its jobs.
+    db.table("jobs").create_index(["rule", "created_at"])
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

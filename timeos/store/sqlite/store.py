@@ -31,6 +31,7 @@ from timeos.model import (
     occurrence_key,
     payload_hash,
 )
+from timeos.store.sqlite.overrides import RuleOverrides
 from timeos.store.sqlite.pruning import Pruning
 from timeos.timefmt import from_micros, to_micros
 
@@ -46,7 +47,7 @@ def _dumps(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class SqliteStore(Pruning):
+class SqliteStore(Pruning, RuleOverrides):
     """The embedded store (implements store.protocol.Store). One instance per process."""
 
     # ---- events -------------------------------------------------------------------------------
@@ -506,6 +507,30 @@ class SqliteStore(Pruning):
                 ),
             )
         return ids
+
+    def record_run(self, job: NewJob, occurrence: Occurrence | None, now: datetime) -> str:
+        """Insert a manual run's job and (time-based rules) its occurrence, atomically."""
+        with self._tx() as conn:
+            (job_id,) = self._insert_jobs(conn, [job], now)
+            if job_id is None:
+                raise InvalidState(f"rule {job.rule!r} was already run at this instant")
+            if occurrence is not None:
+                # INSERT OR IGNORE: a scheduled fire recorded at this very microsecond keeps its
+                # row; the manual job exists either way.
+                conn.execute(
+                    "INSERT OR IGNORE INTO occurrences (rule, scheduled_for, outcome, reason,"
+                    " job_id, note, recorded_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        occurrence.rule,
+                        to_micros(occurrence.scheduled_for),
+                        str(occurrence.outcome),
+                        occurrence.reason,
+                        job_id,
+                        occurrence.note,
+                        to_micros(occurrence.recorded_at),
+                    ),
+                )
+        return job_id
 
     def history(self, rule: str, limit: int = 50, offset: int = 0) -> list[Occurrence]:
         """A rule's recorded occurrences, newest first."""
