@@ -115,7 +115,7 @@ def test_every_served_route_is_in_the_document_and_every_operation_is_served(api
     doc = _document(api)
     documented = {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops}
     assert documented == _served(api.app)
-    assert len(documented) == 18
+    assert len(documented) == 23
     assert api.call("HEAD", "/v1/status").status_code == 200  # one route per path keeps HEAD
 
 
@@ -210,6 +210,22 @@ def test_every_answer_matches_the_schema_documented_for_its_status(api):
         ("GET", "/v1/rules/nope/history", {}),
         ("GET", "/v1/rules/nightly/next", {"params": {"count": 2, "after": "2026-03-01T00:00Z"}}),
         ("GET", "/v1/rules/welcome/next", {}),
+        ("POST", "/v1/rules/nightly/disable", {"json": {"for": "1h"}}),
+        ("POST", "/v1/rules/nightly/disable", {"json": {"for": "soon"}}),  # 400
+        ("POST", "/v1/rules/nope/disable", {}),
+        ("POST", "/v1/rules/nightly/enable", {}),
+        ("POST", "/v1/rules/nope/enable", {}),
+        ("POST", "/v1/rules/welcome/overrides", {"json": {"priority": 5,
+                                                          "rate_limit": "10/minute"}}),
+        ("POST", "/v1/rules/welcome/overrides", {"json": {"rate_limit": "10/week"}}),  # 400
+        ("POST", "/v1/rules/nope/overrides", {"json": {"priority": 1}}),
+        ("GET", "/v1/rules/welcome", {}),
+        ("DELETE", "/v1/rules/welcome/overrides", {}),
+        ("DELETE", "/v1/rules/nope/overrides", {}),
+        ("POST", "/v1/rules/nightly/run", {}),
+        ("POST", "/v1/rules/welcome/run", {"json": {"payload": {"user_id": "7"}}}),
+        ("POST", "/v1/rules/welcome/run", {"json": {"payload": [1]}}),  # 400
+        ("POST", "/v1/rules/nope/run", {}),
         ("POST", "/v1/reload", {}),
         ("GET", "/v1/status", {}),
         ("GET", "/v1/health", {}),

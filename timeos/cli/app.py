@@ -110,7 +110,19 @@ DISPLAY_OPTIONS = {
     "wide": "On a terminal, show every column, nothing shortened.",
     "no_headers": "Leave out the header line of tab-separated output.",
 }
-NO_DISPLAY = {"emit", "cancel", "retry", "delete", "check", "reload"}
+NO_DISPLAY = {
+    "emit",
+    "cancel",
+    "retry",
+    "delete",
+    "check",
+    "reload",
+    "disable",
+    "enable",
+    "set",
+    "reset",
+    "run",
+}
 
 
 def _settings(ctx: Any = None) -> dict[str, Any]:
@@ -540,6 +552,148 @@ def rules_history(
         from timeos.cli.output import hint
 
         hint(f"rule {name!r} has no recorded occurrences yet")
+
+
+@rules_app.command("disable")
+def rules_disable(
+    name: RuleArg,
+    duration: Annotated[
+        str | None,
+        typer.Option(
+            "--for",
+            metavar="DURATION",
+            help="Enable it again after this long (30m, 2h, 1d); default: until enabled.",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    socket_path: SocketOpt = None,
+) -> None:
+    """Disable a rule: it matches no events and fires no occurrences until enabled.
+
+    Kept across restarts and reloads. Jobs it already created still run. When it comes back, a
+    time-based rule's on_missed decides what runs late; the rest are skipped "rule disabled".
+
+    Example: timeos rules disable nightly-backup --for 2h
+    """
+    body: dict[str, Any] = {}
+    if duration is not None:
+        from timeos.timefmt import parse_duration
+
+        parse_duration(duration, "--for")  # a usage error here, before the daemon is asked
+        body["for"] = duration
+    rule = _client(socket_path).call("POST", f"/v1/rules/{segment(name)}/disable", body)
+    if _json(as_json):
+        _print_json(rule)
+    else:
+        until = rule.get("disabled_until")
+        print(f"{rule['name']}: disabled " + (f"until {until}" if until else "until enabled"))
+
+
+@rules_app.command("enable")
+def rules_enable(name: RuleArg, as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
+    """Enable a rule disabled with `rules disable` (or by its file's enabled: false).
+
+    Example: timeos rules enable nightly-backup
+    """
+    rule = _client(socket_path).call("POST", f"/v1/rules/{segment(name)}/enable")
+    if _json(as_json):
+        _print_json(rule)
+    else:
+        print(f"{rule['name']}: enabled")
+
+
+@rules_app.command("set")
+def rules_set(
+    name: RuleArg,
+    priority: Annotated[
+        int | None,
+        typer.Option("--priority", metavar="N", help="Priority of its new jobs (higher first)."),
+    ] = None,
+    rate_limit: Annotated[
+        str | None,
+        typer.Option(
+            "--rate-limit",
+            metavar="SPEC",
+            help="COUNT/UNIT, unit second, minute, hour or day. Stored, not yet enforced.",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        int | None,
+        typer.Option(
+            "--concurrency", metavar="N", min=1, help="Jobs at once. Stored, not yet enforced."
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    socket_path: SocketOpt = None,
+) -> None:
+    """Override a rule's values from its file, kept across restarts and reloads.
+
+    `rules show` says which value is in force and where it came from; `rules reset` undoes it.
+
+    Example: timeos rules set nightly-backup --priority 10
+    """
+    body: dict[str, Any] = {}
+    if priority is not None:
+        body["priority"] = priority
+    if rate_limit is not None:
+        from timeos.rules.overrides import parse_rate_limit
+
+        body["rate_limit"] = parse_rate_limit(rate_limit)
+    if concurrency is not None:
+        body["concurrency"] = concurrency
+    if not body:
+        raise UsageError("give at least one of --priority, --rate-limit, --concurrency")
+    rule = _client(socket_path).call("POST", f"/v1/rules/{segment(name)}/overrides", body)
+    if _json(as_json):
+        _print_json(rule)
+        return
+    values = rule["overrides"]
+    for key in body:
+        value = values[key]
+        note = f" ({value['note']})" if value.get("note") else ""
+        print(f"{rule['name']}: {key.replace('_', '-')} {value['value']}{note}")
+
+
+@rules_app.command("reset")
+def rules_reset(name: RuleArg, as_json: JsonOpt = False, socket_path: SocketOpt = None) -> None:
+    """Drop a rule's runtime overrides and any runtime disable: its file's values again.
+
+    Example: timeos rules reset nightly-backup
+    """
+    rule = _client(socket_path).call("DELETE", f"/v1/rules/{segment(name)}/overrides")
+    if _json(as_json):
+        _print_json(rule)
+    else:
+        state = "enabled" if rule["enabled"] else "disabled"
+        print(f"{rule['name']}: the file's values ({state}, priority {rule['priority']})")
+
+
+@rules_app.command("run")
+def rules_run(
+    name: RuleArg,
+    payload: Annotated[
+        str | None, typer.Option("--payload", help="JSON object for the job, or - for stdin.")
+    ] = None,
+    as_json: JsonOpt = False,
+    socket_path: SocketOpt = None,
+) -> None:
+    """Run a rule now: create a job for its action at once, recorded as a manual run.
+
+    Time-based rules keep their schedule; the run shows in `rules history` as fired, reason
+    "manual run". Event rules get a job with the payload and no event. Prints the job id.
+
+    Example: timeos rules run nightly-backup
+    """
+    body: dict[str, Any] = {}
+    if payload is not None:
+        from timeos.cli.emit import payload_cap, read_payload
+
+        body["payload"] = read_payload(payload, None, payload_cap(os.environ))
+    job = _client(socket_path).call("POST", f"/v1/rules/{segment(name)}/run", body)
+    if _json(as_json):
+        _print_json(job)
+    else:
+        print(job["id"])
 
 
 @rules_app.command("check")

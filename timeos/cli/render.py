@@ -188,6 +188,7 @@ RULE_COLUMNS = [
     Column("priority", "prio", "int", wide_only=True),
     Column("when", "when", importance=1),
     Column("next_fire", "next fire", "time"),
+    Column("last", "last", "time"),
     Column("enabled", "enabled", "bool"),
 ]
 
@@ -202,6 +203,7 @@ def rules_sheet(rules: list[dict[str, Any]]) -> Sheet:
             r["priority"],
             r.get("when"),
             r.get("next_fire") if r.get("trigger") != "event" else None,
+            last_run(r),
             r.get("enabled", True),
         ]
         for r in rules
@@ -209,15 +211,53 @@ def rules_sheet(rules: list[dict[str, Any]]) -> Sheet:
     return Sheet("Rules", RULE_COLUMNS, rows)
 
 
+def last_run(rule: dict[str, Any]) -> str | None:
+    """When the rule last fired or ran (`rules list` LAST): the later of the two."""
+    found = [v for v in (rule.get("last_fire"), rule.get("last_run")) if v]
+    return max(found, key=datetime.fromisoformat) if found else None
+
+
+# Folded into the overridable fields' lines of `rules show`.
+CONTROL_KEYS = ("overrides", "enabled_from", "disabled_until")
+
+
 def rule_panel(rule: dict[str, Any]) -> Panel:
-    """All fields of one rule, its name first (piped, the title is not printed)."""
+    """All fields of one rule, its name first (piped, the title is not printed); an
+    overridable value says where it came from (file or override) and the file's value."""
+    control = _control(rule.get("overrides") or {})
     fields: list[tuple[str, Kind, Any]] = [("name", "id", rule["name"])]
     for key, value in rule.items():
-        if key == "name":
+        if key == "name" or key in CONTROL_KEYS:
             continue
-        kind: Kind = "time" if key in ("next_fire", "last_fire") else "text"
+        if key in control:
+            fields.append((key, "text", control.pop(key)))
+            continue
+        kind: Kind = "time" if key in ("next_fire", "last_fire", "last_run") else "text"
         fields.append((key, "bool" if isinstance(value, bool) else kind, value))
+    fields += [(key, "text", text) for key, text in control.items()]
     return Panel(f"Rule {rule['name']}", fields)
+
+
+def _control(overrides: dict[str, Any]) -> dict[str, str]:
+    """`enabled: no (override until ...; file: yes)`, `priority: 5 (override; file: 0)`."""
+    lines: dict[str, str] = {}
+    for key, found in overrides.items():
+        if not isinstance(found, dict) or (found.get("value") is None and key != "enabled"):
+            continue
+
+        def shown(value: Any) -> str:
+            return ("yes" if value else "no") if isinstance(value, bool) else str(value)
+
+        why = found.get("from", "file")
+        if found.get("disabled_until"):
+            why += f" until {found['disabled_until']}"
+        parts = [why]
+        if found.get("from") == "override" and found.get("file") is not None:
+            parts.append(f"file: {shown(found['file'])}")
+        if found.get("note"):
+            parts.append(found["note"])
+        lines[key] = f"{shown(found['value'])} ({'; '.join(parts)})"
+    return lines
 
 
 def history_sheet(
