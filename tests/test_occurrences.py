@@ -271,3 +271,57 @@ def test_a_rule_removed_before_a_restart_starts_afresh_when_it_returns(store):
     rules.set(_cron("0 * * * *"))
     assert after_restart.plan(T0 + timedelta(hours=5, minutes=30)) == T0 + timedelta(hours=6)
     assert store.list_jobs() == []
+
+
+def test_planner_wakes_when_a_disable_for_runs_out(store):
+    rules = Rules(_cron("0 * * * *"))
+    planner = OccurrencePlanner(store=store, rules=rules)
+    planner.plan(T0)
+    off = replace(
+        _cron("0 * * * *", enabled=False),
+        disabled_at=T0 + timedelta(minutes=5),
+        disabled_until=T0 + timedelta(hours=2, minutes=30),
+    )
+    rules.set(off)
+    assert planner.plan(T0 + timedelta(minutes=5)) == T0 + timedelta(hours=2, minutes=30)
+    assert store.list_jobs() == []
+    rules.set(replace(off, enabled=True))  # what the service composes once the --for ran out
+    planner.plan(T0 + timedelta(hours=2, minutes=30))
+    # on_missed: once runs 11:00 late; 10:00 was held back on purpose, not lost to an outage
+    assert [j.scheduled_for for j in store.list_jobs()] == [T0 + timedelta(hours=2)]
+    assert [
+        (o.scheduled_for.strftime("%H:%M"), o.outcome, o.reason)
+        for o in reversed(store.history("r"))
+    ] == [
+        ("10:00", "skipped", "rule disabled"),
+        ("11:00", "fired", "late run (on_missed: once)"),
+    ]
+
+
+def test_runtime_disabled_rule_with_on_missed_skip_runs_nothing_late(store):
+    rules = Rules(_cron("0 * * * *", on_missed=MissedPolicy.SKIP))
+    planner = OccurrencePlanner(store=store, rules=rules)
+    planner.plan(T0)
+    off = replace(
+        _cron("0 * * * *", on_missed=MissedPolicy.SKIP),
+        disabled_at=T0 + timedelta(minutes=5),
+        disabled_until=T0 + timedelta(hours=3, minutes=10),
+    )
+    rules.set(replace(off, enabled=False))
+    planner.plan(T0 + timedelta(hours=1))
+    rules.set(off)
+    planner.plan(T0 + timedelta(hours=3, minutes=10))
+    assert store.list_jobs() == []
+    assert {(o.outcome, o.reason) for o in store.history("r")} == {("skipped", "rule disabled")}
+
+
+def test_a_rule_the_files_disable_skips_its_fires_as_rule_disabled_too(store):
+    rules = Rules(_cron("0 * * * *", on_missed=MissedPolicy.SKIP))
+    planner = OccurrencePlanner(store=store, rules=rules)
+    planner.plan(T0)
+    rules.set(_cron("0 * * * *", on_missed=MissedPolicy.SKIP, enabled=False))
+    assert planner.plan(T0 + timedelta(minutes=5)) is None
+    rules.set(_cron("0 * * * *", on_missed=MissedPolicy.SKIP))
+    planner.plan(T0 + timedelta(hours=2, minutes=5))
+    assert _outcomes(store) == [("10:00", "skipped"), ("11:00", "skipped")]
+    assert {o.reason for o in store.history("r")} == {"rule disabled"}
