@@ -37,6 +37,12 @@ HOOK = Rule("hook", EventTrigger("signup"), "act")
 RULES = RuleSet((TICK, HOOK), {"act": ACT})
 
 
+def _rule(rules: RuleSet, name: str) -> Rule:
+    found = rules.rule(name)
+    assert found is not None
+    return found
+
+
 @pytest.mark.parametrize(
     ("spec", "canonical"),
     [
@@ -64,21 +70,17 @@ def test_rate_limit_spec_outside_count_per_unit_is_a_usage_error(spec):
 def test_disabled_rule_is_off_in_the_effective_rules_and_matches_no_events():
     overrides = {"hook": disable(None, "hook", T0, None)}
     effective = apply_overrides(RULES, overrides, T0 + HOUR)
-    assert effective.rule("hook").enabled is False
+    assert _rule(effective, "hook").enabled is False
     assert effective.for_event("signup") == []
-    assert RULES.rule("hook").enabled is True  # the files' rules are untouched
+    assert _rule(RULES, "hook").enabled is True  # the files' rules are untouched
 
 
 def test_disable_for_runs_out_at_its_time_and_next_change_says_when():
     overrides = {"tick": disable(None, "tick", T0, HOUR)}
     assert next_change(overrides, T0) == T0 + HOUR
-    assert (
-        apply_overrides(RULES, overrides, T0 + HOUR - timedelta(microseconds=1))
-        .rule("tick")
-        .enabled
-        is False
-    )
-    back = apply_overrides(RULES, overrides, T0 + HOUR).rule("tick")
+    before = apply_overrides(RULES, overrides, T0 + HOUR - timedelta(microseconds=1))
+    assert _rule(before, "tick").enabled is False
+    back = _rule(apply_overrides(RULES, overrides, T0 + HOUR), "tick")
     assert back.enabled is True
     assert (back.disabled_at, back.disabled_until) == (T0, T0 + HOUR)  # the window stays known
     assert next_change(overrides, T0 + HOUR) is None
@@ -99,7 +101,7 @@ def test_enable_closes_the_disabled_window_now():
     override = enable(disable(None, "tick", T0, None), TICK, T0 + HOUR)
     assert override.enabled is None
     assert (override.disabled_at, override.disabled_until) == (T0, T0 + HOUR)
-    assert apply_overrides(RULES, {"tick": override}, T0 + HOUR).rule("tick").enabled is True
+    assert _rule(apply_overrides(RULES, {"tick": override}, T0 + HOUR), "tick").enabled is True
 
 
 def test_enable_overrides_a_rule_its_file_disables():
@@ -112,9 +114,9 @@ def test_enable_overrides_a_rule_its_file_disables():
 
 def test_priority_override_replaces_the_files_and_reset_restores_it():
     override = set_values(None, "tick", T0, priority=7)
-    assert apply_overrides(RULES, {"tick": override}, T0).rule("tick").priority == 7
+    assert _rule(apply_overrides(RULES, {"tick": override}, T0), "tick").priority == 7
     cleared = reset(override, TICK, T0 + HOUR)
-    assert apply_overrides(RULES, {"tick": cleared}, T0 + HOUR).rule("tick").priority == 1
+    assert _rule(apply_overrides(RULES, {"tick": cleared}, T0 + HOUR), "tick").priority == 1
 
 
 def test_set_leaves_values_it_is_not_given():
@@ -125,7 +127,7 @@ def test_set_leaves_values_it_is_not_given():
 
 def test_reset_ends_a_runtime_disable_too():
     cleared = reset(disable(None, "tick", T0, None), TICK, T0 + HOUR)
-    assert apply_overrides(RULES, {"tick": cleared}, T0 + HOUR).rule("tick").enabled is True
+    assert _rule(apply_overrides(RULES, {"tick": cleared}, T0 + HOUR), "tick").enabled is True
 
 
 def test_describe_names_the_source_of_each_value_and_the_files_value():
