@@ -52,6 +52,8 @@ class OccurrencePlanner:
                 self.removed.add(gone)
                 self.enabled_since.pop(gone, None)
                 self.clocks.pop(gone, None)
+                self.disabled_from.pop(gone, None)
+                self.windows.pop(gone, None)
         self.loaded = loaded
         for rule in rules.rules:
             if not rule.time_based:
