@@ -37,9 +37,11 @@ from timeos.daemon.connections import (
     ConnectionGuard,
     connection_limit,
 )
+from timeos.daemon.metrics import Metrics
 from timeos.daemon.planner import OccurrencePlanner
 from timeos.daemon.scheduler import Scheduler
 from timeos.daemon.service import Service
+from timeos.daemon.telemetry import EventBus
 from timeos.engine import MAX_IDEMPOTENCY_KEY, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DEPTH, Limits
 from timeos.errors import TimeOSError, UsageError
 from timeos.model import RuleSet
@@ -163,7 +165,10 @@ class Daemon:
         self.runner = ActionRunner(environ=self.environ, emitter=self._emit_from_action)
         # The planner and scheduler read the service's current rules at each pass (after a
         # reload, the new ones): the lambda is resolved then, not now.
-        self.planner = OccurrencePlanner(store=self.store, rules=lambda: self.service.rules)
+        self.bus = EventBus(clock)  # lifecycle events: metrics and `timeos watch` streams
+        self.planner = OccurrencePlanner(
+            store=self.store, rules=lambda: self.service.rules, publish=self.bus.publish
+        )
         self.service = Service(
             store=self.store,
             clock=clock,
@@ -182,6 +187,12 @@ class Daemon:
             },
             probes={"scheduler": self._scheduler_health, "workers": self._workers_health},
             schedule=self.planner.describe,
+            bus=self.bus,
+            metrics=Metrics(
+                job_counts=self.store.counts_by_status,
+                next_fires=self.planner.next_fires,
+                watchers=lambda: len(self.bus.watchers),
+            ),
         )
         self.scheduler = Scheduler(
             store=self.store,
@@ -191,6 +202,7 @@ class Daemon:
             workers=workers,
             grace=grace,
             planner=self.planner,
+            publish=self.bus.publish,
         )
         self.server: _Server | None = None
         nofile = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -305,6 +317,7 @@ class Daemon:
         """Begin graceful shutdown: stop claiming, stop serving, drain running actions."""
         log.info("%s received: shutting down", why)
         self.scheduler.stop()
+        self.bus.close()  # end `timeos watch` streams, or uvicorn would wait for them forever
         if self.server is not None:
             self.server.should_exit = True
 

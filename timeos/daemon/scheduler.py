@@ -16,9 +16,10 @@ from typing import Protocol
 
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
+from timeos.daemon.telemetry import Publish, no_publish
 from timeos.engine import AttemptEnd, after_attempt, retry_policy_for
 from timeos.errors import NotFound, StoreError
-from timeos.model import ActionResult, Job, Outcome, OverlapPolicy, RuleSet, Verdict
+from timeos.model import ActionResult, Job, JobStatus, Outcome, OverlapPolicy, RuleSet, Verdict
 from timeos.store.protocol import Store
 
 log = logging.getLogger("timeos.scheduler")
@@ -36,6 +37,7 @@ class _Outcome:
     result: ActionResult
     now: datetime
     verdict: Verdict
+    started: datetime | None = None  # when this attempt began (None: recovered after a crash)
 
 
 class Planner(Protocol):
@@ -58,6 +60,7 @@ class Scheduler:
         grace: float = 30.0,
         planner: Planner | None = None,
         rng: random.Random | None = None,
+        publish: Publish = no_publish,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -67,6 +70,8 @@ class Scheduler:
         self.grace = grace
         self.planner = planner
         self.rng = rng or random.Random()
+        self.publish = publish
+        self.started: dict[str, datetime] = {}  # job id -> when its running attempt began
         self.wake = asyncio.Event()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.running_jobs: dict[str, Job] = {}
@@ -151,9 +156,19 @@ class Scheduler:
         return deadline
 
     def _start(self, job: Job) -> None:
+        now = self.clock.now()
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self.running[job.id] = task
         self.running_jobs[job.id] = job
+        self.started[job.id] = now
+        self.publish(
+            "job.started",
+            job_id=job.id,
+            rule=job.rule,
+            event_id=job.event_id,
+            attempt=job.attempts,
+            lateness_ms=_ms(now - job.perform_at),
+        )
 
     async def _execute(self, job: Job) -> None:
         rules = self.rules()
@@ -189,6 +204,7 @@ class Scheduler:
     def _forget(self, job: Job) -> None:
         self.running.pop(job.id, None)
         self.running_jobs.pop(job.id, None)
+        self.started.pop(job.id, None)
 
     def _context(self, job: Job) -> ActionContext:
         event_type = None
@@ -213,7 +229,7 @@ class Scheduler:
     ) -> None:
         policy = retry_policy_for(self.rules(), job)
         verdict = after_attempt(job, result, policy, now, self.rng, end)
-        self._write(_Outcome(job, result, now, verdict))
+        self._write(_Outcome(job, result, now, verdict, self.started.get(job.id)))
 
     def _write(self, outcome: _Outcome) -> bool:
         """Store one attempt's outcome; on failure keep it to retry on the next pass."""
@@ -243,7 +259,35 @@ class Scheduler:
             done.status,
             f" error={result.error!r}" if result.error else "",
         )
+        self._announce(outcome, done)
         return True
+
+    def _announce(self, outcome: _Outcome, done: Job) -> None:
+        """Publish how the attempt ended (`job.succeeded`, or `job.failed` and where it went)."""
+        job, result = outcome.job, outcome.result
+        ids = {"job_id": job.id, "rule": job.rule, "event_id": job.event_id}
+        duration = _ms(outcome.now - outcome.started) if outcome.started else None
+        if done.status is JobStatus.SUCCEEDED:
+            self.publish("job.succeeded", **ids, attempt=job.attempts, duration_ms=duration)
+            return
+        self.publish(
+            "job.failed",
+            **ids,
+            attempt=job.attempts,
+            error=result.error,
+            outcome=str(result.outcome),
+            duration_ms=duration,
+        )
+        if done.status is JobStatus.DEAD:
+            self.publish("job.dead", **ids, attempt=job.attempts, error=result.error)
+        elif done.status in (JobStatus.RETRYING, JobStatus.PENDING):
+            self.publish(
+                "job.retrying",
+                **ids,
+                attempt=job.attempts,
+                error=result.error,
+                next_at=done.perform_at.isoformat(),
+            )
 
     def stop(self) -> None:
         """Stop claiming; run() drains and returns."""
@@ -261,3 +305,7 @@ class Scheduler:
         if pending:
             log.warning("killed %d job(s) still running after the grace period", len(pending))
             await asyncio.gather(*pending, return_exceptions=True)
+
+
+def _ms(delta: timedelta) -> float:
+    return round(delta.total_seconds() * 1000, 3)
