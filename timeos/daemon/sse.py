@@ -41,34 +41,16 @@ class EventStream(Response):
         self.init_headers({"cache-control": "no-store"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        task = asyncio.current_task()
-        state = {"writing": False, "aborted": False}
-
-        def abort() -> None:
-            # Closed while a write waits for a reader that stopped reading (shutdown): stop
-            # waiting, or the daemon would wait for this response for ever.
-            if state["writing"] and task is not None:
-                state["aborted"] = True
-                task.cancel()
-
-        async def write(body: bytes, more: bool = True) -> None:
-            state["writing"] = True
-            await send({"type": "http.response.body", "body": body, "more_body": more})
-            state["writing"] = False
-
-        self.watcher.on_close(abort)
         listener = asyncio.ensure_future(self._listen(receive))
         try:
-            state["writing"] = True
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-            await write(OPENING)
+            await send({"type": "http.response.body", "body": OPENING, "more_body": True})
+            # A reader that stops reading blocks this send, never the bus: its watcher fills up
+            # and counts drops. At shutdown its connection is cut (connections.py), which ends
+            # the send, and the closed watcher ends the loop.
             while (event := await self.watcher.next()) is not None:
-                await write(frame(event))
-            await write(b"", more=False)
-        except asyncio.CancelledError:
-            if not state["aborted"] or task is None:
-                raise
-            task.uncancel()  # our own abort, not the server cancelling us: end quietly
+                await send({"type": "http.response.body", "body": frame(event), "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             listener.cancel()
             self.on_end(self.watcher)
