@@ -44,6 +44,7 @@ EVERY_COMMAND = [
     ("health", BAD),
     ("next", "--cron", BAD),
     ("next", BAD, "--rules", "rules.yaml"),
+    ("watch", "--rule", BAD),
 ]
 
 
