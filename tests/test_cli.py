@@ -50,6 +50,7 @@ EVERY_COMMAND = [
     ("cleanup", "--older-than", BAD),
     ("next", "--cron", BAD),
     ("next", BAD, "--rules", "rules.yaml"),
+    ("watch", "--rule", BAD),
 ]
 
 

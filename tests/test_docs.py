@@ -59,6 +59,7 @@ def test_the_cli_has_every_command_the_issues_name():
         "status",
         "health",
         "next",
+        "watch",
     }
 
 

@@ -842,6 +842,55 @@ def cleanup(
         _show_sheet(cleanup_sheet(result))
 
 
+@app.command()
+def watch(
+    rule: Annotated[
+        str | None,
+        typer.Option("--rule", help="Only events of this rule.", autocompletion=_complete_rule),
+    ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option(
+            "--type",
+            help="Only this lifecycle kind (job.dead), or kinds with this prefix (job.).",
+        ),
+    ] = None,
+    as_json: JsonOpt = False,
+    socket_path: SocketOpt = None,
+) -> None:
+    """Stream lifecycle events as they happen, one line each, until Ctrl-C (exit 0).
+
+    Kinds: event.emitted rule.matched job.created job.started job.succeeded job.failed
+    job.retrying job.dead job.cancelled occurrence.fired occurrence.skipped occurrence.missed;
+    watch.dropped says how many events this watcher lost by reading too slowly.
+    With --json, one JSON object per line: kind, at, event_id, job_id, rule, and the rest.
+
+    Example: timeos watch --type job. --rule welcome-email --json
+    """
+    client = _client(socket_path)
+    machine = _json(as_json)
+    view = None if machine else _view()
+    try:
+        for _, data in client.stream("/v1/watch", {"rule": rule, "type": kind}):
+            event = json.loads(data)
+            if machine:
+                line = json.dumps(event, ensure_ascii=False)
+            else:
+                from timeos.cli.render import watch_line
+
+                line = watch_line(event, view)
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        raise typer.Exit(0) from None
+    except BrokenPipeError:  # `timeos watch | head -3`: the reader has what it wanted
+        sys.stderr.close()
+        os._exit(0)
+    from timeos.cli.output import hint
+
+    hint("timeosd ended the stream (it is shutting down)")
+
+
 @app.command("next")
 def next_fires(
     rule: Annotated[

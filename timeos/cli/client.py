@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -82,13 +83,48 @@ class Client:
         except json.JSONDecodeError:
             raise TimeOSError(f"timeosd sent a non-JSON answer (HTTP {status})") from None
         if status >= 400 and status not in accept:
-            error = decoded.get("error", {}) if isinstance(decoded, dict) else {}
-            problems = error.get("problems")
-            message = "\n".join(problems) if problems else error.get("message", raw.decode())
-            raise from_wire(error.get("code", "error"), message)
+            _raise_error(status, raw, decoded)
         if decoded is None:
             raise TimeOSError(f"timeosd sent an empty answer (HTTP {status})")
         return Reply(decoded, headers)
+
+    def stream(self, path: str, query: dict[str, Any] | None = None) -> Iterator[tuple[str, str]]:
+        """GET `path` and yield its server-sent events as (event, data) while they come.
+
+        Ends when the daemon ends the stream (it is shutting down); DaemonUnreachable when the
+        connection breaks mid-stream. Only connecting and the answer's head are timed out:
+        between events the stream may be quiet for as long as nothing happens.
+        """
+        pairs = {k: v for k, v in (query or {}).items() if v is not None}
+        if pairs:
+            path = f"{path}?{urlencode(pairs)}"
+        head = (
+            f"GET {path} HTTP/1.1\r\nHost: timeosd\r\nConnection: close\r\n"
+            "Accept: text/event-stream\r\n\r\n"
+        )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        try:
+            with _translated(self.socket_path, self.timeout):
+                sock.connect(str(self.socket_path))
+                sock.sendall(head.encode())
+                reader = sock.makefile("rb")
+                status, headers = _read_head(reader, self.socket_path)
+                if status >= 400:
+                    length = headers.get("content-length", "")
+                    raw = reader.read(int(length)) if length.isdigit() else reader.read()
+                    _raise_error(status, raw)
+                sock.settimeout(None)
+            chunked = headers.get("transfer-encoding", "").lower() == "chunked"
+            body = _dechunked(reader) if chunked else iter(lambda: reader.read1(65536), b"")
+            try:
+                yield from _events(body)
+            except OSError as exc:
+                raise DaemonUnreachable(
+                    f"timeosd on socket {self.socket_path} broke off the stream: {exc}"
+                ) from None
+        finally:
+            sock.close()
 
     def _exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -195,3 +231,100 @@ def _unchunk(body: bytes) -> bytes:
 def segment(value: str) -> str:
     """Quote one path segment (ids and rule names go into URLs)."""
     return quote(value, safe="")
+
+
+def _raise_error(status: int, raw: bytes, decoded: Any = None) -> None:
+    """Rebuild the daemon's error envelope as the TimeOSError it stands for."""
+    if decoded is None:
+        try:
+            decoded = json.loads(raw) if raw else None
+        except json.JSONDecodeError:
+            raise TimeOSError(f"timeosd sent a non-JSON answer (HTTP {status})") from None
+    error = decoded.get("error", {}) if isinstance(decoded, dict) else {}
+    problems = error.get("problems")
+    message = "\n".join(problems) if problems else error.get("message", raw.decode())
+    raise from_wire(error.get("code", "error"), message)
+
+
+class _translated:
+    """Turn socket errors while connecting and reading an answer's head into DaemonUnreachable."""
+
+    def __init__(self, where: Path, timeout: float) -> None:
+        self.where = where
+        self.timeout = timeout
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: Any, exc: Any, tb: Any) -> None:
+        where = self.where
+        if kind is None or not issubclass(kind, OSError):
+            return
+        if isinstance(exc, FileNotFoundError | ConnectionRefusedError):
+            raise DaemonUnreachable(
+                f"timeosd is not running on socket {where} ({exc.strerror}). Start it"
+                f" with: timeosd --rules rules.yaml --socket {where}"
+            ) from None
+        if isinstance(exc, PermissionError):
+            raise DaemonUnreachable(
+                f"permission denied on socket {where}: join the daemon's group or run as its user"
+            ) from None
+        if isinstance(exc, TimeoutError):
+            raise DaemonUnreachable(
+                f"timeosd on socket {where} did not answer within {self.timeout:g}s"
+            ) from None
+        raise DaemonUnreachable(f"timeosd on socket {where} did not answer: {exc}") from None
+
+
+def _read_head(reader: Any, where: Path) -> tuple[int, dict[str, str]]:
+    """The status and headers (names lower-case) of an answer being read from `reader`."""
+    first = reader.readline(8192)
+    parts = first.split(b" ", 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        if not first:
+            raise DaemonUnreachable(f"timeosd on socket {where} closed the connection")
+        raise DaemonUnreachable(f"{where} did not answer with HTTP; is it timeosd's socket?")
+    headers: dict[str, str] = {}
+    while (line := reader.readline(8192)) not in (b"\r\n", b"\n", b""):
+        name, _, value = line.partition(b":")
+        headers[name.strip().lower().decode("latin-1")] = value.strip().decode("latin-1")
+    return int(parts[1]), headers
+
+
+def _dechunked(reader: Any) -> Iterator[bytes]:
+    """The pieces of a chunked body as they arrive; ends at the last chunk."""
+    while True:
+        size_line = reader.readline(1024)
+        if not size_line:
+            raise ConnectionResetError("the stream ended without its last chunk")
+        size = int(size_line.split(b";")[0].strip() or b"0", 16)
+        if size == 0:
+            return
+        data = reader.read(size + 2)  # the chunk and its CRLF
+        if len(data) < size + 2:
+            raise ConnectionResetError("the stream ended mid-chunk")
+        yield data[:size]
+
+
+def _events(pieces: Iterator[bytes]) -> Iterator[tuple[str, str]]:
+    """Server-sent events (event name, data) parsed from body pieces; comments skipped."""
+    buffer = b""
+    event, data = "message", list[str]()
+    for piece in pieces:
+        buffer += piece
+        while (end := buffer.find(b"\n")) >= 0:
+            line = buffer[:end].rstrip(b"\r").decode("utf-8", errors="replace")
+            buffer = buffer[end + 1 :]
+            if not line:
+                if data:
+                    yield event, "\n".join(data)
+                event, data = "message", list[str]()
+            elif line.startswith(":"):
+                continue
+            else:
+                name, _, value = line.partition(":")
+                value = value.removeprefix(" ")
+                if name == "event":
+                    event = value
+                elif name == "data":
+                    data.append(value)

@@ -6,12 +6,13 @@ cli/output.py prints what these return, as TSV into pipes or as rich tables on a
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from timeos.cli.table import Column, Kind, Sheet
+from timeos.cli.table import Column, Kind, Sheet, View
 
 STATUS_STYLES = {
     "pending": "cyan",
@@ -378,3 +379,22 @@ def status_panel(status: dict[str, Any]) -> Panel:
         ("reloads", "int", status.get("reloads")),
     ]
     return Panel("timeosd is up", fields)
+
+
+WATCH_SKIP = {"kind", "at", "event_id", "job_id", "rule"}
+
+
+def watch_line(event: dict[str, Any], view: View | None) -> str:
+    """One lifecycle event of `timeos watch` as a line for people: time, kind, ids, facts."""
+    from timeos.cli.table import cell_text
+
+    at = cell_text(event.get("at"), "zoned", view) if view is not None else event.get("at")
+    parts = [str(at), f"{event.get('kind', '?'):<18}"]
+    for key, label in (("rule", "rule"), ("job_id", "job"), ("event_id", "event")):
+        if event.get(key):
+            parts.append(f"{label}={event[key]}")
+    for key, value in event.items():
+        if key not in WATCH_SKIP and value is not None:
+            text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            parts.append(f"{key}={text}" if " " not in text else f"{key}={json.dumps(text)}")
+    return " ".join(parts)

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from timeos import __version__
+from timeos.daemon.metrics import CONTENT_TYPE as METRICS_TYPE
 from timeos.daemon.openapi import (
     AFTER_Q,
     BOOL,
@@ -33,6 +34,7 @@ from timeos.daemon.openapi import (
     EVENT_TYPE_Q,
     ID_P,
     LIMIT_Q,
+    METRICS_TEXT,
     NAME_P,
     OFFSET_Q,
     ORDER_Q,
@@ -41,6 +43,9 @@ from timeos.daemon.openapi import (
     RUN_BODY,
     STATUS_Q,
     STR,
+    WATCH_RULE_Q,
+    WATCH_STREAM,
+    WATCH_TYPE_Q,
     Endpoint,
     Handler,
     listing,
@@ -49,6 +54,8 @@ from timeos.daemon.openapi import (
     ref,
 )
 from timeos.daemon.service import Service
+from timeos.daemon.sse import MEDIA_TYPE as SSE_TYPE
+from timeos.daemon.sse import EventStream
 from timeos.engine import Limits, check_payload
 from timeos.errors import MethodNotAllowed, NotFound, PayloadError, TimeOSError, UsageError
 from timeos.model import Attempt, CronTrigger, Event, EventTrigger, IntervalTrigger, Job, Rule
@@ -426,6 +433,14 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
     async def openapi(request: Request) -> Response:
         return JSONResponse(document)
 
+    async def metrics(request: Request) -> Response:
+        return Response(service.metrics(), media_type=METRICS_TYPE)
+
+    async def watch(request: Request) -> Response:
+        q = request.query_params
+        watcher = service.watch(q.get("rule"), q.get("type"))  # UsageError: 400 before streaming
+        return EventStream(watcher, service.unwatch)
+
     # The one table of the API: the routes served and /openapi.json are both built from it.
     endpoints = (
         Endpoint("POST", "/v1/events", emit, "Emit an event; its rules create jobs",
@@ -511,6 +526,12 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
                  "Remove (or count) finished jobs and events older than retention or older_than",
                  body=CLEANUP_BODY, errors=(400,), tags=("daemon",),
                  ok={200: ("What was removed (dry_run: would be)", ref("Cleanup"))}),
+        Endpoint("GET", "/v1/watch", watch,
+                 "Lifecycle events as they happen (server-sent events, until the client leaves)",
+                 params=(WATCH_RULE_Q, WATCH_TYPE_Q), errors=(400,), tags=("daemon",),
+                 media=SSE_TYPE, ok={200: ("A stream of lifecycle events", WATCH_STREAM)}),
+        Endpoint("GET", "/metrics", metrics, "Prometheus metrics", tags=("daemon",),
+                 media="text/plain", ok={200: ("Every metric now", METRICS_TEXT)}),
         Endpoint("GET", "/openapi.json", openapi, "This document", tags=("daemon",),
                  ok={200: ("The OpenAPI 3.1 document", {"type": "object"})}),
     )  # fmt: skip

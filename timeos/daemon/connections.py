@@ -24,6 +24,7 @@ ACCEPT_BURST = 64  # the listen backlog: asyncio accepts up to this many per wak
 ACCEPTS_IN_FLIGHT = 4 * ACCEPT_BURST
 FD_RESERVE = 64  # SQLite (two connections, WAL, SHM), the lock, the listener, epoll, logs
 FD_RESERVE_PER_WORKER = 16  # a command's pipes, an http action's sockets, a python action's files
+SHUTDOWN_FLUSH = 1.0  # seconds a peer gets at shutdown to take what is still buffered for it
 
 
 NOFILE_WANTED = 65536  # descriptors asked for at start, within the hard limit
@@ -168,5 +169,17 @@ def _guarded(guard: ConnectionGuard) -> type[H11Protocol]:
             self._disarm()
             guard.open.discard(self)
             super().connection_lost(exc)
+
+        def shutdown(self) -> None:
+            super().shutdown()
+            # uvicorn waits for every connection to go, and closing a transport waits for its
+            # buffer to drain: a peer that stopped reading (a stuck `timeos watch`) would hold
+            # the daemon's shutdown for ever. It gets a moment, then the connection is cut.
+            self.loop.call_later(SHUTDOWN_FLUSH, self._abort_if_stuck)
+
+        def _abort_if_stuck(self) -> None:
+            if self.transport.get_write_buffer_size() > 0:
+                log.warning("shutdown: cut a connection whose peer stopped reading")
+                self.transport.abort()
 
     return GuardedH11Protocol

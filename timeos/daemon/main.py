@@ -41,11 +41,13 @@ from timeos.daemon.connections import (
     raise_nofile_limit,
 )
 from timeos.daemon.http import ListenAddress, TokenGate, bind_tcp, listener
+from timeos.daemon.metrics import Metrics
 from timeos.daemon.notify import Notifier
 from timeos.daemon.planner import OccurrencePlanner
 from timeos.daemon.retention import Pruner
 from timeos.daemon.scheduler import Scheduler
 from timeos.daemon.service import Service
+from timeos.daemon.telemetry import EventBus
 from timeos.engine import Limits, Retention
 from timeos.errors import TimeOSError, UsageError
 from timeos.model import JobStatus, RuleSet
@@ -195,7 +197,10 @@ class Daemon:
         self.runner = ActionRunner(environ=self.environ, emitter=self._emit_from_action)
         # The planner and scheduler read the service's current rules at each pass (after a
         # reload, the new ones): the lambda is resolved then, not now.
-        self.planner = OccurrencePlanner(store=self.store, rules=lambda: self.service.rules)
+        self.bus = EventBus(clock)  # lifecycle events: metrics and `timeos watch` streams
+        self.planner = OccurrencePlanner(
+            store=self.store, rules=lambda: self.service.rules, publish=self.bus.publish
+        )
         self.pruner = Pruner(
             store=self.store, clock=clock, rules=lambda: self.service.rules, retention=retention
         )
@@ -219,6 +224,12 @@ class Daemon:
             schedule=self.planner.describe,
             reloading=self._reloading,
             pruner=self.pruner,
+            bus=self.bus,
+            metrics=Metrics(
+                job_counts=self.store.counts_by_status,
+                next_fires=self.planner.next_fires,
+                watchers=lambda: len(self.bus.watchers),
+            ),
         )
         self.scheduler = Scheduler(
             store=self.store,
@@ -230,6 +241,7 @@ class Daemon:
             planner=self.planner,
             heartbeat=self._heartbeat if self.notifier.enabled else None,
             heartbeat_every=self.notifier.watchdog_interval or STATUS_EVERY,
+            publish=self.bus.publish,
         )
         self.server: _Server | None = None
         self.http_server: _Server | None = None
@@ -408,6 +420,7 @@ class Daemon:
         log.info("shutting down", extra=logs.fields(signal=why))
         self.notifier.stopping()
         self.scheduler.stop()
+        self.bus.close()  # end `timeos watch` streams, or uvicorn would wait for them forever
         for server in (self.server, self.http_server):
             if server is not None:
                 server.should_exit = True

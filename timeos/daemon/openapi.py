@@ -57,6 +57,7 @@ class Endpoint:
     errors: tuple[int, ...] = ()  # error statuses besides 500, answered with the Error envelope
     tags: tuple[str, ...] = ()
     paged: bool = False  # a list: its answer carries X-Total-Count, every row matching the filters
+    media: str = "application/json"  # of the success answers (/metrics: text, /v1/watch: SSE)
 
 
 def ref(name: str) -> Schema:
@@ -338,6 +339,24 @@ ORDER_Q = Param(
     "perform_at: by perform time; waiting_first: running, then waiting (next due first), then"
     " finished (newest first)",
 )  # fmt: skip
+WATCH_RULE_Q = Param("rule", "query", STR, "only lifecycle events of this rule")
+WATCH_TYPE_Q = Param(
+    "type", "query", STR,
+    "only lifecycle events of this kind (job.dead) or kind prefix ending in a dot (job.)",
+)  # fmt: skip
+WATCH_STREAM: Schema = {
+    "type": "string",
+    "description": (
+        "server-sent events: per lifecycle event an `event: KIND` line and a `data:` line of"
+        " JSON (kind, at, event_id, job_id, rule, and attempt/error/duration_ms/... where they"
+        " apply), then a blank line; `watch.dropped` (data: count) where a slow reader lost"
+        " events"
+    ),
+}
+METRICS_TEXT: Schema = {
+    "type": "string",
+    "description": "Prometheus text exposition format 0.0.4",
+}
 TOTAL_HEADER: Schema = {
     "description": "how many rows match the filters, over all pages",
     "schema": {"type": "integer", "minimum": 0},
@@ -397,7 +416,7 @@ def _operation(endpoint: Endpoint) -> Schema:
             "content": {"application/json": {"schema": endpoint.body}},
         }
     responses: dict[str, Schema] = {
-        str(status): {"description": text, "content": {"application/json": {"schema": schema}}}
+        str(status): {"description": text, "content": {endpoint.media: {"schema": schema}}}
         for status, (text, schema) in endpoint.ok.items()
     }
     if endpoint.paged:

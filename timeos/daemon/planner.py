@@ -12,9 +12,17 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from timeos.model import Rule, RuleSet, RuleState, effective_retry
+from timeos.daemon.telemetry import Publish, no_publish
+from timeos.model import (
+    OccurrenceOutcome,
+    Rule,
+    RuleSet,
+    RuleState,
+    effective_retry,
+    occurrence_key,
+)
 from timeos.store.protocol import Store
-from timeos.time.planning import is_due, plan, resume
+from timeos.time.planning import Plan, is_due, plan, resume
 from timeos.time.triggers import RuleClock
 
 log = logging.getLogger("timeos.occurrences")
@@ -23,9 +31,12 @@ log = logging.getLogger("timeos.occurrences")
 class OccurrencePlanner:
     """Creates due occurrences' jobs for every time-based rule; returns the next deadline."""
 
-    def __init__(self, *, store: Store, rules: Callable[[], RuleSet]) -> None:
+    def __init__(
+        self, *, store: Store, rules: Callable[[], RuleSet], publish: Publish = no_publish
+    ) -> None:
         self.store = store
         self.rules = rules
+        self.publish = publish
         self.states: dict[str, RuleState] = store.rule_states()
         self.clocks: dict[str, RuleClock] = {}
         self.enabled_since: dict[str, datetime] = {}
@@ -107,8 +118,9 @@ class OccurrencePlanner:
             max_attempts=effective_retry(rule, rules.actions[rule.action]).max_attempts,
             disabled=self._window(rule, now),
         )
-        self.store.save_rule_state(result.state, now, result.occurrences, result.jobs)
+        ids = self.store.save_rule_state(result.state, now, result.occurrences, result.jobs)
         self.states[rule.name] = result.state
+        self._announce(result, ids)
         self.removed.discard(rule.name)
         self.clocks[rule.name] = clock
         return result.state.next_fire
@@ -126,6 +138,40 @@ class OccurrencePlanner:
         self.store.save_rule_state(state, now)
         self.states[rule.name] = state
         self.removed.discard(rule.name)  # only once the fresh state is stored
+
+    def _announce(self, result: Plan, ids: list[str | None]) -> None:
+        """Publish each occurrence's fate and each job created, once they are stored."""
+        by_key = {j.occurrence_key: i for j, i in zip(result.jobs, ids, strict=False)}
+        for job, job_id in zip(result.jobs, ids, strict=False):
+            if job_id is not None:
+                self.publish(
+                    "job.created",
+                    job_id=job_id,
+                    rule=job.rule,
+                    perform_at=job.perform_at.isoformat(),
+                    scheduled_for=job.scheduled_for.isoformat() if job.scheduled_for else None,
+                )
+        for occ in result.occurrences:
+            job_id = occ.job_id
+            if job_id is None and occ.outcome is OccurrenceOutcome.FIRED:
+                job_id = by_key.get(occurrence_key(occ.rule, occ.scheduled_for))
+            self.publish(
+                f"occurrence.{occ.outcome}",
+                rule=occ.rule,
+                job_id=job_id,
+                scheduled_for=occ.scheduled_for.isoformat(),
+                reason=occ.reason,
+            )
+
+    def next_fires(self) -> dict[str, datetime | None]:
+        """Each loaded time-based rule's next fire as planned (None: disabled or never)."""
+        return {
+            rule.name: (state.next_fire if rule.enabled else None)
+            if (state := self.states.get(rule.name))
+            else None
+            for rule in self.rules().rules
+            if rule.time_based
+        }
 
     def describe(self, rule: Rule) -> dict[str, Any]:
         """Extra fields for `rules list/show`: next and last fire of a time-based rule."""

@@ -17,6 +17,7 @@ from typing import Protocol
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
 from timeos.daemon.logs import fields
+from timeos.daemon.telemetry import Publish, no_publish
 from timeos.engine import AttemptEnd, after_attempt, failure_action_for, retry_policy_for
 from timeos.errors import NotFound, StoreError
 from timeos.model import ActionResult, Job, JobStatus, Outcome, OverlapPolicy, RuleSet, Verdict
@@ -38,6 +39,7 @@ class _Outcome:
     now: datetime
     verdict: Verdict
     duration_ms: int | None = None  # None: not timed (a run a previous daemon started)
+    started: datetime | None = None  # when this attempt began (None: recovered after a crash)
 
 
 class Planner(Protocol):
@@ -62,6 +64,7 @@ class Scheduler:
         rng: random.Random | None = None,
         heartbeat: Callable[[], None] | None = None,
         heartbeat_every: float | None = None,
+        publish: Publish = no_publish,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -71,6 +74,8 @@ class Scheduler:
         self.grace = grace
         self.planner = planner
         self.rng = rng or random.Random()
+        self.publish = publish
+        self.started: dict[str, datetime] = {}  # job id -> when its running attempt began
         self.wake = asyncio.Event()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.running_jobs: dict[str, Job] = {}
@@ -179,9 +184,19 @@ class Scheduler:
         return deadline
 
     def _start(self, job: Job) -> None:
+        now = self.clock.now()
         task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
         self.running[job.id] = task
         self.running_jobs[job.id] = job
+        self.started[job.id] = now
+        self.publish(
+            "job.started",
+            job_id=job.id,
+            rule=job.rule,
+            event_id=job.event_id,
+            attempt=job.attempts,
+            lateness_ms=_ms(now - job.perform_at),
+        )
 
     async def _execute(self, job: Job) -> None:
         rules = self.rules()
@@ -219,6 +234,7 @@ class Scheduler:
     def _forget(self, job: Job) -> None:
         self.running.pop(job.id, None)
         self.running_jobs.pop(job.id, None)
+        self.started.pop(job.id, None)
 
     def _context(self, job: Job) -> ActionContext:
         event_type = None
@@ -252,7 +268,7 @@ class Scheduler:
         verdict = after_attempt(job, result, policy, now, self.rng, end, notify)
         # By the injected clock, like everything else; a clock stepped back reads as 0.
         ms = max(0, (now - started) // timedelta(milliseconds=1)) if started else None
-        self._write(_Outcome(job, result, now, verdict, ms))
+        self._write(_Outcome(job, result, now, verdict, ms, started))
 
     def _write(self, outcome: _Outcome) -> bool:
         """Store one attempt's outcome; on failure keep it to retry on the next pass."""
@@ -286,7 +302,35 @@ class Scheduler:
         if outcome.verdict.notice is not None:
             log.info("job %s: on_failure action %r queued", job.id, outcome.verdict.notice.action)
             self.wake.set()
+        self._announce(outcome, done)
         return True
+
+    def _announce(self, outcome: _Outcome, done: Job) -> None:
+        """Publish how the attempt ended (`job.succeeded`, or `job.failed` and where it went)."""
+        job, result = outcome.job, outcome.result
+        ids = {"job_id": job.id, "rule": job.rule, "event_id": job.event_id}
+        duration = _ms(outcome.now - outcome.started) if outcome.started else None
+        if done.status is JobStatus.SUCCEEDED:
+            self.publish("job.succeeded", **ids, attempt=job.attempts, duration_ms=duration)
+            return
+        self.publish(
+            "job.failed",
+            **ids,
+            attempt=job.attempts,
+            error=result.error,
+            outcome=str(result.outcome),
+            duration_ms=duration,
+        )
+        if done.status is JobStatus.DEAD:
+            self.publish("job.dead", **ids, attempt=job.attempts, error=result.error)
+        elif done.status in (JobStatus.RETRYING, JobStatus.PENDING):
+            self.publish(
+                "job.retrying",
+                **ids,
+                attempt=job.attempts,
+                error=result.error,
+                next_at=done.perform_at.isoformat(),
+            )
 
     def stop(self) -> None:
         """Stop claiming; run() drains and returns."""
@@ -318,3 +362,7 @@ def _job_fields(job: Job) -> dict[str, object]:
         "event_id": job.event_id,
         "attempt": job.attempts,
     }
+
+
+def _ms(delta: timedelta) -> float:
+    return round(delta.total_seconds() * 1000, 3)

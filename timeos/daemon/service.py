@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 
 from timeos.clock import Clock
 from timeos.daemon.logs import fields
+from timeos.daemon.metrics import Metrics
 from timeos.daemon.retention import Pruner
 from timeos.daemon.rule_control import RuleControl
+from timeos.daemon.telemetry import EventBus, Watcher
 from timeos.engine import (
     Limits,
     check_event_type,
@@ -45,6 +47,7 @@ from timeos.model import (
     Event,
     Job,
     JobStatus,
+    NewJob,
     Rule,
     RuleOverride,
     RuleSet,
@@ -94,6 +97,8 @@ class Service(RuleControl):
         schedule: RuleSchedule = lambda rule: {},
         reloading: Reloading = contextlib.nullcontext,
         pruner: Pruner | None = None,
+        bus: EventBus | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -117,6 +122,15 @@ class Service(RuleControl):
         self.schedule = schedule
         self.reloading = reloading
         self.pruner = pruner or Pruner(store=store, clock=clock, rules=lambda: self.rules)
+        self.bus = bus or EventBus(clock)
+        self.publish = self.bus.publish
+        # Fed from the bus; without the planner's view, no rule's next fire time is known.
+        self._metrics = metrics or Metrics(
+            job_counts=store.counts_by_status,
+            next_fires=dict,
+            watchers=lambda: len(self.bus.watchers),
+        )
+        self.bus.subscribe(self._metrics.observe)
 
     @property
     def rules(self) -> RuleSet:
@@ -204,7 +218,24 @@ class Service(RuleControl):
             )
         if result.job_ids:
             self.on_change()
+        if not result.duplicate:
+            self._announce(event, jobs, result)
         return result
+
+    def _announce(self, event: Event, jobs: Sequence[NewJob], result: EmitResult) -> None:
+        publish = self.publish
+        publish("event.emitted", event_id=event.id, type=event.type, jobs=len(result.job_ids))
+        # Event jobs carry no occurrence key, so every one is inserted: ids match jobs in order.
+        pairs = zip(jobs, result.job_ids, strict=False) if len(jobs) == len(result.job_ids) else ()
+        for job, job_id in pairs:
+            publish("rule.matched", event_id=event.id, rule=job.rule, job_id=job_id)
+            publish(
+                "job.created",
+                event_id=event.id,
+                rule=job.rule,
+                job_id=job_id,
+                perform_at=job.perform_at.isoformat(),
+            )
 
     def get_event(self, event_id: str) -> Event:
         """One event by id."""
@@ -258,8 +289,23 @@ class Service(RuleControl):
                 f"at most {MAX_CANCEL_IDS} job ids per cancel request, got {len(job_ids)};"
                 " send them in several requests (timeos jobs cancel does)"
             )
-        results = self.store.cancel_many(job_ids, self.clock.now())
-        return [CancelOutcome(*r) for r in results]
+        results = [CancelOutcome(*r) for r in self.store.cancel_many(job_ids, self.clock.now())]
+        for outcome in results:
+            if outcome.cancelled:
+                self._announce_cancel(outcome.id)
+        return results
+
+    def _announce_cancel(self, job_id: str) -> None:
+        try:  # the rule and event, for watchers filtering by rule and for the metrics' labels
+            job: Job | None = self.store.get_job(job_id)
+        except TimeOSError:
+            job = None
+        self.publish(
+            "job.cancelled",
+            job_id=job_id,
+            rule=job.rule if job else None,
+            event_id=job.event_id if job else None,
+        )
 
     def attempts(self, job_id: str) -> list[Attempt]:
         """A job's attempt history, oldest first."""
@@ -360,6 +406,20 @@ class Service(RuleControl):
         state = self.store.rule_states().get(name)
         anchor = state.anchor if state and state.anchor else now
         return rule_fires(rule, anchor, after or now, max(1, min(count, 1000)))
+
+    # ---- telemetry ----------------------------------------------------------------------------
+
+    def watch(self, rule: str | None, kind: str | None) -> Watcher:
+        """Subscribe to lifecycle events of `rule` and `kind` (UsageError for an unknown kind)."""
+        return self.bus.watch(rule=rule, kind=kind)
+
+    def unwatch(self, watcher: Watcher) -> None:
+        """End a subscription (its stream ended)."""
+        self.bus.unwatch(watcher)
+
+    def metrics(self) -> bytes:
+        """The Prometheus text exposition of the daemon's metrics now."""
+        return self._metrics.exposition()
 
     # ---- status -------------------------------------------------------------------------------
 
