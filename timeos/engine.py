@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -124,9 +124,13 @@ def event_context(event: Event) -> dict[str, Any]:
 
 def plan_event(event: Event, rules: RuleSet) -> list[NewJob]:
     """One job per enabled rule listening for this type whose condition holds."""
+    return _plan(event, rules.for_event(event.type), rules)
+
+
+def _plan(event: Event, listening: Sequence[Rule], rules: RuleSet) -> list[NewJob]:
     jobs: list[NewJob] = []
     context = event_context(event)
-    for rule in rules.for_event(event.type):
+    for rule in listening:
         if rule.condition is not None:
             try:
                 if not rule.condition.evaluate(event.payload, context):
@@ -152,6 +156,68 @@ def plan_event(event: Event, rules: RuleSet) -> list[NewJob]:
             )
         )
     return jobs
+
+
+def plan_events(events: Sequence[Event], rules: RuleSet) -> list[NewJob]:
+    """plan_event over a batch in one pass: the rules listening for each type looked up once."""
+    listening: dict[str, list[Rule]] = {}
+    jobs: list[NewJob] = []
+    for event in events:
+        found = listening.get(event.type)
+        if found is None:
+            found = listening[event.type] = rules.for_event(event.type)
+        if found:
+            jobs += _plan(event, found, rules)
+    return jobs
+
+
+class MatchReason(enum.StrEnum):
+    """Why a rule did or did not create a job for an event (`timeos events show`)."""
+
+    MATCHED = "matched"
+    OTHER_TYPE = "other_type"
+    CONDITION_FALSE = "condition_false"
+    CONDITION_ERROR = "condition_error"
+    RULE_DISABLED = "rule_disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One event rule's verdict on one event; `detail` holds a condition's error."""
+
+    rule: str
+    matched: bool
+    reason: MatchReason
+    detail: str | None = None
+
+
+def explain_event(event: Event, rules: RuleSet) -> list[Match]:
+    """For every loaded event rule, in file order: would it create a job for `event` now?
+
+    Time-based rules are left out: no event ever triggers them. A disabled rule listening for
+    another type is `other_type` (the type is the first thing that decides).
+    """
+    matches: list[Match] = []
+    context = event_context(event)
+    for rule in rules.rules:
+        trigger = rule.trigger
+        if not isinstance(trigger, EventTrigger):
+            continue
+        if trigger.event_type != event.type:
+            matches.append(Match(rule.name, False, MatchReason.OTHER_TYPE))
+        elif not rule.enabled:
+            matches.append(Match(rule.name, False, MatchReason.RULE_DISABLED))
+        elif rule.condition is None:
+            matches.append(Match(rule.name, True, MatchReason.MATCHED))
+        else:
+            try:
+                holds = rule.condition.evaluate(event.payload, context)
+            except ConditionFailed as exc:
+                matches.append(Match(rule.name, False, MatchReason.CONDITION_ERROR, exc.message))
+                continue
+            reason = MatchReason.MATCHED if holds else MatchReason.CONDITION_FALSE
+            matches.append(Match(rule.name, bool(holds), reason))
+    return matches
 
 
 def perform_at(event: Event, rule: Rule, trigger: EventTrigger) -> datetime:

@@ -416,6 +416,16 @@ class EmitResult:
     job_ids: tuple[str, ...]
 
 
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """One `timeos events replay` of a stored event: its number (1, 2, ...), when, how many jobs."""
+
+    event_id: str
+    number: int
+    at: datetime
+    jobs: int
+
+
 # ---- domain helpers ---------------------------------------------------------------------------
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from timeos.clock import Clock
+from timeos.daemon.flow import FlowControl, KillRunning
 from timeos.daemon.logs import fields
 from timeos.daemon.retention import Pruner
 from timeos.engine import (
@@ -65,8 +66,9 @@ class CancelOutcome:
     error: str | None = None
 
 
-class Service:
-    """Holds the current rule set and the store; every API call lands here."""
+class Service(FlowControl):
+    """Holds the current rule set and the store; every API call lands here (flow control's
+    calls are in flow.py)."""
 
     def __init__(
         self,
@@ -83,6 +85,7 @@ class Service:
         schedule: RuleSchedule = lambda rule: {},
         reloading: Reloading = contextlib.nullcontext,
         pruner: Pruner | None = None,
+        kill_running: KillRunning | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -100,6 +103,8 @@ class Service:
         self.schedule = schedule
         self.reloading = reloading
         self.pruner = pruner or Pruner(store=store, clock=clock, rules=lambda: self._rules)
+        # The scheduler's hand on running jobs (`jobs cancel --kill`): job ids -> those stopped.
+        self.kill_running = kill_running
 
     @property
     def rules(self) -> RuleSet:
@@ -192,15 +197,28 @@ class Service:
         """One event by id."""
         return self.store.get_event(event_id)
 
-    def list_events(self, event_type: str | None, limit: int, offset: int) -> list[Event]:
-        """Events, newest first."""
+    def list_events(
+        self,
+        event_type: str | None,
+        limit: int,
+        offset: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Event]:
+        """Events, newest first; since/until bound when they were received."""
         return self.store.list_events(
-            event_type=event_type, limit=self._limit(limit), offset=max(0, offset)
+            event_type=event_type,
+            limit=self._limit(limit),
+            offset=max(0, offset),
+            since=since,
+            until=until,
         )
 
-    def count_events(self, event_type: str | None) -> int:
+    def count_events(
+        self, event_type: str | None, since: datetime | None = None, until: datetime | None = None
+    ) -> int:
         """How many events match (the total behind a page of list_events)."""
-        return self.store.count_events(event_type=event_type)
+        return self.store.count_events(event_type=event_type, since=since, until=until)
 
     # ---- jobs ---------------------------------------------------------------------------------
 
