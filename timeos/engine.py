@@ -283,6 +283,11 @@ class AttemptEnd(enum.StrEnum):
     SHUTDOWN = "shutdown"  # our own graceful shutdown killed it
 
 
+def killed(job: Job, now: datetime) -> Verdict:
+    """A running job stopped by `timeos jobs cancel --kill`: cancelled, never retried."""
+    return Verdict(JobStatus.CANCELLED, now, job.max_attempts, job.backoff_base)
+
+
 def retry_policy_for(rules: RuleSet, job: Job) -> RetryPolicy:
     """The policy that governs `job` under `rules`: the rule's, else its action's, else default.
 

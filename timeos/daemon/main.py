@@ -219,6 +219,7 @@ class Daemon:
             schedule=self.planner.describe,
             reloading=self._reloading,
             pruner=self.pruner,
+            kill_running=lambda ids: self.scheduler.kill(ids),
         )
         self.scheduler = Scheduler(
             store=self.store,
