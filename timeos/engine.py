@@ -127,11 +127,17 @@ def plan_event(event: Event, rules: RuleSet) -> list[NewJob]:
     return _plan(event, rules.for_event(event.type), rules)
 
 
-def _plan(event: Event, listening: Sequence[Rule], rules: RuleSet) -> list[NewJob]:
+def _plan(
+    event: Event,
+    listening: Sequence[Rule],
+    rules: RuleSet,
+    attempts: dict[str, int] | None = None,
+) -> list[NewJob]:
     jobs: list[NewJob] = []
-    context = event_context(event)
+    context: dict[str, Any] | None = None
     for rule in listening:
         if rule.condition is not None:
+            context = context or event_context(event)
             try:
                 if not rule.condition.evaluate(event.payload, context):
                     continue
@@ -139,17 +145,24 @@ def _plan(event: Event, listening: Sequence[Rule], rules: RuleSet) -> list[NewJo
                 # A payload missing a field the condition reads: the rule does not apply.
                 log.warning("event %s: rule %r: %s (treated as false)", event.id, rule.name, exc)
                 continue
-        action = rules.actions[rule.action]
         trigger = rule.trigger
         assert isinstance(trigger, EventTrigger)
-        at, note = plan_time(event, rule, trigger)
+        if trigger.at is None:  # the common case, without plan_time's call
+            at, note = event.occurred_at + trigger.offset, None
+        else:
+            at, note = plan_time(event, rule, trigger)
+        max_attempts = attempts.get(rule.name) if attempts is not None else None
+        if max_attempts is None:
+            max_attempts = effective_retry(rule, rules.actions[rule.action]).max_attempts
+            if attempts is not None:
+                attempts[rule.name] = max_attempts
         jobs.append(
             NewJob(
                 rule=rule.name,
                 action=rule.action,
                 perform_at=at,
                 priority=rule.priority,
-                max_attempts=effective_retry(rule, action).max_attempts,
+                max_attempts=max_attempts,
                 payload=event.payload,
                 event_id=event.id,
                 note=note,
@@ -159,15 +172,17 @@ def _plan(event: Event, listening: Sequence[Rule], rules: RuleSet) -> list[NewJo
 
 
 def plan_events(events: Sequence[Event], rules: RuleSet) -> list[NewJob]:
-    """plan_event over a batch in one pass: the rules listening for each type looked up once."""
+    """plan_event over a batch in one pass: each type's rules and each rule's attempt budget
+    looked up once."""
     listening: dict[str, list[Rule]] = {}
+    attempts: dict[str, int] = {}
     jobs: list[NewJob] = []
     for event in events:
         found = listening.get(event.type)
         if found is None:
             found = listening[event.type] = rules.for_event(event.type)
         if found:
-            jobs += _plan(event, found, rules)
+            jobs += _plan(event, found, rules, attempts)
     return jobs
 
 

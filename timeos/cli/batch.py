@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 from timeos.cli.client import Client
 from timeos.cli.emit import os_problem, payload_cap
 from timeos.errors import PayloadError, TimeOSError, UsageError
-from timeos.payload import EVENT_TYPE, encoded_size, parse_object
+from timeos.payload import EVENT_TYPE, encoded_size, parse_json
 from timeos.timefmt import parse_instant
 
 MAX_BATCH_EVENTS = 100_000  # timeosd's daemon.flow.MAX_BATCH_EVENTS (a test keeps them equal)
@@ -48,23 +48,33 @@ def read_lines(source: str) -> Iterator[tuple[int, bytes]]:
             stream.close()
 
 
-def check_line(raw: bytes, cap: int) -> dict[str, Any]:
+def check_line(raw: bytes, cap: int, types: set[str] | None = None) -> dict[str, Any]:
     """One line as an event object, checked as timeosd will check it (PayloadError if not)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PayloadError(f"not UTF-8 (byte {exc.start})") from None
-    item = parse_object(text, "JSON")
+    try:
+        item = parse_json(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"invalid JSON at column {exc.colno}: {exc.msg}") from None
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(str(exc)) from None
+    if not isinstance(item, dict):
+        raise PayloadError(f"must be a JSON object, got {type(item).__name__}")
     unknown = set(item) - FIELDS
     if unknown:
         raise PayloadError(f"unknown field(s): {', '.join(sorted(unknown))}")
     event_type = item.get("type")
     if not isinstance(event_type, str):
         raise PayloadError("needs a string field 'type'")
-    if not 1 <= len(event_type) <= MAX_TYPE or not EVENT_TYPE.fullmatch(event_type):
-        raise PayloadError(
-            f"event type {event_type!r} must be 1..{MAX_TYPE} letters, digits and _ - . :"
-        )
+    if types is None or event_type not in types:
+        if not 1 <= len(event_type) <= MAX_TYPE or not EVENT_TYPE.fullmatch(event_type):
+            raise PayloadError(
+                f"event type {event_type!r} must be 1..{MAX_TYPE} letters, digits and _ - . :"
+            )
+        if types is not None:
+            types.add(event_type)
     payload = item.get("payload", {})
     if not isinstance(payload, dict):
         raise PayloadError(f"payload must be a JSON object, got {type(payload).__name__}")
@@ -93,9 +103,10 @@ def emit_batch(source: str, client: Client, environ: Mapping[str, str] = os.envi
     bodies: list[bytes] = []
     problems: list[str] = []
     keys: dict[str, tuple[int, str]] = {}
+    types: set[str] = set()
     for number, raw in read_lines(source):
         try:
-            item = check_line(raw, cap)
+            item = check_line(raw, cap, types)
         except TimeOSError as exc:
             problems.append(f"line {number}: {exc.message}")
             continue

@@ -7,6 +7,7 @@ Errors are `{"error": {"code", "message"}}` with the stable codes of errors.py.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -67,7 +68,7 @@ from timeos.model import (
     Replay,
     Rule,
 )
-from timeos.payload import encoded_size, nesting_depth, parse_object
+from timeos.payload import encoded_size, nesting_depth, parse_json
 from timeos.timefmt import format_duration, iso, parse_duration, parse_instant
 
 log = logging.getLogger("timeos.api")
@@ -252,8 +253,17 @@ def _parse_batch(raw: bytes, limits: Limits) -> list[Any]:
         raise PayloadError(
             f"payload: nested {depth} levels deep, over the limit of {limits.max_payload_depth}"
         )
-    body = parse_object(text, "request body")
-    events = body.get("events")
+    # Not parse_object: its second pass (a dumps to find lone surrogates) would cost 0.4 s on
+    # 100,000 events; the service encodes every payload anyway and refuses them there.
+    try:
+        body = parse_json(text)
+    except json.JSONDecodeError as exc:
+        raise PayloadError(
+            f"request body: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from None
+    except (ValueError, RecursionError) as exc:
+        raise PayloadError(f"request body: {exc}") from None
+    events = body.get("events") if isinstance(body, dict) else None
     if not isinstance(events, list):
         raise PayloadError("request body needs 'events': a list of events")
     return events

@@ -26,9 +26,9 @@ from timeos.engine import (
     retry_policy_for,
 )
 from timeos.errors import NotFound, PayloadError, TimeOSError, UsageError
-from timeos.model import EmitResult, Event, Job, JobStatus, NewJob, Replay, RuleSet, new_id
+from timeos.model import EmitResult, Event, Job, JobStatus, NewJob, Replay, RuleSet, new_ids
 from timeos.model import payload_hash as hash_of
-from timeos.payload import encoded_size
+from timeos.payload import compact_json
 from timeos.store.protocol import Store
 from timeos.timefmt import parse_instant
 
@@ -84,9 +84,12 @@ class FlowControl:
         now = self.clock.now()
         problems: list[str] = []
         events: list[Event | None] = []
+        ids = new_ids(now, len(items))
+        texts: list[str] = []
+        types: set[str] = set()  # checked already: a batch repeats a few types
         for n, item in enumerate(items):
             try:
-                events.append(self._batch_event(item, now))
+                events.append(self._batch_event(item, now, ids[n], texts, types))
             except TimeOSError as exc:
                 problems.append(f"events[{n}]: {exc.message}")
                 events.append(None)
@@ -119,18 +122,20 @@ class FlowControl:
             raise PayloadError(
                 f"{len(problems)} bad event(s), nothing stored:\n" + "\n".join(problems)
             )
-        fresh = [
-            e
+        chosen = [
+            n
             for n, e in enumerate(events)
             if e is not None
             and n not in same_as
             and (e.idempotency_key is None or e.idempotency_key not in stored)
         ]
+        fresh = [e for n in chosen if (e := events[n]) is not None]
+        encoded = [texts[n] for n in chosen]
         try:
             jobs = plan_events(fresh, self.rules)
         except OverflowError:
             raise PayloadError("an occurred_at plus a rule's offset is out of range") from None
-        written = iter(self.store.emit_batch(fresh, jobs, now))
+        written = iter(self.store.emit_batch(fresh, jobs, now, encoded))
         results: list[EmitResult] = []
         for n, event in enumerate(events):
             assert event is not None
@@ -149,7 +154,9 @@ class FlowControl:
             self.on_change()
         return results
 
-    def _batch_event(self, item: Any, now: datetime) -> Event:
+    def _batch_event(
+        self, item: Any, now: datetime, event_id: str, texts: list[str], types: set[str]
+    ) -> Event:
         if not isinstance(item, dict):
             raise PayloadError(f"must be a JSON object, got {type(item).__name__}")
         unknown = set(item) - {"type", "payload", "idempotency_key", "occurred_at"}
@@ -158,11 +165,17 @@ class FlowControl:
         event_type = item.get("type")
         if not isinstance(event_type, str):
             raise PayloadError("needs a string field 'type'")
-        check_event_type(event_type, self.limits)
+        if event_type not in types:
+            types.add(check_event_type(event_type, self.limits))
         payload = item.get("payload", {})
         if not isinstance(payload, dict):
             raise PayloadError(f"payload must be a JSON object, got {type(payload).__name__}")
-        if (size := encoded_size(payload)) > self.limits.max_payload_bytes:
+        try:
+            text = compact_json(payload)
+            size = len(text.encode("utf-8"))
+        except UnicodeError:
+            raise PayloadError("payload contains a lone surrogate (\\ud800-\\udfff)") from None
+        if size > self.limits.max_payload_bytes:
             raise PayloadError(
                 f"payload: {size} bytes is over the limit of {self.limits.max_payload_bytes} bytes"
             )
@@ -174,7 +187,8 @@ class FlowControl:
         if raw is not None and not isinstance(raw, str):
             raise PayloadError("occurred_at must be an ISO 8601 string")
         occurred = parse_instant(raw, "occurred_at", PayloadError) if raw is not None else now
-        return Event(new_id(now), event_type, payload, occurred, now, key)
+        texts.append(text)
+        return Event(event_id, event_type, payload, occurred, now, key)
 
     # ---- cancel by rule -----------------------------------------------------------------------
 

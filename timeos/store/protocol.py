@@ -91,11 +91,16 @@ class Store(Protocol):
         ...
 
     def emit_batch(
-        self, events: Sequence[Event], jobs: Sequence[NewJob], now: datetime
+        self,
+        events: Sequence[Event],
+        jobs: Sequence[NewJob],
+        now: datetime,
+        encoded: Sequence[str] | None = None,
     ) -> list[EmitResult]:
         """Store events and their jobs in one transaction (all or nothing); one result per
         event, in order. A key another writer stored meanwhile makes that event a duplicate,
-        or IdempotencyConflict (nothing stored) if its payload differs."""
+        or IdempotencyConflict (nothing stored) if its payload differs. `encoded`: each
+        event's payload as payload.compact_json made it, when the caller has it already."""
         ...
 
     def replay(
