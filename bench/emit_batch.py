@@ -75,7 +75,9 @@ def main() -> None:
         "all_duplicates_seconds": round(took_again, 3),
     }
     print(f"{count} events through `timeos emit-batch`: {took:.2f} s ({count / took:,.0f}/s)")
-    print(f"  with idempotency keys: {took_keyed:.2f} s; again (all duplicates): {took_again:.2f} s")
+    print(
+        f"  with idempotency keys: {took_keyed:.2f} s; again (all duplicates): {took_again:.2f} s"
+    )
     print(f"  target: under {TARGET_S} s for 100,000: {verdict(took, TARGET_S)}")
     report("emit_batch", args.quick, figures, {"seconds": f"< {TARGET_S}"})
 
