@@ -182,6 +182,7 @@ def test_every_error_response_uses_the_shared_error_envelope(api):
 def test_every_answer_matches_the_schema_documented_for_its_status(api):
     doc = _document(api)
     dead = api.dead_job()
+    dead_event = api.store.get_job(dead).event_id
     calls: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/v1/events", {"json": {"type": "user_signup", "idempotency_key": "k"}}),
         ("POST", "/v1/events", {"json": {"type": "user_signup", "idempotency_key": "k"}}),
@@ -191,9 +192,10 @@ def test_every_answer_matches_the_schema_documented_for_its_status(api):
         ("POST", "/v1/events/batch", {"json": {"events": [{"type": "user_signup"}]}}),
         ("POST", "/v1/events/batch", {"json": {"events": [{"type": "bad type"}]}}),
         ("GET", "/v1/events", {"params": {"limit": 5}}),
-        ("GET", "/v1/events", {"params": {"since": "2026-01-01T00:00Z", "until": "2027-01-01T00:00Z"}}),
-        ("POST", f"/v1/events/{api.store.get_job(dead).event_id}/replay", {"json": {"dry_run": True}}),
-        ("POST", f"/v1/events/{api.store.get_job(dead).event_id}/replay", {}),
+        ("GET", "/v1/events", {"params": {"since": "2026-01-01T00:00Z",
+                                          "until": "2027-01-01T00:00Z"}}),
+        ("POST", f"/v1/events/{dead_event}/replay", {"json": {"dry_run": True}}),
+        ("POST", f"/v1/events/{dead_event}/replay", {}),
         ("POST", "/v1/events/NOPE/replay", {}),
         ("POST", "/v1/jobs/cancel-matching", {"json": {"rule": "welcome"}}),
         ("POST", "/v1/jobs/cancel-matching", {"json": {"rule": "welcome", "status": "dead"}}),

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import Daemon, wait_until
+from harness import Daemon
 
 RULES = """
 actions:
@@ -148,8 +148,8 @@ def test_dlq_retry_all_and_delete_all(daemon):
     retried = daemon.cli_json("dlq", "retry", "--all", "--rule", "broken")
     assert sorted(r["id"] for r in retried) == sorted(dead) and all(r["ok"] for r in retried)
     for job_id in dead:
-        wait_until(lambda j=job_id: daemon.job(j)["status"] == "dead", what="dead again")
-    refused = daemon.cli("dlq", "delete", "--all")
+        daemon.wait_job(job_id, "dead")  # retried once more, out of attempts again
+    refused = daemon.cli("dlq", "delete", "--all", "--json")
     assert refused.returncode == 2 and "--yes" in refused.stderr
     deleted = daemon.cli("dlq", "delete", "--all", "--rule", "broken", "--yes")
     assert deleted.returncode == 0 and "2 job(s) deleted" in deleted.stdout

@@ -477,7 +477,7 @@ def jobs_output(
 @jobs_app.command("cancel")
 def jobs_cancel(
     job_ids: Annotated[
-        list[str] | None, typer.Argument(metavar="[ID...]", callback=_not_empty)
+        list[str] | None, typer.Argument(metavar="ID...", callback=_not_empty)
     ] = None,
     rule: Annotated[
         str | None,
@@ -589,7 +589,7 @@ def dlq_list(
         hint(f"no dead jobs: {unknown}" if unknown else "no dead jobs")
 
 
-DlqIds = Annotated[list[str] | None, typer.Argument(metavar="[ID...]", callback=_not_empty)]
+DlqIds = Annotated[list[str] | None, typer.Argument(metavar="ID...", callback=_not_empty)]
 AllOpt = Annotated[bool, typer.Option("--all", help="Every dead job (of --rule).")]
 DlqRuleOpt = Annotated[
     str | None,
