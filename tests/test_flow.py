@@ -318,3 +318,13 @@ def test_replay_creates_jobs_linked_to_the_event_and_records_the_replay(service)
 def test_replay_of_an_unknown_event_is_not_found(service):
     with pytest.raises(NotFound):
         service.replay("NOPE", dry_run=False)
+
+
+def test_a_batch_body_with_a_too_deep_payload_is_refused_naming_the_event():
+    from timeos.daemon.api import _parse_batch
+
+    deep = '{"a":' * 70 + "1" + "}" * 70
+    body = '{"events":[{"type":"a","payload":{"b":[1]}},{"type":"a","payload":' + deep + "}]}"
+    with pytest.raises(PayloadError, match=r"events\[1\]: payload nested 70 levels"):
+        _parse_batch(body.encode(), Limits())
+    assert len(_parse_batch(b'{"events":[{"type":"a","payload":{"b":[1]}}]}', Limits())) == 1
