@@ -15,7 +15,7 @@ from ulid import ULID
 from timeos.clock import FakeClock
 from timeos.daemon.service import Service
 from timeos.engine import Limits, MatchReason, explain_event, plan_event, plan_events
-from timeos.errors import IdempotencyConflict, NotFound, PayloadError, UsageError
+from timeos.errors import IdempotencyConflict, InvalidState, NotFound, PayloadError, UsageError
 from timeos.model import ActionResult, Event, JobStatus, Outcome, RuleSet, new_ids
 from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
@@ -328,3 +328,15 @@ def test_a_batch_body_with_a_too_deep_payload_is_refused_naming_the_event():
     with pytest.raises(PayloadError, match=r"events\[1\]: payload nested 70 levels"):
         _parse_batch(body.encode(), Limits())
     assert len(_parse_batch(b'{"events":[{"type":"a","payload":{"b":[1]}}]}', Limits())) == 1
+
+
+def test_kill_without_a_scheduler_refuses_only_when_a_job_is_running(service):
+    assert service.cancel_matching(rule="welcome", status=None, event_id=None, kill=True) == {
+        "cancelled": 0,
+        "ids": [],
+        "killed": [],
+    }
+    service.emit("user_signup", {"u": 1})
+    service.store.claim_due(T0 + timedelta(hours=2), 1)
+    with pytest.raises(InvalidState):
+        service.cancel_matching(rule="welcome", status="running", event_id=None, kill=True)

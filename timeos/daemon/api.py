@@ -605,7 +605,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
                  ok={200: ("One result per id, in order", ref("CancelResults"))}),
         Endpoint("POST", "/v1/jobs/cancel-matching", cancel_matching,
                  "Cancel every waiting job of a rule (kill: stop its running jobs too)",
-                 body=CANCEL_MATCHING_BODY, errors=(400,), tags=("jobs",),
+                 body=CANCEL_MATCHING_BODY, errors=(400, 409), tags=("jobs",),
                  ok={200: ("What was cancelled", ref("CancelledMatching"))}),
         Endpoint("GET", "/v1/jobs/{id}", show_job, "One job with its attempt history",
                  params=(ID_P,), errors=(404,), tags=("jobs",),
