@@ -115,7 +115,7 @@ def test_every_served_route_is_in_the_document_and_every_operation_is_served(api
     doc = _document(api)
     documented = {(m.upper(), path) for path, ops in doc["paths"].items() for m in ops}
     assert documented == _served(api.app)
-    assert len(documented) == 25
+    assert len(documented) == 30
     assert api.call("HEAD", "/v1/status").status_code == 200  # one route per path keeps HEAD
 
 
@@ -146,6 +146,8 @@ def test_every_path_and_query_parameter_is_declared(api):
         | {
             "after",
             "count",
+            "since",
+            "until",
         }
     )
 
@@ -180,13 +182,26 @@ def test_every_error_response_uses_the_shared_error_envelope(api):
 def test_every_answer_matches_the_schema_documented_for_its_status(api):
     doc = _document(api)
     dead = api.dead_job()
+    dead_event = api.store.get_job(dead).event_id
     calls: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", "/v1/events", {"json": {"type": "user_signup", "idempotency_key": "k"}}),
         ("POST", "/v1/events", {"json": {"type": "user_signup", "idempotency_key": "k"}}),
         ("POST", "/v1/events", {"json": {"payload": {}}}),
         ("POST", "/v1/events", {"json": {"type": "user_signup", "idempotency_key": "k",
                                          "payload": {"other": 1}}}),
+        ("POST", "/v1/events/batch", {"json": {"events": [{"type": "user_signup"}]}}),
+        ("POST", "/v1/events/batch", {"json": {"events": [{"type": "bad type"}]}}),
         ("GET", "/v1/events", {"params": {"limit": 5}}),
+        ("GET", "/v1/events", {"params": {"since": "2026-01-01T00:00Z",
+                                          "until": "2027-01-01T00:00Z"}}),
+        ("POST", f"/v1/events/{dead_event}/replay", {"json": {"dry_run": True}}),
+        ("POST", f"/v1/events/{dead_event}/replay", {}),
+        ("POST", "/v1/events/NOPE/replay", {}),
+        ("POST", "/v1/jobs/cancel-matching", {"json": {"rule": "welcome"}}),
+        ("POST", "/v1/jobs/cancel-matching", {"json": {"rule": "welcome", "status": "dead"}}),
+        ("POST", "/v1/dlq/retry", {"json": {"all": True}}),
+        ("POST", "/v1/dlq/retry", {"json": {}}),
+        ("POST", "/v1/dlq/delete", {"json": {"ids": ["NOPE"]}}),
         ("GET", "/v1/events", {"params": {"limit": "x"}}),
         ("GET", f"/v1/events/{api.store.get_job(dead).event_id}", {}),
         ("GET", "/v1/events/NOPE", {}),

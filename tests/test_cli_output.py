@@ -468,7 +468,7 @@ def test_nothing_here_reads_the_clock(tmp_path):
 def test_an_empty_id_or_name_is_a_usage_error_naming_the_argument(args, tmp_path):
     result = cli(*args, "--socket", str(tmp_path / "none.sock"))
     assert result.returncode == 2, result.stderr
-    named = {"show": "ID", "output": "ID", "retry": "ID", "cancel": "ID...", "history": "NAME"}
+    named = {"show": "ID", "output": "ID", "retry": "ID...", "cancel": "ID...", "history": "NAME"}
     metavar = "RULE" if args[0] == "next" else named[args[1]]
     if args[:2] == ("rules", "show"):
         metavar = "NAME"

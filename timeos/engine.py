@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import logging
 import random
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -127,10 +127,20 @@ def event_context(event: Event) -> dict[str, Any]:
 
 def plan_event(event: Event, rules: RuleSet) -> list[NewJob]:
     """One job per enabled rule listening for this type whose condition holds."""
+    return _plan(event, rules.for_event(event.type), rules)
+
+
+def _plan(
+    event: Event,
+    listening: Sequence[Rule],
+    rules: RuleSet,
+    attempts: dict[str, int] | None = None,
+) -> list[NewJob]:
     jobs: list[NewJob] = []
-    context = event_context(event)
-    for rule in rules.for_event(event.type):
+    context: dict[str, Any] | None = None
+    for rule in listening:
         if rule.condition is not None:
+            context = context or event_context(event)
             try:
                 if not rule.condition.evaluate(event.payload, context):
                     continue
@@ -138,23 +148,94 @@ def plan_event(event: Event, rules: RuleSet) -> list[NewJob]:
                 # A payload missing a field the condition reads: the rule does not apply.
                 log.warning("event %s: rule %r: %s (treated as false)", event.id, rule.name, exc)
                 continue
-        action = rules.actions[rule.action]
         trigger = rule.trigger
         assert isinstance(trigger, EventTrigger)
-        at, note = plan_time(event, rule, trigger)
+        if trigger.at is None:  # the common case, without plan_time's call
+            at, note = event.occurred_at + trigger.offset, None
+        else:
+            at, note = plan_time(event, rule, trigger)
+        max_attempts = attempts.get(rule.name) if attempts is not None else None
+        if max_attempts is None:
+            max_attempts = effective_retry(rule, rules.actions[rule.action]).max_attempts
+            if attempts is not None:
+                attempts[rule.name] = max_attempts
         jobs.append(
             NewJob(
                 rule=rule.name,
                 action=rule.action,
                 perform_at=at,
                 priority=rule.priority,
-                max_attempts=effective_retry(rule, action).max_attempts,
+                max_attempts=max_attempts,
                 payload=event.payload,
                 event_id=event.id,
                 note=note,
             )
         )
     return jobs
+
+
+def plan_events(events: Sequence[Event], rules: RuleSet) -> list[NewJob]:
+    """plan_event over a batch in one pass: each type's rules and each rule's attempt budget
+    looked up once."""
+    listening: dict[str, list[Rule]] = {}
+    attempts: dict[str, int] = {}
+    jobs: list[NewJob] = []
+    for event in events:
+        found = listening.get(event.type)
+        if found is None:
+            found = listening[event.type] = rules.for_event(event.type)
+        if found:
+            jobs += _plan(event, found, rules, attempts)
+    return jobs
+
+
+class MatchReason(enum.StrEnum):
+    """Why a rule did or did not create a job for an event (`timeos events show`)."""
+
+    MATCHED = "matched"
+    OTHER_TYPE = "other_type"
+    CONDITION_FALSE = "condition_false"
+    CONDITION_ERROR = "condition_error"
+    RULE_DISABLED = "rule_disabled"
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One event rule's verdict on one event; `detail` holds a condition's error."""
+
+    rule: str
+    matched: bool
+    reason: MatchReason
+    detail: str | None = None
+
+
+def explain_event(event: Event, rules: RuleSet) -> list[Match]:
+    """For every loaded event rule, in file order: would it create a job for `event` now?
+
+    Time-based rules are left out: no event ever triggers them. A disabled rule listening for
+    another type is `other_type` (the type is the first thing that decides).
+    """
+    matches: list[Match] = []
+    context = event_context(event)
+    for rule in rules.rules:
+        trigger = rule.trigger
+        if not isinstance(trigger, EventTrigger):
+            continue
+        if trigger.event_type != event.type:
+            matches.append(Match(rule.name, False, MatchReason.OTHER_TYPE))
+        elif not rule.enabled:
+            matches.append(Match(rule.name, False, MatchReason.RULE_DISABLED))
+        elif rule.condition is None:
+            matches.append(Match(rule.name, True, MatchReason.MATCHED))
+        else:
+            try:
+                holds = rule.condition.evaluate(event.payload, context)
+            except ConditionFailed as exc:
+                matches.append(Match(rule.name, False, MatchReason.CONDITION_ERROR, exc.message))
+                continue
+            reason = MatchReason.MATCHED if holds else MatchReason.CONDITION_FALSE
+            matches.append(Match(rule.name, bool(holds), reason))
+    return matches
 
 
 def perform_at(event: Event, rule: Rule, trigger: EventTrigger) -> datetime:
@@ -218,6 +299,11 @@ class AttemptEnd(enum.StrEnum):
     RAN = "ran"  # the action ran to a result
     CRASHED = "crashed"  # found running at start-up: the daemon died mid-run
     SHUTDOWN = "shutdown"  # our own graceful shutdown killed it
+
+
+def killed(job: Job, now: datetime) -> Verdict:
+    """A running job stopped by `timeos jobs cancel --kill`: cancelled, never retried."""
+    return Verdict(JobStatus.CANCELLED, now, job.max_attempts, job.backoff_base)
 
 
 def retry_policy_for(rules: RuleSet, job: Job) -> RetryPolicy:

@@ -112,6 +112,7 @@ DISPLAY_OPTIONS = {
 }
 NO_DISPLAY = {
     "emit",
+    "emit-batch",
     "cancel",
     "retry",
     "delete",
@@ -228,22 +229,75 @@ def emit(
     )
 
 
+@app.command("emit-batch")
+def emit_batch(
+    source: Annotated[
+        str | None,
+        typer.Argument(metavar="[FILE | -]", help="JSON lines to read [default: - (stdin)]."),
+    ] = None,
+    as_json: JsonOpt = False,
+    socket_path: SocketOpt = None,
+) -> None:
+    """Emit many events: one {"type", "payload", "idempotency_key"?, "occurred_at"?} per line.
+
+    Every line is checked first; if any is bad nothing is stored, each bad line is named and
+    the exit code is 1. Up to 100,000 events go in one request, stored in one transaction; a
+    longer file is sent in several requests, each atomic on its own. --json: one
+    {id, duplicate, jobs} per event, in input order.
+
+    Example: timeos emit-batch signups.jsonl --json | jq '.[].id'
+    """
+    from timeos.cli.batch import emit_batch as send
+    from timeos.cli.batch import read_source_name
+
+    results = send(read_source_name(source), _client(socket_path))
+    if _json(as_json):
+        _print_json(results)
+        return
+    duplicates = sum(1 for r in results if r["duplicate"])
+    jobs = sum(len(r["jobs"]) for r in results)
+    print(
+        f"{len(results) - duplicates} event(s) stored, {duplicates} duplicate(s),"
+        f" {jobs} job(s) created"
+    )
+
+
 # ---- events -----------------------------------------------------------------------------------
 
 
 @events_app.command("list")
 def events_list(
     event_type: Annotated[str | None, typer.Option("--type", help="Only this type.")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option("--since", help="Only events received at or after this ISO 8601 instant."),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option("--until", help="Only events received before this ISO 8601 instant."),
+    ] = None,
     limit: LimitOpt = 50,
     offset: OffsetOpt = 0,
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
-    """List events, newest first. Piped: tab-separated, one line per event.
+    """List events, newest first. Piped: tab-separated, one line per event. --since and
+    --until bound when timeosd received them (received_at), not the client's occurred_at.
 
-    Example: timeos events list --type user_signup --limit 20
+    Example: timeos events list --type user_signup --since 2026-12-01T00:00Z --limit 20
     """
-    query = {"type": event_type, "limit": limit, "offset": offset}
+    from timeos.timefmt import parse_instant
+
+    for name, value in (("--since", since), ("--until", until)):
+        if value is not None:
+            parse_instant(value, name)  # a usage error (exit 2) before any request
+    query = {
+        "type": event_type,
+        "since": since,
+        "until": until,
+        "limit": limit,
+        "offset": offset,
+    }
     reply = _client(socket_path).request("GET", "/v1/events", query=query)
     events, total = reply.body["events"], reply.total()
     if _json(as_json):
@@ -264,7 +318,9 @@ def events_show(
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
-    """Show one event and the jobs it created.
+    """Show one event, the jobs it created with their statuses, its replays, and for every
+    loaded event rule whether it matches now: matched, other_type, condition_false,
+    condition_error or rule_disabled.
 
     Example: timeos events show 01JD3Z8W7T0000000000000000
     """
@@ -275,6 +331,41 @@ def events_show(
         from timeos.cli.render import event_panel
 
         _show_panel(event_panel(event))
+
+
+@events_app.command("replay")
+def events_replay(
+    event_id: IdArg,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Create nothing; print the jobs it would create.")
+    ] = False,
+    as_json: JsonOpt = False,
+    socket_path: SocketOpt = None,
+) -> None:
+    """Re-evaluate a stored event against the current rules; new jobs link to the event.
+
+    Jobs are planned from the event's occurred_at as the first time, so a job whose offset has
+    passed is due now. The replay is recorded on the event (timeos events show lists it).
+    --json: {event, replay, dry_run, jobs}.
+
+    Example: timeos events replay 01JD3Z8W7T0000000000000000 --dry-run
+    """
+    result = _client(socket_path).call(
+        "POST", f"/v1/events/{segment(event_id)}/replay", {"dry_run": dry_run}
+    )
+    if _json(as_json):
+        _print_json(result)
+        return
+    from timeos.cli.render import replay_sheet
+
+    jobs = result["jobs"]
+    if dry_run:
+        print(f"dry run: replaying {event_id} would create {len(jobs)} job(s)")
+    else:
+        number = result["replay"]["number"]
+        print(f"replay #{number} of {event_id}: created {len(jobs)} job(s)")
+    if jobs:
+        _show_sheet(replay_sheet(jobs))
 
 
 # ---- jobs -------------------------------------------------------------------------------------
@@ -398,15 +489,71 @@ def jobs_output(
 
 @jobs_app.command("cancel")
 def jobs_cancel(
-    job_ids: Annotated[list[str], typer.Argument(metavar="ID...", callback=_not_empty)],
+    job_ids: Annotated[
+        list[str] | None, typer.Argument(metavar="ID...", callback=_not_empty)
+    ] = None,
+    rule: Annotated[
+        str | None,
+        typer.Option(
+            "--rule", help="Cancel every waiting job of this rule.", autocompletion=_complete_rule
+        ),
+    ] = None,
+    status: Annotated[
+        str | None,
+        typer.Option(
+            "--status", help="With --rule: only pending, retrying (or running, with --kill)."
+        ),
+    ] = None,
+    event: Annotated[
+        str | None, typer.Option("--event", help="With --rule: only jobs of this event id.")
+    ] = None,
+    kill: Annotated[
+        bool,
+        typer.Option(
+            "--kill", help="With --rule: also stop its running jobs (recorded cancelled)."
+        ),
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="With --rule: do not ask.")] = False,
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
-    """Cancel waiting jobs (pending or retrying). Exit 1 if any could not be cancelled.
+    """Cancel waiting jobs (pending or retrying), by id or every one of a rule. With ids: exit 1
+    if any could not be cancelled. With --rule: asks first on a terminal (elsewhere pass
+    --yes), prints how many were cancelled; --kill also stops running jobs (their process
+    group) and records them cancelled, never retried.
 
-    Example: timeos jobs cancel 01JD3Z8W7T0000000000000001 01JD3Z8W7T0000000000000002
+    Example: timeos jobs cancel --rule welcome-email --status pending --yes
     """
     client = _client(socket_path)
+    if rule is None:
+        if not job_ids:
+            raise UsageError("give job ids, or --rule NAME")
+        if status or event or kill or yes:
+            raise UsageError("--status, --event, --kill and --yes go with --rule, not with ids")
+        _cancel_ids(client, job_ids, as_json)
+        return
+    if job_ids:
+        raise UsageError("give job ids or --rule NAME, not both")
+    from timeos.cli.batch import confirm
+
+    what = f"rule {rule!r}" + (f", event {event}" if event else "")
+    kinds = status or ("waiting and running" if kill else "waiting")
+    confirm(f"cancel every {kinds} job of {what}", yes)
+    result = client.call(
+        "POST",
+        "/v1/jobs/cancel-matching",
+        {"rule": rule, "status": status, "event": event, "kill": kill},
+    )
+    if _json(as_json):
+        _print_json(result)
+        return
+    line = f"{result['cancelled']} job(s) of {what} cancelled"
+    if kill:
+        line += f", {len(result['killed'])} running job(s) stopped"
+    print(line)
+
+
+def _cancel_ids(client: Client, job_ids: list[str], as_json: bool) -> None:
     results = []
     for start in range(0, len(job_ids), CANCEL_BATCH):  # the daemon takes 1000 ids per request
         batch = job_ids[start : start + CANCEL_BATCH]
@@ -455,17 +602,72 @@ def dlq_list(
         hint(f"no dead jobs: {unknown}" if unknown else "no dead jobs")
 
 
+DlqIds = Annotated[list[str] | None, typer.Argument(metavar="ID...", callback=_not_empty)]
+AllOpt = Annotated[bool, typer.Option("--all", help="Every dead job (of --rule).")]
+DlqRuleOpt = Annotated[
+    str | None,
+    typer.Option("--rule", help="With --all: only this rule's.", autocompletion=_complete_rule),
+]
+
+
+def _dlq_bulk(
+    verb: str, job_ids: list[str] | None, every: bool, rule: str | None, client: Client
+) -> list[dict[str, Any]] | None:
+    """Several ids or --all go through POST /v1/dlq/{verb}; None: one id, the old route."""
+    if every and job_ids:
+        raise UsageError("give job ids or --all, not both")
+    if not every and not job_ids:
+        raise UsageError("give job ids, or --all [--rule NAME]")
+    if rule is not None and not every:
+        raise UsageError("--rule goes with --all")
+    if job_ids and len(job_ids) == 1:
+        return None
+    if every:
+        body: dict[str, Any] = {"all": True, "rule": rule}
+        return list(client.call("POST", f"/v1/dlq/{verb}", body)["results"])
+    results: list[dict[str, Any]] = []
+    assert job_ids is not None
+    for start in range(0, len(job_ids), CANCEL_BATCH):
+        part = job_ids[start : start + CANCEL_BATCH]
+        results += client.call("POST", f"/v1/dlq/{verb}", {"ids": part})["results"]
+    return results
+
+
+def _bulk_report(results: list[dict[str, Any]], done: str, as_json: bool) -> None:
+    if _json(as_json):
+        _print_json(results)
+    else:
+        for r in results:
+            if r["ok"]:
+                print(f"{r['id']}: {done}")
+            else:
+                sys.stderr.write(f"Error: {r['id']}: {r['error']}\n")
+        print(f"{sum(1 for r in results if r['ok'])} job(s) {done}")
+    if not all(r["ok"] for r in results):
+        raise typer.Exit(1)
+
+
 @dlq_app.command("retry")
 def dlq_retry(
-    job_id: IdArg,
+    job_ids: DlqIds = None,
+    every: AllOpt = False,
+    rule: DlqRuleOpt = None,
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
-    """Send a dead job back to pending, due now, with a fresh attempt budget.
+    """Send dead jobs back to pending, due now, with a fresh attempt budget: the ids, or --all
+    (of --rule). One id: prints the job (--json: the job); several or --all: one line per job
+    and the count (--json: [{id, ok, error}]); exit 1 if any could not be retried.
 
-    Example: timeos dlq retry 01JD3Z8W7T0000000000000001
+    Example: timeos dlq retry --all --rule premium-receipt
     """
-    job = _client(socket_path).call("POST", f"/v1/dlq/{segment(job_id)}/retry")
+    client = _client(socket_path)
+    results = _dlq_bulk("retry", job_ids, every, rule, client)
+    if results is not None:
+        _bulk_report(results, "pending", as_json)
+        return
+    assert job_ids is not None
+    job = client.call("POST", f"/v1/dlq/{segment(job_ids[0])}/retry")
     if _json(as_json):
         _print_json(job)
     else:
@@ -474,15 +676,33 @@ def dlq_retry(
 
 @dlq_app.command("delete")
 def dlq_delete(
-    job_id: IdArg,
+    job_ids: DlqIds = None,
+    every: AllOpt = False,
+    rule: DlqRuleOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", help="With --all: do not ask.")] = False,
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
-    """Delete a dead job and its history for good.
+    """Delete dead jobs and their history for good: the ids, or --all (of --rule), which asks
+    first on a terminal (elsewhere pass --yes). Several ids or --all: --json is
+    [{id, ok, error}]; exit 1 if any could not be deleted.
 
-    Example: timeos dlq delete 01JD3Z8W7T0000000000000001
+    Example: timeos dlq delete --all --rule premium-receipt --yes
     """
-    result = _client(socket_path).call("DELETE", f"/v1/dlq/{segment(job_id)}")
+    client = _client(socket_path)
+    if every and not job_ids:
+        from timeos.cli.batch import confirm
+
+        what = f" of rule {rule!r}" if rule else ""
+        confirm(f"delete every dead job{what} for good", yes)
+    elif yes:
+        raise UsageError("--yes goes with --all")
+    results = _dlq_bulk("delete", job_ids, every, rule, client)
+    if results is not None:
+        _bulk_report(results, "deleted", as_json)
+        return
+    assert job_ids is not None
+    result = client.call("DELETE", f"/v1/dlq/{segment(job_ids[0])}")
     if _json(as_json):
         _print_json(result)
     else:

@@ -51,6 +51,10 @@ class Client:
         """Send one request and return the decoded JSON answer."""
         return self.request(method, path, body, query).body
 
+    def call_raw(self, method: str, path: str, body: bytes) -> Any:
+        """Send a body already encoded as JSON (a batch of lines joined, not re-encoded)."""
+        return self.request(method, path, raw_body=body).body
+
     def request(
         self,
         method: str,
@@ -58,6 +62,7 @@ class Client:
         body: dict[str, Any] | None = None,
         query: dict[str, Any] | None = None,
         accept: tuple[int, ...] = (),
+        raw_body: bytes | None = None,
     ) -> Reply:
         """Send one request and return the decoded JSON answer with the response headers.
 
@@ -68,6 +73,8 @@ class Client:
             if pairs:
                 path = f"{path}?{urlencode(pairs)}"
         data = json.dumps(body, ensure_ascii=False).encode() if body is not None else b""
+        if raw_body is not None:
+            data = raw_body
         head = (
             f"{method} {path} HTTP/1.1\r\nHost: timeosd\r\nConnection: close\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"

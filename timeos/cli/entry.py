@@ -77,7 +77,8 @@ def undecodable_argument(argv: list[str]) -> str | None:
     Python hands such bytes over as lone surrogates (surrogateescape); sent to the daemon or
     printed they would end in a UnicodeEncodeError traceback.
     """
-    offline_paths = argv[:2] == ["rules", "check"]  # its arguments are all file paths
+    # Their positional arguments are all file paths.
+    offline_paths = argv[:2] == ["rules", "check"] or argv[:1] == ["emit-batch"]
     after_path_option = False
     for number, arg in enumerate(argv, 1):
         is_path = after_path_option or (offline_paths and not arg.startswith("-"))

@@ -153,18 +153,75 @@ def events_sheet(events: list[dict[str, Any]], total: int | None = None, offset:
 
 
 def event_panel(event: dict[str, Any]) -> Panel:
-    """An event's fields and the jobs it created."""
-    return Panel(
-        f"Event {event['id']}",
-        [
-            ("type", "text", event["type"]),
-            ("occurred_at", "time", event["occurred_at"]),
-            ("received_at", "time", event.get("received_at")),
-            ("idempotency key", "text", event.get("idempotency_key")),
-            ("payload", "json", event["payload"]),
-            ("jobs", "text", ", ".join(event.get("jobs", [])) or "none"),
-        ],
-    )
+    """An event's fields, the jobs it created, its replays and each event rule's verdict."""
+    summaries = event.get("job_summaries")
+    fields: list[tuple[str, Kind, Any]] = [
+        ("type", "text", event["type"]),
+        ("occurred_at", "time", event["occurred_at"]),
+        ("received_at", "time", event.get("received_at")),
+        ("idempotency key", "text", event.get("idempotency_key")),
+        ("payload", "json", event["payload"]),
+    ]
+    if summaries is None:  # an older timeosd: ids only
+        fields.append(("jobs", "text", ", ".join(event.get("jobs", [])) or "none"))
+    elif not summaries:
+        fields.append(("jobs", "text", "none"))
+    replays = event.get("replays") or []
+    fields.append(("replays", "int", len(replays)))
+    sheets: list[Sheet] = []
+    if summaries:
+        sheets.append(
+            Sheet(
+                "Jobs",
+                EVENT_JOB_COLUMNS,
+                [[j["id"], j["rule"], j["status"], j["perform_at"]] for j in summaries],
+            )
+        )
+    if replays:
+        sheets.append(
+            Sheet("Replays", REPLAY_COLUMNS, [[r["number"], r["at"], r["jobs"]] for r in replays])
+        )
+    if event.get("matches") is not None:
+        sheets.append(
+            Sheet(
+                "Rules",
+                MATCH_COLUMNS,
+                [[m["rule"], m["matched"], m["reason"], m.get("detail")] for m in event["matches"]],
+            )
+        )
+    return Panel(f"Event {event['id']}", fields, sheets)
+
+
+EVENT_JOB_COLUMNS = [
+    Column("id", "job", "id"),
+    Column("rule", "rule", importance=6),
+    Column("status", "status", "status"),
+    Column("perform_at", "perform_at", "time"),
+]
+REPLAY_COLUMNS = [
+    Column("number", "replay", "int"),
+    Column("at", "at", "time"),
+    Column("jobs", "jobs", "int"),
+]
+MATCH_COLUMNS = [
+    Column("rule", "rule", importance=6),
+    Column("matched", "matched", "bool"),
+    Column("reason", "reason", "status"),
+    Column("detail", "detail", importance=1),
+]
+PLANNED_COLUMNS = [
+    Column("id", "job", "id"),
+    Column("rule", "rule", importance=6),
+    Column("action", "action", importance=3),
+    Column("perform_at", "perform_at", "time"),
+    Column("note", "note", importance=1),
+]
+
+
+def replay_sheet(jobs: list[dict[str, Any]]) -> Sheet:
+    """The jobs a replay created (or, dry run, would create: no id yet)."""
+    rows = [[j["id"] or "-", j["rule"], j["action"], j["perform_at"], j["note"]] for j in jobs]
+    return Sheet("Jobs", PLANNED_COLUMNS, rows)
 
 
 def trigger_text(rule: dict[str, Any]) -> str:

@@ -230,6 +230,7 @@ class Daemon:
                 next_fires=self.planner.next_fires,
                 watchers=lambda: len(self.bus.watchers),
             ),
+            kill_running=lambda ids: self.scheduler.kill(ids),
         )
         self.scheduler = Scheduler(
             store=self.store,

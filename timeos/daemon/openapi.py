@@ -212,9 +212,52 @@ COMPONENTS: dict[str, Schema] = {
     "EventWithJobs": {
         "allOf": [
             ref("Event"),
-            obj(("jobs",), jobs={"type": "array", "items": STR, "description": "job ids"}),
+            obj(
+                ("jobs",),
+                jobs={"type": "array", "items": STR, "description": "job ids"},
+                job_summaries={
+                    "type": "array",
+                    "description": "the jobs it created (replays' too), with their statuses",
+                    "items": obj(
+                        ("id", "rule", "action", "status", "perform_at"),
+                        id=STR,
+                        rule=STR,
+                        action=STR,
+                        status=STR,
+                        perform_at=INSTANT,
+                    ),
+                },
+                matches={
+                    "type": "array",
+                    "description": "every loaded event rule's verdict on this event now",
+                    "items": ref("Match"),
+                },
+                replays={"type": "array", "items": ref("Replay")},
+            ),
         ]
     },
+    "Match": obj(
+        ("rule", "matched", "reason"),
+        rule=STR,
+        matched=BOOL,
+        reason={
+            "type": "string",
+            "enum": [
+                "matched",
+                "other_type",
+                "condition_false",
+                "condition_error",
+                "rule_disabled",
+            ],
+        },
+        detail=nullable({"type": "string", "description": "condition_error: the error"}),
+    ),
+    "Replay": obj(
+        ("number", "at", "jobs"),
+        number={"type": "integer", "description": "1 for the first replay of the event"},
+        at=INSTANT,
+        jobs={"type": "integer", "description": "how many jobs it created"},
+    ),
     "Rule": _rule(),
     "Fire": obj(
         ("at", "at_local", "local", "zone", "note"),
@@ -254,6 +297,41 @@ COMPONENTS.update(
                 status=nullable(STR),
                 error=nullable(STR),
             ),
+        },
+    ),
+    BatchResults=obj(
+        ("results",),
+        results={"type": "array", "items": ref("EmitResult")},
+    ),
+    Replayed=obj(
+        ("event", "replay", "dry_run", "jobs"),
+        event=ref("Event"),
+        replay=nullable(ref("Replay")),
+        dry_run=BOOL,
+        jobs={
+            "type": "array",
+            "items": obj(
+                ("id", "rule", "action", "perform_at", "priority", "note"),
+                id=nullable({"type": "string", "description": "null in a dry run"}),
+                rule=STR,
+                action=STR,
+                perform_at=INSTANT,
+                priority=INT,
+                note=nullable(STR),
+            ),
+        },
+    ),
+    CancelledMatching=obj(
+        ("cancelled", "ids", "killed"),
+        cancelled={"type": "integer", "description": "how many waiting jobs were cancelled"},
+        ids={"type": "array", "items": STR, "description": "the waiting jobs cancelled"},
+        killed={"type": "array", "items": STR, "description": "running jobs stopped (kill)"},
+    ),
+    BulkResults=obj(
+        ("results",),
+        results={
+            "type": "array",
+            "items": obj(("id", "ok", "error"), id=STR, ok=BOOL, error=nullable(STR)),
         },
     ),
     Reloaded=obj(
@@ -379,6 +457,35 @@ OVERRIDES_BODY = obj(
     concurrency={"type": "integer", "minimum": 1, "description": "not enforced yet"},
 )
 RUN_BODY = obj((), payload=PAYLOAD)
+SINCE_Q = Param(
+    "since", "query", INSTANT, "only events received at or after this instant (ISO 8601)"
+)
+UNTIL_Q = Param("until", "query", INSTANT, "only events received before this instant (ISO 8601)")
+BATCH_BODY = obj(
+    ("events",),
+    events={
+        "type": "array",
+        "maxItems": 100_000,
+        "items": EMIT_BODY,
+        "description": "at most 100,000 events and 64 times the payload limit (64 MiB) per"
+        " request; all are stored in one transaction, or none (every bad one is reported)",
+    },
+)
+REPLAY_BODY = obj((), dry_run={**BOOL, "description": "create nothing; list the jobs it would"})
+CANCEL_MATCHING_BODY = obj(
+    ("rule",),
+    rule=STR,
+    status={"type": "string", "enum": ["pending", "retrying", "running"],
+            "description": "only jobs in this state (running needs kill)"},
+    event={**STR, "description": "only jobs of this event id"},
+    kill={**BOOL, "description": "also stop running jobs; they are recorded cancelled"},
+)  # fmt: skip
+BULK_DLQ_BODY = obj(
+    (),
+    ids={"type": "array", "items": STR, "minItems": 1, "maxItems": 1000},
+    all={**BOOL, "description": "every dead job (of `rule`) instead of ids"},
+    rule={**STR, "description": "with all: only this rule's dead jobs"},
+)
 CANCEL_BODY = obj(("ids",), ids={"type": "array", "items": STR, "minItems": 1})
 CLEANUP_BODY = obj(
     (),

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -18,7 +18,7 @@ from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
 from timeos.daemon.logs import fields
 from timeos.daemon.telemetry import Publish, no_publish
-from timeos.engine import AttemptEnd, after_attempt, failure_action_for, retry_policy_for
+from timeos.engine import AttemptEnd, after_attempt, failure_action_for, killed, retry_policy_for
 from timeos.errors import NotFound, StoreError
 from timeos.model import ActionResult, Job, JobStatus, Outcome, OverlapPolicy, RuleSet, Verdict
 from timeos.store.protocol import Store
@@ -79,6 +79,7 @@ class Scheduler:
         self.wake = asyncio.Event()
         self.running: dict[str, asyncio.Task[None]] = {}
         self.running_jobs: dict[str, Job] = {}
+        self.killing: set[str] = set()  # jobs `jobs cancel --kill` stopped: recorded cancelled
         self.stopping = False
         self.loop_alive = False
         self.last_tick: datetime | None = None
@@ -214,6 +215,16 @@ class Scheduler:
                     result = await self.runner.run(action, self._context(job))
             except asyncio.CancelledError:
                 task = asyncio.current_task()
+                if job.id in self.killing and not self.stopping:
+                    # `timeos jobs cancel --kill`: the action (a command: its whole process
+                    # group) was stopped on purpose. Cancelled, not interrupted: no retry.
+                    now = self.clock.now()
+                    result = ActionResult(
+                        Outcome.INTERRUPTED, "killed: cancelled by timeos jobs cancel --kill"
+                    )
+                    ms = max(0, (now - started) // timedelta(milliseconds=1))
+                    self._write(_Outcome(job, result, now, killed(job, now), ms))
+                    return
                 if task is not None and task.cancelling():
                     # Our own graceful shutdown killed it: it runs again on the next start.
                     result = ActionResult(
@@ -235,6 +246,21 @@ class Scheduler:
         self.running.pop(job.id, None)
         self.running_jobs.pop(job.id, None)
         self.started.pop(job.id, None)
+        self.killing.discard(job.id)
+
+    def kill(self, job_ids: Collection[str]) -> list[str]:
+        """Stop the running actions of `job_ids` (the ones running here); they are recorded
+        cancelled when their task ends. The ids of those it stopped."""
+        stopped = []
+        for job_id in job_ids:
+            task = self.running.get(job_id)
+            if task is not None and not task.done() and job_id not in self.killing:
+                self.killing.add(job_id)
+                task.cancel()
+                stopped.append(job_id)
+        if stopped:
+            log.info("killing running jobs on request", extra=fields(count=len(stopped)))
+        return stopped
 
     def _context(self, job: Job) -> ActionContext:
         event_type = None

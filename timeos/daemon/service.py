@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from timeos.clock import Clock
+from timeos.daemon.flow import FlowControl, KillRunning
 from timeos.daemon.logs import fields
 from timeos.daemon.metrics import Metrics
 from timeos.daemon.retention import Pruner
@@ -79,8 +80,9 @@ class CancelOutcome:
     error: str | None = None
 
 
-class Service(RuleControl):
-    """Holds the current rule set and the store; every API call lands here."""
+class Service(RuleControl, FlowControl):
+    """Holds the current rule set and the store; every API call lands here (rule control's
+    calls are in rule_control.py, flow control's in flow.py)."""
 
     def __init__(
         self,
@@ -99,6 +101,7 @@ class Service(RuleControl):
         pruner: Pruner | None = None,
         bus: EventBus | None = None,
         metrics: Metrics | None = None,
+        kill_running: KillRunning | None = None,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -131,6 +134,8 @@ class Service(RuleControl):
             watchers=lambda: len(self.bus.watchers),
         )
         self.bus.subscribe(self._metrics.observe)
+        # The scheduler's hand on running jobs (`jobs cancel --kill`): job ids -> those stopped.
+        self.kill_running = kill_running
 
     @property
     def rules(self) -> RuleSet:
@@ -241,15 +246,28 @@ class Service(RuleControl):
         """One event by id."""
         return self.store.get_event(event_id)
 
-    def list_events(self, event_type: str | None, limit: int, offset: int) -> list[Event]:
-        """Events, newest first."""
+    def list_events(
+        self,
+        event_type: str | None,
+        limit: int,
+        offset: int,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> list[Event]:
+        """Events, newest first; since/until bound when they were received."""
         return self.store.list_events(
-            event_type=event_type, limit=self._limit(limit), offset=max(0, offset)
+            event_type=event_type,
+            limit=self._limit(limit),
+            offset=max(0, offset),
+            since=since,
+            until=until,
         )
 
-    def count_events(self, event_type: str | None) -> int:
+    def count_events(
+        self, event_type: str | None, since: datetime | None = None, until: datetime | None = None
+    ) -> int:
         """How many events match (the total behind a page of list_events)."""
-        return self.store.count_events(event_type=event_type)
+        return self.store.count_events(event_type=event_type, since=since, until=until)
 
     # ---- jobs ---------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ from timeos.model import (
     NewJob,
     Occurrence,
     PruneCounts,
+    Replay,
     RuleOverride,
     RuleState,
     Verdict,
@@ -65,13 +66,53 @@ class Store(Protocol):
         ...
 
     def list_events(
-        self, *, event_type: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        event_type: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[Event]:
-        """Events, newest first."""
+        """Events, newest first; `since` (inclusive) and `until` (exclusive) bound received_at."""
         ...
 
-    def count_events(self, *, event_type: str | None = None) -> int:
+    def count_events(
+        self,
+        *,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
         """How many events list_events could return (the total behind a page)."""
+        ...
+
+    def find_idempotent_many(self, keys: Collection[str]) -> dict[str, tuple[str, str]]:
+        """Stored events under any of `keys`: key -> (event id, payload_hash of type+payload)."""
+        ...
+
+    def emit_batch(
+        self,
+        events: Sequence[Event],
+        jobs: Sequence[NewJob],
+        now: datetime,
+        encoded: Sequence[str] | None = None,
+    ) -> list[EmitResult]:
+        """Store events and their jobs in one transaction (all or nothing); one result per
+        event, in order. A key another writer stored meanwhile makes that event a duplicate,
+        or IdempotencyConflict (nothing stored) if its payload differs. `encoded`: each
+        event's payload as payload.compact_json made it, when the caller has it already."""
+        ...
+
+    def replay(
+        self, event_id: str, jobs: Sequence[NewJob], now: datetime
+    ) -> tuple[Replay, list[str]]:
+        """Record a replay of a stored event and insert its jobs, atomically (NotFound if the
+        event is gone); the replay and the new job ids."""
+        ...
+
+    def replays(self, event_id: str) -> list[Replay]:
+        """An event's replays, oldest first."""
         ...
 
     # ---- jobs ----
@@ -139,6 +180,24 @@ class Store(Protocol):
     ) -> list[tuple[str, bool, str | None, str | None]]:
         """Cancel the waiting jobs among `job_ids` in one transaction: (id, cancelled, status,
         error) per id, in order."""
+        ...
+
+    def cancel_matching(
+        self, *, rule: str, statuses: Collection[str], event_id: str | None, now: datetime
+    ) -> list[str]:
+        """Cancel every job of `rule` in `statuses` (and of `event_id`) in one transaction;
+        the ids cancelled."""
+        ...
+
+    def requeue_dead_many(
+        self, renewals: Sequence[tuple[Job, Verdict]], now: datetime
+    ) -> list[str | None]:
+        """Write `dlq retry` verdicts in one transaction: per job None, or why it was not."""
+        ...
+
+    def delete_dead_many(self, job_ids: Sequence[str]) -> list[str | None]:
+        """Delete the dead jobs among `job_ids` (and their attempts) in one transaction: per id
+        None, or why it was not deleted."""
         ...
 
     def requeue_dead(self, job: Job, now: datetime, verdict: Verdict) -> Job:

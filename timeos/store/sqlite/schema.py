@@ -171,7 +171,17 @@ def _v6(db: sqlite_utils.Database) -> None:
     db.table("jobs").create_index(["rule", "created_at"])
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6]
+def _v7(db: sqlite_utils.Database) -> None:
+    # `timeos events replay`: one row per replay of an event (shown by `events show`). Rows go
+    # with their event when retention removes it.
+    db.execute(
+        "CREATE TABLE replays (event_id TEXT NOT NULL REFERENCES events(id) ON DELETE CASCADE,"
+        " number INTEGER NOT NULL, replayed_at INTEGER NOT NULL, jobs INTEGER NOT NULL,"
+        " PRIMARY KEY (event_id, number))"
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -31,8 +31,8 @@ from timeos.model import (
     occurrence_key,
     payload_hash,
 )
+from timeos.store.sqlite.bulk import Bulk
 from timeos.store.sqlite.overrides import RuleOverrides
-from timeos.store.sqlite.pruning import Pruning
 from timeos.timefmt import from_micros, to_micros
 
 _JOB_COLUMNS = (
@@ -47,7 +47,7 @@ def _dumps(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class SqliteStore(Pruning, RuleOverrides):
+class SqliteStore(Bulk, RuleOverrides):
     """The embedded store (implements store.protocol.Store). One instance per process."""
 
     # ---- events -------------------------------------------------------------------------------
@@ -134,10 +134,16 @@ class SqliteStore(Pruning, RuleOverrides):
         return _event(rows[0])
 
     def list_events(
-        self, *, event_type: str | None = None, limit: int = 50, offset: int = 0
+        self,
+        *,
+        event_type: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+        since: datetime | None = None,
+        until: datetime | None = None,
     ) -> list[Event]:
-        """Events, newest first."""
-        where, args = ("WHERE type = ?", [event_type]) if event_type else ("", [])
+        """Events, newest first; `since` (inclusive) and `until` (exclusive) bound received_at."""
+        where, args = _event_filter(event_type, since, until)
         rows = self._read(
             "SELECT id, type, payload, occurred_at, received_at, idempotency_key FROM events"
             f" {where} ORDER BY id DESC LIMIT ? OFFSET ?",
@@ -145,9 +151,15 @@ class SqliteStore(Pruning, RuleOverrides):
         )
         return [_event(r) for r in rows]
 
-    def count_events(self, *, event_type: str | None = None) -> int:
+    def count_events(
+        self,
+        *,
+        event_type: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+    ) -> int:
         """How many events list_events could return (the total behind a page)."""
-        where, args = ("WHERE type = ?", [event_type]) if event_type else ("", [])
+        where, args = _event_filter(event_type, since, until)
         return int(self._read(f"SELECT COUNT(*) FROM events {where}", args)[0][0])
 
     # ---- jobs ---------------------------------------------------------------------------------
@@ -556,6 +568,22 @@ class SqliteStore(Pruning, RuleOverrides):
         """How many occurrences of `rule` are recorded."""
         rows = self._read("SELECT COUNT(*) FROM occurrences WHERE rule = ?", (rule,))
         return int(rows[0][0])
+
+
+def _event_filter(
+    event_type: str | None, since: datetime | None, until: datetime | None
+) -> tuple[str, list[Any]]:
+    clauses: list[str] = []
+    args: list[Any] = []
+    for clause, value in (
+        ("type = ?", event_type),
+        ("received_at >= ?", _opt_micros(since)),
+        ("received_at < ?", _opt_micros(until)),
+    ):
+        if value is not None:
+            clauses.append(clause)
+            args.append(value)
+    return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), args
 
 
 def _job_filter(
