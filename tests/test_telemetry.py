@@ -321,7 +321,15 @@ def test_metrics_count_emits_and_finished_jobs_and_read_gauges_at_scrape_time(tm
         service.emit("e", {})
         service.emit("e", {})
         service.emit("other", {})
-        await _until(lambda: len(calls) == 2, "both first attempts")
+        # Both first attempts recorded (not just started): a retry is scheduled from the clock
+        # at the moment the failure is written, so advancing earlier would race it.
+        await _until(
+            lambda: (
+                store.counts_by_status()["retrying"] == 1
+                and store.counts_by_status()["succeeded"] == 1
+            ),
+            "both first attempts recorded",
+        )
         clock.advance(timedelta(seconds=30))  # the failed one's retry is due (10 s backoff)
         await _until(lambda: store.counts_by_status()["succeeded"] == 2, "the retry")
         scheduler.stop()
