@@ -181,3 +181,17 @@ def test_timeos_cleanup_end_to_end_with_per_rule_retention(tmp_path) -> None:
         assert d.cli("cleanup", "--older-than", "soon").returncode == 2
     finally:
         d.stop()
+
+
+def test_a_dry_run_counts_the_events_its_dead_jobs_stop_holding(api) -> None:
+    # Removing a dead job frees its event in the same run; the dry run used to count the event
+    # as still held (a review saw 4 counted and 7 removed).
+    _ran(api, JobStatus.DEAD)
+    (follow_up,) = api.store.list_jobs(status=JobStatus.PENDING)
+    api.store.cancel(follow_up.id, api.clock.now())  # now only the dead job holds the event
+    api.clock.advance(timedelta(hours=2))
+    body = {"older_than": "1h", "statuses": ["dead"], "events": True}
+    dry = api.ok("POST", "/v1/cleanup", json={**body, "dry_run": True})
+    done = api.ok("POST", "/v1/cleanup", json=body)
+    assert done == {**dry, "dry_run": False}
+    assert done["jobs"] == 1 and done["events"] == 1

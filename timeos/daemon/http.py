@@ -21,6 +21,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from timeos.errors import Unauthorized, UsageError
 
 READ_METHODS = frozenset({"GET", "HEAD"})
+# What a TCP listener without a token file serves to anyone: liveness and monitoring, no data.
+# Jobs, events, errors and the watch stream may hold what an action's server echoed back (a
+# hostile review read a header secret that way), so they need the token like writes do.
+OPEN_PATHS = frozenset({"/v1/health", "/metrics", "/openapi.json"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +108,14 @@ def listener(address: ListenAddress, token_file: Path | None) -> bytes | None:
 def bind_tcp(address: ListenAddress, backlog: int) -> socket.socket:
     """Bind and listen on `address`; a failure is a UsageError naming it."""
     family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        # Under the shipped hardened unit (RestrictAddressFamilies=AF_UNIX) this fails.
+        sock = socket.socket(family, socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UsageError(
+            f"--http {address}: cannot create a TCP socket: {exc.strerror or exc}"
+            " (under systemd, the unit's network restrictions need a drop-in: see timeosd(8))"
+        ) from None
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
@@ -127,7 +138,7 @@ class TokenGate:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            refusal = self.refusal(scope["method"], _authorization(scope))
+            refusal = self.refusal(scope["method"], _authorization(scope), scope.get("path", ""))
             if refusal is not None:
                 response = JSONResponse(
                     Unauthorized(refusal).to_wire(),
@@ -138,14 +149,15 @@ class TokenGate:
                 return
         await self.app(scope, receive, send)
 
-    def refusal(self, method: str, authorization: bytes | None) -> str | None:
+    def refusal(self, method: str, authorization: bytes | None, path: str = "") -> str | None:
         """Why this request may not pass (None: it may)."""
         if self.token is None:
-            if method in READ_METHODS:
+            if method in READ_METHODS and path in OPEN_PATHS:
                 return None
             return (
-                f"{method} over TCP needs a bearer token: start timeosd with --http-token-file, "
-                "or use the Unix socket"
+                f"{method} {path} over TCP needs a bearer token: start timeosd with"
+                " --http-token-file, or use the Unix socket (without a token, TCP serves only"
+                f" {', '.join(sorted(OPEN_PATHS))})"
             )
         if authorization is None:
             return "this listener needs an 'Authorization: Bearer <token>' header"
