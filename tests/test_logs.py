@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 from harness import Daemon
 
 from timeos.daemon.logs import LineFormatter, Redactor, RepeatFilter, fields, journal_stream
@@ -126,6 +127,18 @@ def test_known_secrets_are_replaced_in_the_message_the_fields_and_tracebacks() -
         line = LineFormatter(style, redact=redact).format(record)
         assert "hunter2" not in line and line.count("***") == 3
         assert "ab" in line  # too short to be a secret: blanking it would garble every line
+
+
+@pytest.mark.parametrize(
+    "shown",
+    ["Zm9v%2BYmFy%2Fc2VjcmV0%20x%3D", "Zm9v%2BYmFy/c2VjcmV0%20x%3D", "Zm9v%2BYmFy%2Fc2VjcmV0+x%3D"],
+    ids=["quote", "quote-path", "quote-plus"],
+)
+def test_a_secret_is_hidden_in_the_forms_a_url_carries_it(shown) -> None:
+    # httpx logs the request URL at INFO: `?token=${QTOK}` reached the log percent-encoded.
+    redact = Redactor(lambda: {"Zm9v+YmFy/c2VjcmV0 x="})
+    line = LineFormatter("text", redact=redact).format(_line(f"POST http://h/x?token={shown}"))
+    assert "c2VjcmV0" not in line and "***" in line
 
 
 # ---- end to end -------------------------------------------------------------------------------

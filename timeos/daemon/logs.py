@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import IO, Any
+from urllib.parse import quote, quote_plus
 
 DEFAULT_REPEAT_INTERVAL = 10.0
 DEFAULT_REPEAT_BURST = 3
@@ -58,9 +59,21 @@ class Redactor:
         self.source = source
 
     def __call__(self, text: str) -> str:
-        # Longest first, so a secret that contains another is hidden whole.
-        for secret in sorted(self.source(), key=len, reverse=True):
-            if len(secret) >= MIN_SECRET and secret in text:
+        # Each secret also as a URL would carry it (httpx logs request URLs: `?token=a%20b`),
+        # longest first, so a secret that contains another is hidden whole.
+        forms = {
+            form
+            for secret in self.source()
+            if len(secret) >= MIN_SECRET
+            for form in (
+                secret,
+                quote(secret, safe=""),
+                quote(secret, safe="/:@"),
+                quote_plus(secret),
+            )
+        }
+        for secret in sorted(forms, key=len, reverse=True):
+            if secret in text:
                 text = text.replace(secret, "***")
         return text
 
