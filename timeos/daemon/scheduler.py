@@ -10,13 +10,13 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from timeos.actions import ActionContext, ActionRunner
 from timeos.clock import Clock
-from timeos.daemon.logs import fields
+from timeos.daemon.logs import Redactor, fields
 from timeos.daemon.telemetry import Publish, no_publish
 from timeos.engine import AttemptEnd, after_attempt, failure_action_for, killed, retry_policy_for
 from timeos.errors import NotFound, StoreError
@@ -289,6 +289,7 @@ class Scheduler:
         started: datetime | None = None,
     ) -> None:
         rules = self.rules()
+        result = _without_secrets(result, rules.secrets)
         policy = retry_policy_for(rules, job)
         notify = failure_action_for(rules, job)
         verdict = after_attempt(job, result, policy, now, self.rng, end, notify)
@@ -392,3 +393,17 @@ def _job_fields(job: Job) -> dict[str, object]:
 
 def _ms(delta: timedelta) -> float:
     return round(delta.total_seconds() * 1000, 3)
+
+
+def _without_secrets(result: ActionResult, secrets: frozenset[str]) -> ActionResult:
+    """The result with every ${VAR} value of the rules hidden: a server that echoes a header
+    back must not put it in the stored error, the watch stream or an on_failure payload."""
+    if not secrets:
+        return result
+    redact = Redactor(lambda: secrets)
+    return replace(
+        result,
+        error=redact(result.error) if result.error else result.error,
+        output=redact(result.output) if result.output else result.output,
+        stderr=redact(result.stderr) if result.stderr else result.stderr,
+    )
