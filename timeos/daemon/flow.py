@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from timeos.clock import Clock
 from timeos.daemon.logs import fields
@@ -60,12 +60,12 @@ class FlowControl:
     on_change: Callable[[], None]
     kill_running: KillRunning | None
 
-    @property
-    def rules(self) -> RuleSet:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # provided by Service, which this mixes into
 
-    def _limit(self, limit: int) -> int:
-        raise NotImplementedError
+        @property
+        def rules(self) -> RuleSet: ...
+
+        def _limit(self, limit: int) -> int: ...
 
     # ---- emit-batch ---------------------------------------------------------------------------
 
