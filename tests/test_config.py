@@ -128,6 +128,8 @@ def test_print_config_shows_each_value_and_its_source_and_exits_0(tmp_path: Path
     assert lines["grace"] == ["1m", "flag", "--grace"]
     assert lines["log-level"] == ["debug", "env", "TIMEOS_LOG_LEVEL"]
     assert lines["http"] == ["off", "default"]
+    assert lines["keep-events"] == ["90d", "default"]  # as people write it, not 12w6d
+    assert lines["keep-jobs"] == ["30d", "default"]
     as_json = CliRunner().invoke(app, [*args, "--json"], env=env)
     assert as_json.exit_code == 0, as_json.output
     body = json.loads(as_json.stdout)

@@ -107,6 +107,25 @@ def test_module_that_exits_at_import_stops_start_up_with_a_message_and_exit_1(
     assert not (tmp_path / "t.db").exists()  # rules are checked before the database is touched
 
 
+def test_a_daemon_live_on_the_socket_is_refused_before_a_database_is_created(
+    tmp_path: Path,
+) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(
+        "actions:\n  note: {emit: noted}\nrules:\n  - {name: r, on_event: e, perform: note}\n"
+    )
+    path = tmp_path / "run" / "t.sock"
+    path.parent.mkdir(mode=0o700)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as live:
+        live.bind(str(path))
+        live.listen()
+        args = ["--rules", str(rules), "--db", str(tmp_path / "t.db"), "--socket", str(path)]
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, result.output
+    assert f"another timeosd is already listening on {path}" in result.stderr
+    assert not (tmp_path / "t.db").exists()
+
+
 @pytest.mark.parametrize("link", ["hard", "symbolic"])
 def test_another_name_for_the_same_database_meets_the_same_lock(tmp_path: Path, link: str) -> None:
     db = tmp_path / "timeos.db"

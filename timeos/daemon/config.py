@@ -76,6 +76,9 @@ def _show(value: Any) -> Any:
     if value == FOREVER:
         return "never"
     if isinstance(value, timedelta):
+        # Whole days as days (`90d`, as people write keep times), not `12w6d`.
+        if value > timedelta(0) and value % timedelta(days=1) == timedelta(0) and value.days % 7:
+            return f"{value.days}d"
         return format_duration(value)
     if isinstance(value, list | tuple):
         return [_show(v) for v in value]

@@ -111,6 +111,24 @@ def lock_database(db_path: Path) -> int:
     return fd
 
 
+def refuse_live_socket(path: Path) -> bool:
+    """Refuse a path that is not a socket or that a live daemon listens on; True: a stale
+    socket is there (a daemon that died), to be replaced."""
+    if path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.lstat().st_mode)):
+        raise UsageError(f"{path} exists and is not a socket; refusing to replace it")
+    if not path.exists():
+        return False
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+    except OSError:
+        return True
+    else:
+        raise UsageError(f"another timeosd is already listening on {path}")
+    finally:
+        probe.close()
+
+
 def bind_socket(path: Path) -> socket.socket:
     """Bind the API socket with mode 0660 in a directory we own; refuse if a daemon is live."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -119,18 +137,8 @@ def bind_socket(path: Path) -> socket.socket:
         raise UsageError(f"socket directory {path.parent} is not owned by this user")
     if parent.st_mode & stat.S_IWOTH:
         raise UsageError(f"socket directory {path.parent} is world-writable; use a private one")
-    if path.is_symlink() or (path.exists() and not stat.S_ISSOCK(path.lstat().st_mode)):
-        raise UsageError(f"{path} exists and is not a socket; refusing to replace it")
-    if path.exists():
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(str(path))
-        except OSError:
-            path.unlink()  # stale socket from a daemon that died
-        else:
-            raise UsageError(f"another timeosd is already listening on {path}")
-        finally:
-            probe.close()
+    if refuse_live_socket(path):
+        path.unlink()  # stale socket from a daemon that died
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     old = os.umask(0o117)  # never a moment when the socket is world-accessible
     try:
@@ -191,6 +199,8 @@ class Daemon:
         self.socket_path = socket_path
         self.clock = clock
         rules = self._load(self.rule_paths)  # before touching the database: fail fast
+        if listen_socket is None:
+            refuse_live_socket(socket_path)  # a daemon already serving here: create no database
         self.lock_fd = lock_database(db_path)
         self.store = SqliteStore(db_path, synchronous=synchronous, clock=clock)
         self.store.start_checkpointer()
