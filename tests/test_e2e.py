@@ -634,12 +634,17 @@ def test_second_daemon_on_the_same_database_is_refused_and_harms_nothing(tmp_pat
     daemons.append(d)
     (job_id,) = d.cli_json("emit", "go")["jobs"]
     wait_until(marker.exists, what="the action to start")
-    for other_socket in (d.socket, tmp_path / "other" / "t.sock"):
+    # The same socket is refused before the database is even opened; another socket on the
+    # same database is refused by the database lock.
+    for other_socket, why in (
+        (d.socket, "already listening on"),
+        (tmp_path / "other" / "t.sock", "already using the database"),
+    ):
         second = Daemon(tmp_path, rules)
         second.socket = other_socket
         second.start(expect_ready=False)
         assert second.proc is not None and second.proc.wait(20) == 2
-        assert "already using the database" in second.log.read_text()
+        assert why in second.log.read_text()
     job = d.job(job_id)
     assert job["status"] == "running" and job["attempts"] == 1
     os.kill(int(marker.read_text()), signal.SIGKILL)
