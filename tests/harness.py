@@ -144,11 +144,17 @@ class Daemon:
         return self.client.call("GET", f"/v1/jobs/{job_id}")
 
     def wait_job(self, job_id: str, status: str, timeout: float = 15.0) -> dict[str, Any]:
-        return wait_until(
-            lambda: (j := self.job(job_id))["status"] == status and j,
-            timeout,
-            f"job {job_id} to be {status} (now {self.job(job_id)['status']})",
-        )
+        seen: list[str] = []
+
+        def reached() -> dict[str, Any] | bool:
+            job = self.job(job_id)
+            seen.append(job["status"])
+            return job["status"] == status and job
+
+        try:
+            return wait_until(reached, timeout, f"job {job_id} to be {status}")
+        except AssertionError as exc:  # say where it went instead, not where it was at first
+            raise AssertionError(f"{exc} (last seen {seen[-1] if seen else 'never'})") from None
 
 
 def cli(

@@ -48,7 +48,10 @@ def _rules(tmp: Path) -> Path:
     }
     body = "actions:\n"
     for name, spec in actions.items():
-        body += f"  {name}:\n    {spec}\n    timeout: 1s\n    retry: {{max_attempts: 1}}\n"
+        # 100 MB through the pipes can take seconds on a loaded machine: the flood is about
+        # bounded capture, not about timeouts, so it gets room to finish.
+        timeout = "30s" if name == "floods" else "1s"
+        body += f"  {name}:\n    {spec}\n    timeout: {timeout}\n    retry: {{max_attempts: 1}}\n"
     body += "rules:\n"
     for name in actions:
         body += f"  - name: {name}\n    on_event: {name}\n    perform: {name}\n"
