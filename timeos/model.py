@@ -30,6 +30,7 @@ class JobStatus(enum.StrEnum):
     RETRYING = "retrying"
     DEAD = "dead"
     CANCELLED = "cancelled"
+    BLOCKED = "blocked"  # waiting on a parent job (chains, after:) before it can be due
 
 
 class Outcome(enum.StrEnum):

@@ -181,7 +181,43 @@ def _v7(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_v1, _v2, _v3, _v4, _v5, _v6, _v7]
+# Issue 8's remaining parts are built side by side; each owns one of the next three steps, so
+# their schema changes never collide. A step stays empty only until its feature lands.
+
+
+def _v8(db: sqlite_utils.Database) -> None:
+    """Chains and dependencies (perform lists, after:, the blocked status)."""
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _v9(db: sqlite_utils.Database) -> None:
+    """Event-correlated cancellation (cancel_on) and debounce."""
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+def _v10(db: sqlite_utils.Database) -> None:
+    """Rate limits and concurrency (token buckets that survive restarts)."""
+
+
+# ----------------------------------------------------------------------------------------------
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _v1,
+    _v2,
+    _v3,
+    _v4,
+    _v5,
+    _v6,
+    _v7,
+    _v8,
+    _v9,
+    _v10,
+]
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
