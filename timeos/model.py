@@ -197,6 +197,27 @@ Trigger = EventTrigger | CronTrigger | IntervalTrigger
 
 
 @dataclass(frozen=True, slots=True)
+class CancelOn:
+    """`cancel_on:` entry: an `event` whose value at `path` (or for which `expression`, over
+    `payload` and `origin`, holds) matches the creating event cancels a waiting job."""
+
+    event: str
+    match: str  # the source text: a dotted path `payload.a.b` or a CEL expression
+    path: tuple[str, ...] | None = None  # the path's steps after `payload` (index lookups)
+    expression: Condition | None = None  # CEL over payload (new event) and origin (scans)
+
+
+@dataclass(frozen=True, slots=True)
+class Debounce:
+    """`debounce:` of an event rule: one waiting job per key value, pushed back by `period`."""
+
+    key: str  # the source text, `payload.user_id`
+    path: tuple[str, ...]
+    period: timedelta
+    max_wait: timedelta | None = None  # None: pushed back without bound
+
+
+@dataclass(frozen=True, slots=True)
 class Rule:
     name: str
     trigger: Trigger
@@ -213,6 +234,8 @@ class Rule:
     where: str = ""
     retention: timedelta | None = None  # its finished jobs' keep time (None: the global one)
     on_failure: str | None = None  # overrides its action's on_failure
+    cancel_on: tuple[CancelOn, ...] = ()  # events that cancel its waiting jobs (correlation)
+    debounce: Debounce | None = None
     # Its latest runtime disable (`timeos rules disable`), set by rules/overrides.py: from when,
     # and until when (None: until enabled). Kept after it ends, so the planner can tell the
     # occurrences it held back ("rule disabled") from those missed while the daemon was down.
@@ -328,6 +351,7 @@ class Job:
     backoff_base: int = 0  # attempts made before the budget was last renewed
     note: str | None = None  # see NewJob.note
     failure_of: str | None = None  # see NewJob.failure_of
+    cancelled_by: str | None = None  # the event whose cancel_on cancelled it
 
 
 @dataclass(frozen=True, slots=True)
@@ -436,11 +460,14 @@ class PruneCounts:
 
 @dataclass(frozen=True, slots=True)
 class EmitResult:
-    """What storing an event did: its id, whether it was a re-send, the jobs it created."""
+    """What storing an event did: its id, whether it was a re-send, the jobs it created, the
+    waiting jobs its cancel_on cancelled and those a debounce gave its payload instead."""
 
     event_id: str
     duplicate: bool
     job_ids: tuple[str, ...]
+    cancelled: tuple[str, ...] = ()
+    debounced: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

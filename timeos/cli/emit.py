@@ -119,3 +119,8 @@ def emit_event(
         print(result["id"])  # only the id on stdout: `ID=$(timeos emit ...)` must always work
         if result["duplicate"]:
             sys.stderr.write("duplicate: this idempotency key was seen before; no new jobs\n")
+        # Correlation's effects go to stderr too, so stdout stays the id alone.
+        if result.get("cancelled"):
+            sys.stderr.write(f"cancelled (cancel_on): {' '.join(result['cancelled'])}\n")
+        if result.get("debounced"):
+            sys.stderr.write(f"debounced into: {' '.join(result['debounced'])}\n")

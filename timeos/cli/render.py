@@ -89,6 +89,7 @@ def job_panel(job: dict[str, Any]) -> Panel:
         ("attempts", "text", f"{job['attempts']} of {job['max_attempts']}"),
         ("event", "id", job.get("event_id")),
         ("last error", "text", job.get("last_error")),
+        ("cancelled_by", "id", job.get("cancelled_by")),
         ("note", "text", job.get("note")),
         ("created_at", "time", job.get("created_at")),
         ("updated_at", "time", job.get("updated_at")),

@@ -69,6 +69,7 @@ from timeos.errors import MethodNotAllowed, NotFound, PayloadError, TimeOSError,
 from timeos.model import (
     Attempt,
     CronTrigger,
+    EmitResult,
     Event,
     EventTrigger,
     IntervalTrigger,
@@ -99,6 +100,7 @@ def job_json(job: Job, attempts: list[Attempt] | None = None) -> dict[str, Any]:
         "event_id": job.event_id,
         "last_error": job.last_error,
         "note": job.note,
+        "cancelled_by": job.cancelled_by,
         "scheduled_for": iso(job.scheduled_for),
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
@@ -118,6 +120,17 @@ def job_json(job: Job, attempts: list[Attempt] | None = None) -> dict[str, Any]:
             for a in attempts
         ]
     return body
+
+
+def emit_json(result: EmitResult) -> dict[str, Any]:
+    """The wire form of what an emit did (cancelled, debounced: its cancel_on and debounce)."""
+    return {
+        "id": result.event_id,
+        "duplicate": result.duplicate,
+        "jobs": list(result.job_ids),
+        "cancelled": list(result.cancelled),
+        "debounced": list(result.debounced),
+    }
 
 
 def event_json(event: Event) -> dict[str, Any]:
@@ -376,10 +389,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         if occurred_raw is not None:
             occurred_at = parse_instant(str(occurred_raw), "occurred_at", PayloadError)
         result = service.emit(event_type, payload, idempotency_key=key, occurred_at=occurred_at)
-        return JSONResponse(
-            {"id": result.event_id, "duplicate": result.duplicate, "jobs": list(result.job_ids)},
-            status_code=200 if result.duplicate else 201,
-        )
+        return JSONResponse(emit_json(result), status_code=200 if result.duplicate else 201)
 
     async def emit_batch(request: Request) -> Response:
         events = await _batch_body(request, service)
@@ -388,10 +398,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         results = await asyncio.to_thread(service.emit_batch, events)
         return JSONResponse(
             {
-                "results": [
-                    {"id": r.event_id, "duplicate": r.duplicate, "jobs": list(r.job_ids)}
-                    for r in results
-                ]
+                "results": [emit_json(r) for r in results]
             }
         )
 

@@ -104,6 +104,7 @@ def _job() -> Schema:
         max_attempts=INT,
         event_id=nullable(STR),
         last_error=nullable(STR),
+        cancelled_by=nullable({"type": "string", "description": "cancel_on: the event's id"}),
         scheduled_for=nullable(INSTANT),
         created_at=INSTANT,
         updated_at=INSTANT,
@@ -285,6 +286,16 @@ COMPONENTS.update(
         id={"type": "string", "description": "the event id (the first one's, for a duplicate)"},
         duplicate=BOOL,
         jobs={"type": "array", "items": STR, "description": "ids of the jobs created"},
+        cancelled={
+            "type": "array",
+            "items": STR,
+            "description": "waiting jobs its rules' cancel_on cancelled",
+        },
+        debounced={
+            "type": "array",
+            "items": STR,
+            "description": "waiting jobs that took its payload (debounce) instead of new ones",
+        },
     ),
     CancelResults=obj(
         ("results",),

@@ -54,6 +54,7 @@ from timeos.model import (
     RuleSet,
     new_id,
 )
+from timeos.rules.correlation import correlate, correlates
 from timeos.store.protocol import Store
 from timeos.time.preview import rule_fires
 
@@ -200,7 +201,12 @@ class Service(RuleControl, FlowControl):
             raise PayloadError(
                 f"occurred_at {event.occurred_at.isoformat()} plus a rule's offset is out of range"
             ) from None
-        result = self.store.emit(event, jobs, now)
+        plan = correlate(event, jobs, self.rules) if correlates(self.rules) else None
+        if plan is not None and plan.active:
+            jobs = list(plan.jobs)
+        else:
+            plan = None
+        result = self.store.emit(event, jobs, now, plan)
         log.info(
             "event received",
             extra=fields(
@@ -208,6 +214,8 @@ class Service(RuleControl, FlowControl):
                 type=event_type,
                 jobs=len(result.job_ids),
                 duplicate=result.duplicate or None,
+                cancelled=len(result.cancelled) or None,
+                debounced=len(result.debounced) or None,
             ),
         )
         for job_id, job in zip(result.job_ids, jobs, strict=False):
@@ -221,10 +229,12 @@ class Service(RuleControl, FlowControl):
                     perform_at=job.perform_at.isoformat(),
                 ),
             )
-        if result.job_ids:
+        if result.job_ids or result.debounced:
             self.on_change()
         if not result.duplicate:
             self._announce(event, jobs, result)
+            for job_id in result.cancelled:
+                self._announce_cancel(job_id)
         return result
 
     def _announce(self, event: Event, jobs: Sequence[NewJob], result: EmitResult) -> None:

@@ -34,10 +34,14 @@ class ConditionSyntax(Exception):
 # accept a read-only one for it. Nothing assigns to it; hashing goes by the source text.
 @dataclass(slots=True, eq=True)
 class CelCondition:
-    """A compiled CEL expression over `payload` and `event`; equal when the source is equal."""
+    """A compiled CEL expression over `payload` and `event`; equal when the source is equal.
+
+    `variables` names the two values evaluate() binds (cancel_on's match: payload and origin).
+    """
 
     source: str
     program: Any = field(compare=False, repr=False)
+    variables: tuple[str, str] = field(default=VARIABLES, compare=False, repr=False)
 
     def __hash__(self) -> int:
         return hash(self.source)
@@ -55,7 +59,8 @@ class CelCondition:
     def evaluate_value(self, payload: Mapping[str, Any], event: Mapping[str, Any]) -> object:
         """Return whatever the expression yields; raise ConditionFailed on a runtime error."""
         try:
-            return self.program.execute({"payload": dict(payload), "event": dict(event)})
+            first, second = self.variables
+            return self.program.execute({first: dict(payload), second: dict(event)})
         # The CEL binding reports runtime problems as assorted builtin exceptions (KeyError,
         # TypeError, IndexError, ZeroDivisionError, RuntimeError, ValueError...), and one odd
         # payload must only make the condition false, never stop the engine.
@@ -63,8 +68,9 @@ class CelCondition:
             raise ConditionFailed(f"condition {self.source!r} failed: {_explain(exc)}") from None
 
 
-def compile_condition(source: str) -> CelCondition:
-    """Compile a CEL expression; raise ConditionSyntax (with its position) if it is invalid."""
+def compile_condition(source: str, variables: tuple[str, str] = VARIABLES) -> CelCondition:
+    """Compile a CEL expression over `variables`; raise ConditionSyntax (with its position) if
+    it is invalid or names another variable."""
     try:
         program = cel.compile(source)
     except ValueError as exc:
@@ -76,25 +82,25 @@ def compile_condition(source: str) -> CelCondition:
         raise ConditionSyntax(
             f"invalid expression: {detail}", int(match.group(2)), int(match.group(1))
         ) from None
-    _check_variables(source, program.variables())
-    return CelCondition(source, program)
+    _check_variables(source, program.variables(), variables)
+    return CelCondition(source, program, variables)
 
 
-def _check_variables(source: str, names: list[str]) -> None:
+def _check_variables(source: str, names: list[str], allowed: tuple[str, str]) -> None:
     # CEL only notices an unknown variable when it runs; a typo such as `paylod` would make the
     # rule silently never match, so catch it at load time.
     bound = set(_BOUND.findall(source))
     positions = {name: _find(source, name) for name in names}
     for name in sorted(names, key=lambda n: positions[n]):
-        if name in VARIABLES or name in bound:
+        if name in allowed or name in bound:
             continue
         start = positions[name]
         line = source.count("\n", 0, start) + 1
         column = start - (source.rfind("\n", 0, start) + 1) + 1
-        hint = next((v for v in VARIABLES if _close(name, v)), None)
+        hint = next((v for v in allowed if _close(name, v)), None)
         message = f"unknown variable {name!r}" + (f" (did you mean {hint!r}?)" if hint else "")
         raise ConditionSyntax(
-            f"{message}; an expression can use only payload and event", column, line
+            f"{message}; an expression can use only {allowed[0]} and {allowed[1]}", column, line
         )
 
 

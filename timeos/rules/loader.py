@@ -41,6 +41,7 @@ from timeos.model import (
 from timeos.payload import EVENT_TYPE
 from timeos.rules.action_specs import DEFAULT_IMPORT_TIMEOUT, Scope, SpecReader
 from timeos.rules.conditions import CelCondition, ConditionSyntax, compile_condition
+from timeos.rules.correlation import read_cancel_on, read_debounce
 from timeos.rules.source import (
     Document,
     Invalid,
@@ -69,9 +70,10 @@ ACTION_KINDS = ("command", "http", "python", "emit")
 ACTION_KEYS = (*ACTION_KINDS, "env", "timeout", "retry", "on_failure")
 TRIGGER_KEYS = ("on_event", "every", "cron")
 TIME_ONLY_KEYS = ("on_missed", "grace", "overlap")
+EVENT_ONLY_KEYS = ("cancel_on", "debounce")  # correlation.py
 RULE_KEYS = (
     "name", *TRIGGER_KEYS, "offset", "at", "when", "timezone", "perform", "priority", "retry",
-    "enabled", "dst", *TIME_ONLY_KEYS, "retention", "on_failure",
+    "enabled", "dst", *TIME_ONLY_KEYS, "retention", "on_failure", *EVENT_ONLY_KEYS,
 )  # fmt: skip
 RETRY_KEYS = ("max_attempts", "backoff", "max_backoff", "jitter")
 DST_KEYS = ("gap", "fold")
@@ -324,6 +326,17 @@ class _Collector:
                 scope.add(
                     node.key_loc(key), f"{key} only applies to time-based rules (every, cron)"
                 )
+        for key in EVENT_ONLY_KEYS:
+            if node.get(key) is not None and triggers and not event_rule:
+                scope.add(node.key_loc(key), f"{key} only applies to on_event rules")
+        cancel_on = []
+        cancel_node = node.get("cancel_on")
+        for entry in read_cancel_on(doc, cancel_node) if cancel_node is not None else ():
+            if isinstance(entry, Invalid):
+                scope.add(entry.loc, entry.message)
+            else:
+                cancel_on.append(entry)
+        debounce = scope.read(node, "debounce", read_debounce)
 
         action = scope.read(node, "perform", expect_str)
         perform = node.get("perform")
@@ -364,6 +377,8 @@ class _Collector:
                 where=str(node.loc),
                 retention=retention,
                 on_failure=on_failure,
+                cancel_on=tuple(cancel_on),
+                debounce=debounce,
             )
         )  # fmt: skip
 

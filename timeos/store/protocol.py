@@ -28,6 +28,7 @@ from timeos.model import (
     Verdict,
     WriteOutcome,
 )
+from timeos.rules.correlation import Correlation
 
 
 class Store(Protocol):
@@ -57,8 +58,15 @@ class Store(Protocol):
         """Event id stored under `key` with this payload; IdempotencyConflict if another."""
         ...
 
-    def emit(self, event: Event, jobs: Sequence[NewJob], now: datetime) -> EmitResult:
-        """Store an event and the jobs it creates in one transaction (or find its duplicate)."""
+    def emit(
+        self,
+        event: Event,
+        jobs: Sequence[NewJob],
+        now: datetime,
+        correlation: Correlation | None = None,
+    ) -> EmitResult:
+        """Store an event and the jobs it creates in one transaction (or find its duplicate);
+        with a `correlation` (its jobs replace `jobs`), also apply its cancel_on and debounce."""
         ...
 
     def get_event(self, event_id: str) -> Event:

@@ -194,6 +194,18 @@ def _v8(db: sqlite_utils.Database) -> None:
 
 def _v9(db: sqlite_utils.Database) -> None:
     """Event-correlated cancellation (cancel_on) and debounce."""
+    # The values a job of a correlating rule was created with, at the paths its rule's cancel_on
+    # and debounce name (value: canonical JSON), so a later event finds its jobs by index, also
+    # jobs created before a restart. Rows go with their job (retention, dlq delete).
+    db.execute(
+        "CREATE TABLE job_keys (job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        " rule TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL,"
+        " PRIMARY KEY (job_id, key)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX job_keys_match ON job_keys(rule, key, value)")
+    # The event whose cancel_on cancelled the job; a debounced job's latest possible run.
+    db.table("jobs").add_column("cancelled_by", str)
+    db.table("jobs").add_column("debounce_deadline", int)
 
 
 # ----------------------------------------------------------------------------------------------

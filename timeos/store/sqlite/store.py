@@ -31,14 +31,16 @@ from timeos.model import (
     occurrence_key,
     payload_hash,
 )
+from timeos.rules.correlation import Correlation
 from timeos.store.sqlite.bulk import Bulk
+from timeos.store.sqlite.correlation import Correlations
 from timeos.store.sqlite.overrides import RuleOverrides
 from timeos.timefmt import from_micros, to_micros
 
 _JOB_COLUMNS = (
     "id, rule, action, event_id, status, priority, perform_at, attempts, max_attempts, payload,"
     " last_error, created_at, updated_at, scheduled_for, occurrence_key, backoff_base, note,"
-    " failure_of"
+    " failure_of, cancelled_by"
 )
 _WAITING = "status IN ('pending', 'retrying')"
 
@@ -47,7 +49,7 @@ def _dumps(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class SqliteStore(Bulk, RuleOverrides):
+class SqliteStore(Bulk, RuleOverrides, Correlations):
     """The embedded store (implements store.protocol.Store). One instance per process."""
 
     # ---- events -------------------------------------------------------------------------------
@@ -65,8 +67,15 @@ class SqliteStore(Bulk, RuleOverrides):
             )
         return str(event_id)
 
-    def emit(self, event: Event, jobs: Sequence[NewJob], now: datetime) -> EmitResult:
-        """Store an event and the jobs it creates in one transaction (or find its duplicate)."""
+    def emit(
+        self,
+        event: Event,
+        jobs: Sequence[NewJob],
+        now: datetime,
+        correlation: Correlation | None = None,
+    ) -> EmitResult:
+        """Store an event and the jobs it creates in one transaction (or find its duplicate);
+        with a `correlation` (its jobs replace `jobs`), also its cancel_on and debounce."""
         digest = payload_hash(event.type, event.payload)
         with self._tx() as conn:
             if event.idempotency_key is not None:
@@ -86,6 +95,9 @@ class SqliteStore(Bulk, RuleOverrides):
                     event.idempotency_key,
                 ),
             )
+            if correlation is not None:
+                made, cancelled, debounced = self._correlate(conn, correlation, now)
+                return EmitResult(event.id, False, tuple(made), tuple(cancelled), tuple(debounced))
             ids = self._insert_jobs(conn, jobs, now)
         return EmitResult(event.id, False, tuple(i for i in ids if i is not None))
 
@@ -637,6 +649,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         backoff_base=row[15],
         note=row[16],
         failure_of=row[17],
+        cancelled_by=row[18],
     )
 
 

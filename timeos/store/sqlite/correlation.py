@@ -1,0 +1,129 @@
+"""Event correlation in the SQLite store: cancel_on's cancellations and debounce's replacements,
+written in the transaction that stores the event, and the key index (job_keys) they look up.
+
+What to do comes planned from rules/correlation.py; this module only finds and writes rows.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from timeos.model import NewJob
+from timeos.payload import compact_json
+from timeos.rules.correlation import CANCELLABLE, DEBOUNCEABLE, Correlation, DebounceStep
+from timeos.timefmt import to_micros
+
+_CANCELLABLE = f"status IN ({', '.join(repr(s) for s in CANCELLABLE)})"
+_DEBOUNCEABLE = f"status IN ({', '.join(repr(s) for s in DEBOUNCEABLE)})"
+
+
+class Correlations:
+    """cancel_on and debounce writes (mixed into SqliteStore)."""
+
+    if TYPE_CHECKING:  # provided by SqliteStore
+
+        def _insert_jobs(
+            self, conn: sqlite3.Connection, jobs: Sequence[NewJob], now: datetime
+        ) -> list[str | None]: ...
+
+        def _tx(self) -> Any: ...
+
+    def _correlate(
+        self, conn: sqlite3.Connection, plan: Correlation, now: datetime
+    ) -> tuple[list[str], list[str], list[str]]:
+        """Cancel what `plan` cancels, then create or debounce its jobs: (created, cancelled,
+        debounced) job ids. Cancelling first: an event never cancels the jobs it creates."""
+        stamp = to_micros(now)
+        reason = f"cancelled by event {plan.event_id} ({plan.event_type}, cancel_on)"
+        cancelled: list[str] = []
+        for lookup in plan.lookups:
+            rows = conn.execute(
+                "UPDATE jobs SET status = 'cancelled', cancelled_by = ?, last_error = ?,"
+                " updated_at = ? WHERE id IN (SELECT job_id FROM job_keys INDEXED BY"
+                " job_keys_match WHERE rule = ? AND key = ? AND value = ?)"
+                f" AND {_CANCELLABLE} RETURNING id",
+                (plan.event_id, reason, stamp, lookup.rule, lookup.key, lookup.value),
+            ).fetchall()
+            cancelled += [str(r[0]) for r in rows]
+        for scan in plan.scans:
+            # A CEL match cannot use the index: every waiting job of the rule is evaluated.
+            waiting = conn.execute(
+                f"SELECT id, payload FROM jobs WHERE rule = ? AND {_CANCELLABLE}", (scan.rule,)
+            ).fetchall()
+            chosen = [(str(i),) for i, payload in waiting if scan.matches(json.loads(payload))]
+            conn.executemany(
+                "UPDATE jobs SET status = 'cancelled', cancelled_by = ?, last_error = ?,"
+                f" updated_at = ? WHERE id = ? AND {_CANCELLABLE}",
+                [(plan.event_id, reason, stamp, i) for (i,) in chosen],
+            )
+            cancelled += [i for (i,) in chosen]
+        created: list[str] = []
+        debounced: list[str] = []
+        for job, keys, step in zip(plan.jobs, plan.keys, plan.debounce, strict=True):
+            if step is not None:
+                existing = self._debounce(conn, job, step, stamp)
+                if existing is not None:
+                    self._write_keys(conn, existing, job.rule, keys, replace=True)
+                    debounced.append(existing)
+                    continue
+            (job_id,) = self._insert_jobs(conn, [job], now)
+            if job_id is None:
+                continue
+            created.append(job_id)
+            self._write_keys(conn, job_id, job.rule, keys)
+            if step is not None and step.deadline is not None:
+                conn.execute(
+                    "UPDATE jobs SET debounce_deadline = ? WHERE id = ?",
+                    (to_micros(step.deadline), job_id),
+                )
+        return created, list(dict.fromkeys(cancelled)), debounced
+
+    def _debounce(
+        self, conn: sqlite3.Connection, job: NewJob, step: DebounceStep, stamp: int
+    ) -> str | None:
+        """Give the waiting job of `job.rule` with the same key value `job`'s payload and event,
+        due at `job.perform_at` but never after its deadline; its id, or None if there is none."""
+        row = conn.execute(
+            "SELECT k.job_id FROM job_keys AS k INDEXED BY job_keys_match"
+            " JOIN jobs AS j ON j.id = k.job_id"
+            f" WHERE k.rule = ? AND k.key = ? AND k.value = ? AND j.{_DEBOUNCEABLE}"
+            " ORDER BY j.created_at DESC LIMIT 1",
+            (job.rule, step.key, step.value),
+        ).fetchone()
+        if row is None:
+            return None
+        at = to_micros(job.perform_at)
+        conn.execute(
+            "UPDATE jobs SET payload = ?, event_id = ?, updated_at = ?, perform_at ="
+            " CASE WHEN debounce_deadline IS NOT NULL AND debounce_deadline < ?"
+            " THEN debounce_deadline ELSE ? END WHERE id = ?",
+            (compact_json(job.payload), job.event_id, stamp, at, at, row[0]),
+        )
+        return str(row[0])
+
+    def _write_keys(
+        self,
+        conn: sqlite3.Connection,
+        job_id: str,
+        rule: str,
+        keys: Iterable[tuple[str, str]],
+        replace: bool = False,
+    ) -> None:
+        if replace:  # a debounced job's keys follow the event it now carries
+            conn.execute("DELETE FROM job_keys WHERE job_id = ?", (job_id,))
+        conn.executemany(
+            "INSERT OR REPLACE INTO job_keys (job_id, rule, key, value) VALUES (?, ?, ?, ?)",
+            [(job_id, rule, key, value) for key, value in keys],
+        )
+
+    def insert_job_keys(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Store (job id, rule, key, value) index rows in one transaction (bench, backfills)."""
+        with self._tx() as conn:
+            conn.executemany(
+                "INSERT OR REPLACE INTO job_keys (job_id, rule, key, value) VALUES (?, ?, ?, ?)",
+                rows,
+            )
