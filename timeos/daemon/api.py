@@ -396,11 +396,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         # Planning and the one transaction of up to 100,000 events run in a worker thread: on
         # the event loop they would stall the scheduler and every other request meanwhile.
         results = await asyncio.to_thread(service.emit_batch, events)
-        return JSONResponse(
-            {
-                "results": [emit_json(r) for r in results]
-            }
-        )
+        return JSONResponse({"results": [emit_json(r) for r in results]})
 
     async def list_events(request: Request) -> Response:
         event_type = request.query_params.get("type")

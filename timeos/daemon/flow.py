@@ -29,6 +29,7 @@ from timeos.errors import InvalidState, NotFound, PayloadError, TimeOSError, Usa
 from timeos.model import EmitResult, Event, Job, JobStatus, NewJob, Replay, RuleSet, new_ids
 from timeos.model import payload_hash as hash_of
 from timeos.payload import compact_json
+from timeos.rules.correlation import correlate, correlates
 from timeos.store.protocol import Store
 from timeos.timefmt import parse_instant
 
@@ -132,10 +133,9 @@ class FlowControl:
         fresh = [e for n in chosen if (e := events[n]) is not None]
         encoded = [texts[n] for n in chosen]
         try:
-            jobs = plan_events(fresh, self.rules)
+            written = iter(self._store_batch(fresh, now, encoded))
         except OverflowError:
             raise PayloadError("an occurred_at plus a rule's offset is out of range") from None
-        written = iter(self.store.emit_batch(fresh, jobs, now, encoded))
         results: list[EmitResult] = []
         for n, event in enumerate(events):
             assert event is not None
@@ -153,6 +153,16 @@ class FlowControl:
         if created:
             self.on_change()
         return results
+
+    def _store_batch(
+        self, fresh: Sequence[Event], now: datetime, encoded: Sequence[str]
+    ) -> list[EmitResult]:
+        rules = self.rules
+        if not correlates(rules):  # the fast path: one pass of planning, executemany
+            return self.store.emit_batch(fresh, plan_events(fresh, rules), now, encoded)
+        # A rule correlates: event by event, in order, so each sees what the earlier ones did.
+        plans = [correlate(e, plan_event(e, rules), rules) for e in fresh]
+        return self.store.emit_correlated(fresh, plans, now)
 
     def _batch_event(
         self, item: Any, now: datetime, event_id: str, texts: list[str], types: set[str]

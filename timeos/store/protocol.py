@@ -99,6 +99,13 @@ class Store(Protocol):
         """Stored events under any of `keys`: key -> (event id, payload_hash of type+payload)."""
         ...
 
+    def emit_correlated(
+        self, events: Sequence[Event], plans: Sequence[Correlation], now: datetime
+    ) -> list[EmitResult]:
+        """Store events one by one in order, each with its cancel_on and debounce, in one
+        transaction (emit-batch when a rule correlates); one result per event."""
+        ...
+
     def emit_batch(
         self,
         events: Sequence[Event],

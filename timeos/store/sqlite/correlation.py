@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from timeos.model import NewJob
+from timeos.model import EmitResult, Event, NewJob
 from timeos.payload import compact_json
 from timeos.rules.correlation import CANCELLABLE, DEBOUNCEABLE, Correlation, DebounceStep
 from timeos.timefmt import to_micros
@@ -31,6 +31,26 @@ class Correlations:
         ) -> list[str | None]: ...
 
         def _tx(self) -> Any: ...
+
+        def _store_event(
+            self,
+            conn: sqlite3.Connection,
+            event: Event,
+            jobs: Sequence[NewJob],
+            now: datetime,
+            correlation: Correlation | None = None,
+        ) -> EmitResult: ...
+
+    def emit_correlated(
+        self, events: Sequence[Event], plans: Sequence[Correlation], now: datetime
+    ) -> list[EmitResult]:
+        """Store a batch's events one by one, in order, each with its correlation (so an event
+        can cancel a job an earlier one of the batch created), all in one transaction."""
+        with self._tx() as conn:
+            return [
+                self._store_event(conn, e, p.jobs, now, p)
+                for e, p in zip(events, plans, strict=True)
+            ]
 
     def _correlate(
         self, conn: sqlite3.Connection, plan: Correlation, now: datetime

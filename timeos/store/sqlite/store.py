@@ -76,29 +76,38 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
     ) -> EmitResult:
         """Store an event and the jobs it creates in one transaction (or find its duplicate);
         with a `correlation` (its jobs replace `jobs`), also its cancel_on and debounce."""
-        digest = payload_hash(event.type, event.payload)
         with self._tx() as conn:
-            if event.idempotency_key is not None:
-                existing = self.find_idempotent(event.idempotency_key, event.type, event.payload)
-                if existing is not None:
-                    return EmitResult(existing, True, ())
-            conn.execute(
-                "INSERT INTO events (id, type, payload, payload_hash, occurred_at, received_at,"
-                " idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    event.id,
-                    event.type,
-                    _dumps(event.payload),
-                    digest,
-                    to_micros(event.occurred_at),
-                    to_micros(event.received_at),
-                    event.idempotency_key,
-                ),
-            )
-            if correlation is not None:
-                made, cancelled, debounced = self._correlate(conn, correlation, now)
-                return EmitResult(event.id, False, tuple(made), tuple(cancelled), tuple(debounced))
-            ids = self._insert_jobs(conn, jobs, now)
+            return self._store_event(conn, event, jobs, now, correlation)
+
+    def _store_event(
+        self,
+        conn: sqlite3.Connection,
+        event: Event,
+        jobs: Sequence[NewJob],
+        now: datetime,
+        correlation: Correlation | None = None,
+    ) -> EmitResult:
+        if event.idempotency_key is not None:
+            existing = self.find_idempotent(event.idempotency_key, event.type, event.payload)
+            if existing is not None:
+                return EmitResult(existing, True, ())
+        conn.execute(
+            "INSERT INTO events (id, type, payload, payload_hash, occurred_at, received_at,"
+            " idempotency_key) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                event.id,
+                event.type,
+                _dumps(event.payload),
+                payload_hash(event.type, event.payload),
+                to_micros(event.occurred_at),
+                to_micros(event.received_at),
+                event.idempotency_key,
+            ),
+        )
+        if correlation is not None:
+            made, cancelled, debounced = self._correlate(conn, correlation, now)
+            return EmitResult(event.id, False, tuple(made), tuple(cancelled), tuple(debounced))
+        ids = self._insert_jobs(conn, jobs, now)
         return EmitResult(event.id, False, tuple(i for i in ids if i is not None))
 
     def _insert_jobs(

@@ -1,0 +1,247 @@
+"""cancel_on and debounce through Service.emit and emit_batch, over a real SQLite store and a
+FakeClock: what is cancelled, what is left alone, what a burst of events becomes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from timeos.clock import FakeClock
+from timeos.daemon.service import Service
+from timeos.engine import Limits
+from timeos.model import JobStatus, RuleSet
+from timeos.rules.loader import load_rules
+from timeos.store.sqlite.store import SqliteStore
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
+RULES = """\
+actions:
+  a: {command: [/bin/true]}
+rules:
+  - name: remind
+    on_event: order_created
+    offset: 1h
+    perform: a
+    cancel_on:
+      - {event: order_paid, match: payload.order_id}
+      - {event: order_refunded, match: "payload.refund_of == origin.order_id"}
+  - name: digest
+    on_event: user_active
+    perform: a
+    debounce: {key: payload.user_id, period: 10m, max_wait: 1h}
+  - name: plain
+    on_event: order_created
+    perform: a
+"""
+
+
+def _rules(tmp_path: Path) -> RuleSet:
+    path = tmp_path / "rules.yaml"
+    path.write_text(RULES)
+    return load_rules([path], {})
+
+
+class Rig:
+    def __init__(self, tmp_path: Path, clock: FakeClock | None = None) -> None:
+        self.tmp_path = tmp_path
+        self.clock = clock or FakeClock(T0)
+        self.store = SqliteStore(tmp_path / "t.db")
+        rules = _rules(tmp_path)
+        self.service = Service(
+            store=self.store,
+            clock=self.clock,
+            rules=rules,
+            rule_paths=[tmp_path / "rules.yaml"],
+            loader=lambda paths: rules,
+            limits=Limits(),
+        )
+
+    def remind(self, order_id: object) -> str:
+        result = self.service.emit("order_created", {"order_id": order_id})
+        (job,) = [j for j in result.job_ids if self.store.get_job(j).rule == "remind"]
+        return job
+
+    def status(self, job_id: str) -> JobStatus:
+        return self.store.get_job(job_id).status
+
+
+@pytest.fixture
+def rig(tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(tmp_path)
+    yield r
+    r.store.close()
+
+
+def test_a_path_match_cancels_only_the_matching_job_and_names_the_event(rig: Rig) -> None:
+    first, second = rig.remind(1), rig.remind(2)
+    paid = rig.service.emit("order_paid", {"order_id": 1})
+    assert paid.cancelled == (first,) and paid.job_ids == ()
+    job = rig.store.get_job(first)
+    assert job.status is JobStatus.CANCELLED
+    assert job.cancelled_by == paid.event_id
+    assert job.last_error is not None and paid.event_id in job.last_error
+    assert rig.status(second) is JobStatus.PENDING
+
+
+def test_values_compare_as_json_so_a_string_id_is_not_the_number(rig: Rig) -> None:
+    job = rig.remind(1)
+    assert rig.service.emit("order_paid", {"order_id": "1"}).cancelled == ()
+    assert rig.service.emit("order_paid", {"other": 1}).cancelled == ()
+    assert rig.status(job) is JobStatus.PENDING
+
+
+def test_only_the_correlating_rule_is_cancelled(rig: Rig) -> None:
+    created = rig.service.emit("order_created", {"order_id": 5})
+    paid = rig.service.emit("order_paid", {"order_id": 5})
+    rules = {rig.store.get_job(j).rule: rig.status(j) for j in created.job_ids}
+    assert rules == {"remind": JobStatus.CANCELLED, "plain": JobStatus.PENDING}
+    assert len(paid.cancelled) == 1
+
+
+def test_a_cel_match_compares_the_new_payload_with_the_origin(rig: Rig) -> None:
+    first, second = rig.remind(10), rig.remind(11)
+    refunded = rig.service.emit("order_refunded", {"refund_of": 11})
+    assert refunded.cancelled == (second,)
+    assert rig.store.get_job(second).cancelled_by == refunded.event_id
+    assert rig.status(first) is JobStatus.PENDING
+
+
+def test_a_cel_match_that_errors_leaves_the_job_alone(rig: Rig) -> None:
+    job = rig.remind(10)
+    # No refund_of in the payload: the expression fails, which means "no match", not a 500.
+    assert rig.service.emit("order_refunded", {"other": 1}).cancelled == ()
+    assert rig.status(job) is JobStatus.PENDING
+
+
+def test_a_running_job_is_not_cancelled(rig: Rig) -> None:
+    job = rig.remind(1)
+    rig.clock.advance(timedelta(hours=1))
+    (claimed,) = rig.store.claim_due(rig.clock.now(), 10, blocked=["plain"])
+    assert claimed.id == job
+    assert rig.service.emit("order_paid", {"order_id": 1}).cancelled == ()
+    assert rig.status(job) is JobStatus.RUNNING
+
+
+def test_a_finished_job_is_not_cancelled_again(rig: Rig) -> None:
+    job = rig.remind(1)
+    rig.service.emit("order_paid", {"order_id": 1})
+    assert rig.service.emit("order_paid", {"order_id": 1}).cancelled == ()
+    assert rig.status(job) is JobStatus.CANCELLED
+
+
+def test_jobs_created_before_a_restart_are_still_cancelled(tmp_path: Path) -> None:
+    before = Rig(tmp_path)
+    job = before.remind(42)
+    before.store.close()
+    after = Rig(tmp_path, FakeClock(T0 + timedelta(minutes=5)))
+    try:
+        paid = after.service.emit("order_paid", {"order_id": 42})
+        assert paid.cancelled == (job,)
+        assert after.store.get_job(job).cancelled_by == paid.event_id
+    finally:
+        after.store.close()
+
+
+def _digest_jobs(rig: Rig) -> list[str]:
+    return [j.id for j in rig.store.list_jobs(rule="digest")]
+
+
+def test_a_debounced_burst_yields_one_job_pushed_back_by_the_period(rig: Rig) -> None:
+    first = rig.service.emit("user_active", {"user_id": "u1", "n": 1})
+    (job,) = first.job_ids
+    assert rig.store.get_job(job).perform_at == T0 + timedelta(minutes=10)
+    rig.clock.advance(timedelta(minutes=4))
+    second = rig.service.emit("user_active", {"user_id": "u1", "n": 2})
+    assert second.job_ids == () and second.debounced == (job,)
+    replaced = rig.store.get_job(job)
+    assert replaced.payload == {"user_id": "u1", "n": 2}
+    assert replaced.event_id == second.event_id
+    assert replaced.perform_at == T0 + timedelta(minutes=14)
+    assert _digest_jobs(rig) == [job]
+
+
+def test_another_key_gets_its_own_job(rig: Rig) -> None:
+    one = rig.service.emit("user_active", {"user_id": "u1"})
+    two = rig.service.emit("user_active", {"user_id": "u2"})
+    assert two.debounced == () and len(two.job_ids) == 1
+    assert set(_digest_jobs(rig)) == {*one.job_ids, *two.job_ids}
+
+
+def test_debounce_never_pushes_past_max_wait_after_the_first_event(rig: Rig) -> None:
+    (job,) = rig.service.emit("user_active", {"user_id": "u1"}).job_ids
+    for _ in range(14):  # one event every 5 minutes for 70 minutes
+        rig.clock.advance(timedelta(minutes=5))
+        rig.service.emit("user_active", {"user_id": "u1"})
+        assert rig.store.get_job(job).perform_at <= T0 + timedelta(hours=1)
+    assert rig.store.get_job(job).perform_at == T0 + timedelta(hours=1)
+    assert _digest_jobs(rig) == [job]
+
+
+def test_a_running_debounced_job_is_not_replaced(rig: Rig) -> None:
+    (job,) = rig.service.emit("user_active", {"user_id": "u1"}).job_ids
+    rig.clock.advance(timedelta(minutes=10))
+    (claimed,) = rig.store.claim_due(rig.clock.now(), 10)
+    assert claimed.id == job
+    later = rig.service.emit("user_active", {"user_id": "u1"})
+    assert later.debounced == () and len(later.job_ids) == 1
+    assert rig.store.get_job(job).status is JobStatus.RUNNING
+
+
+def test_a_debounced_job_survives_a_restart(tmp_path: Path) -> None:
+    before = Rig(tmp_path)
+    (job,) = before.service.emit("user_active", {"user_id": "u1"}).job_ids
+    before.store.close()
+    after = Rig(tmp_path, FakeClock(T0 + timedelta(minutes=3)))
+    try:
+        again = after.service.emit("user_active", {"user_id": "u1"})
+        assert again.debounced == (job,)
+        assert after.store.get_job(job).perform_at == T0 + timedelta(minutes=13)
+    finally:
+        after.store.close()
+
+
+def test_emit_batch_applies_correlation_event_by_event_in_order(rig: Rig) -> None:
+    results = rig.service.emit_batch(
+        [
+            {"type": "order_created", "payload": {"order_id": 1}},
+            {"type": "order_created", "payload": {"order_id": 2}},
+            {"type": "order_paid", "payload": {"order_id": 1}},
+            {"type": "user_active", "payload": {"user_id": "u"}},
+            {"type": "user_active", "payload": {"user_id": "u"}},
+        ]
+    )
+    created_1 = [j for j in results[0].job_ids if rig.store.get_job(j).rule == "remind"]
+    created_2 = [j for j in results[1].job_ids if rig.store.get_job(j).rule == "remind"]
+    assert results[2].cancelled == tuple(created_1)
+    assert rig.status(created_2[0]) is JobStatus.PENDING
+    assert results[4].debounced == results[3].job_ids and results[4].job_ids == ()
+    assert rig.store.get_job(created_1[0]).cancelled_by == results[2].event_id
+
+
+def test_emit_batch_without_correlating_rules_keeps_the_fast_path(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "t.db")
+    path = tmp_path / "plain.yaml"
+    path.write_text(
+        "actions:\n  a: {command: [/bin/true]}\n"
+        "rules:\n  - {name: plain, on_event: e, perform: a}\n"
+    )
+    rules = load_rules([path], {})
+    service = Service(
+        store=store,
+        clock=FakeClock(T0),
+        rules=rules,
+        rule_paths=[path],
+        loader=lambda paths: rules,
+        limits=Limits(),
+    )
+    calls: list[int] = []
+    real = store.emit_batch
+    store.emit_batch = lambda *args, **kw: calls.append(1) or real(*args, **kw)  # type: ignore[method-assign]
+    try:
+        results = service.emit_batch([{"type": "e", "payload": {}}] * 3)
+        assert calls == [1] and all(len(r.job_ids) == 1 for r in results)
+    finally:
+        store.close()
