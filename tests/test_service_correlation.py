@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -239,7 +240,12 @@ def test_emit_batch_without_correlating_rules_keeps_the_fast_path(tmp_path: Path
     )
     calls: list[int] = []
     real = store.emit_batch
-    store.emit_batch = lambda *args, **kw: calls.append(1) or real(*args, **kw)  # type: ignore[method-assign]
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        calls.append(1)
+        return real(*args, **kw)
+
+    store.emit_batch = counted  # type: ignore[method-assign]
     try:
         results = service.emit_batch([{"type": "e", "payload": {}}] * 3)
         assert calls == [1] and all(len(r.job_ids) == 1 for r in results)
