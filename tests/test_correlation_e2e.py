@@ -49,6 +49,8 @@ def test_cancel_on_cancels_the_waiting_job_and_jobs_show_names_the_event(daemon)
     shown = daemon.cli_json("jobs", "show", job)
     assert shown["status"] == "cancelled" and shown["cancelled_by"] == paid["id"]
     assert daemon.job(other)["status"] == "pending"
+    rule = daemon.cli_json("rules", "show", "remind")
+    assert rule["cancel_on"] == [{"event": "order_paid", "match": "payload.order_id"}]
     table = daemon.cli("jobs", "show", job)
     assert table.returncode == 0, table.stderr
     assert "cancelled_by" in table.stdout and paid["id"] in table.stdout

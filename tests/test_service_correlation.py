@@ -251,3 +251,19 @@ def test_emit_batch_without_correlating_rules_keeps_the_fast_path(tmp_path: Path
         assert calls == [1] and all(len(r.job_ids) == 1 for r in results)
     finally:
         store.close()
+
+
+def test_a_replayed_events_job_can_be_cancelled(rig: Rig) -> None:
+    first = rig.remind(3)
+    event_id = rig.store.get_job(first).event_id
+    assert event_id is not None
+    _, _, jobs = rig.service.replay(event_id, dry_run=False)
+    (replayed,) = [j.id for j in jobs if j.rule == "remind"]
+    paid = rig.service.emit("order_paid", {"order_id": 3})
+    assert sorted(paid.cancelled) == sorted([first, replayed])
+
+
+def test_a_manual_runs_job_can_be_cancelled(rig: Rig) -> None:
+    job = rig.service.run_rule("remind", {"order_id": 4})
+    paid = rig.service.emit("order_paid", {"order_id": 4})
+    assert paid.cancelled == (job.id,)

@@ -162,6 +162,15 @@ def rule_json(rule: Rule) -> dict[str, Any]:
         body["on_event"] = trigger.event_type
         body["offset"] = format_duration(trigger.offset)
         body["at"] = trigger.at.strftime("%H:%M") if trigger.at else None
+        if rule.cancel_on:
+            body["cancel_on"] = [{"event": c.event, "match": c.match} for c in rule.cancel_on]
+        if rule.debounce is not None:
+            wait = rule.debounce.max_wait
+            body["debounce"] = {
+                "key": rule.debounce.key,
+                "period": format_duration(rule.debounce.period),
+                "max_wait": format_duration(wait) if wait is not None else None,
+            }
     elif isinstance(trigger, CronTrigger):
         body["trigger"] = "cron"
         body["cron"] = trigger.expression

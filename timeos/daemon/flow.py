@@ -29,7 +29,7 @@ from timeos.errors import InvalidState, NotFound, PayloadError, TimeOSError, Usa
 from timeos.model import EmitResult, Event, Job, JobStatus, NewJob, Replay, RuleSet, new_ids
 from timeos.model import payload_hash as hash_of
 from timeos.payload import compact_json
-from timeos.rules.correlation import correlate, correlates
+from timeos.rules.correlation import correlate, correlates, index_rows
 from timeos.store.protocol import Store
 from timeos.timefmt import parse_instant
 
@@ -314,6 +314,10 @@ class FlowControl:
         if dry_run:
             return event, None, jobs
         replay, ids = self.store.replay(event.id, jobs, self.clock.now())
+        # Replayed jobs can be cancelled like any other (their cancel_on keys; no debounce).
+        keyed = index_rows(ids, jobs, self.rules)
+        if keyed:
+            self.store.insert_job_keys(keyed)
         log.info(
             "event replayed",
             extra=fields(event_id=event.id, replay=replay.number, jobs=len(ids)),

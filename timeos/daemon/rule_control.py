@@ -18,6 +18,7 @@ from timeos.engine import manual_run
 from timeos.errors import NotFound
 from timeos.model import Job, Rule, RuleOverride, RuleSet
 from timeos.rules import overrides
+from timeos.rules.correlation import index_rows
 from timeos.store.protocol import Store
 
 log = logging.getLogger("timeos.service")
@@ -108,6 +109,9 @@ class RuleControl:
         now = self.clock.now()
         job, occurrence = manual_run(rule, rules, dict(payload) if payload else None, now)
         job_id = self.store.record_run(job, occurrence, now)
+        keyed = index_rows([job_id], [job], rules)  # cancel_on finds a manual run's job too
+        if keyed:
+            self.store.insert_job_keys(keyed)
         log.info("rule run by hand", extra=fields(rule=name, job_id=job_id))
         self.on_change()
         return self.store.get_job(job_id)

@@ -181,6 +181,19 @@ def job_keys(rule: Rule, payload: Mapping[str, Any]) -> tuple[tuple[str, str], .
     return tuple(rows)
 
 
+def index_rows(
+    ids: Sequence[str | None], jobs: Sequence[NewJob], rules: RuleSet
+) -> list[tuple[str, str, str, str]]:
+    """(job id, rule, key, value) rows for jobs created outside an emit (replay, rules run)."""
+    by_name = {r.name: r for r in rules.rules if r.cancel_on or r.debounce}
+    rows = []
+    for job_id, job in zip(ids, jobs, strict=True):
+        rule = by_name.get(job.rule)
+        if rule is not None and job_id is not None:
+            rows += [(job_id, job.rule, k, v) for k, v in job_keys(rule, job.payload)]
+    return rows
+
+
 @dataclass(frozen=True, slots=True)
 class KeyLookup:
     """Cancel the waiting jobs of `rule` whose stored `key` has `value` (an index lookup)."""

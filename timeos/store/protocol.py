@@ -106,6 +106,10 @@ class Store(Protocol):
         transaction (emit-batch when a rule correlates); one result per event."""
         ...
 
+    def insert_job_keys(self, rows: Sequence[tuple[str, str, str, str]]) -> None:
+        """Store (job id, rule, key, value) rows of the cancel_on/debounce key index."""
+        ...
+
     def emit_batch(
         self,
         events: Sequence[Event],
