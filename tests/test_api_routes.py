@@ -117,7 +117,13 @@ def test_post_event_answers_201_with_its_jobs_then_200_for_a_duplicate(api):
     first = _signup(api, **body)
     assert first["duplicate"] is False and len(first["jobs"]) == 2
     again = api.ok("POST", "/v1/events", 200, json={"type": "user_signup", **body})
-    assert again == {"id": first["id"], "duplicate": True, "jobs": []}
+    assert again == {
+        "id": first["id"],
+        "duplicate": True,
+        "jobs": [],
+        "cancelled": [],
+        "debounced": [],
+    }
 
 
 def test_post_event_with_the_same_key_and_another_payload_is_409(api):

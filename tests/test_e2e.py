@@ -166,7 +166,13 @@ def test_idempotency_key(tmp_path, daemons):
     args = ("emit", "user_signup", "--payload", '{"user_id": "1"}', "--idempotency-key", "k-1")
     first = d.cli_json(*args)
     second = d.cli_json(*args)
-    assert second == {"id": first["id"], "duplicate": True, "jobs": []}
+    assert second == {
+        "id": first["id"],
+        "duplicate": True,
+        "jobs": [],
+        "cancelled": [],
+        "debounced": [],
+    }
     plain = d.cli(*args)  # without --json: only the id on stdout
     assert plain.stdout.strip() == first["id"] and "duplicate" in plain.stderr
     clash = d.cli(

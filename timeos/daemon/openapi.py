@@ -140,6 +140,14 @@ def _rule() -> Schema:
         overlap=STR,
         grace=nullable(DURATION),
         dst=obj(("gap", "fold"), gap=STR, fold=STR),
+        cancel_on={
+            "type": "array",
+            "description": "event rules: the events that cancel its waiting jobs",
+            "items": obj(("event", "match"), event=STR, match=STR),
+        },
+        debounce=obj(
+            ("key", "period", "max_wait"), key=STR, period=DURATION, max_wait=nullable(DURATION)
+        ),
         next_fire=nullable(INSTANT),
         last_fire=nullable(INSTANT),
         last_run=nullable({**INSTANT, "description": "when the rule last created a job"}),
