@@ -9,11 +9,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from harness import verdict
 
 from timeos.clock import FakeClock
 from timeos.daemon.service import Service
 from timeos.engine import Limits
-from timeos.model import JobStatus, RuleSet
+from timeos.model import ActionResult, JobStatus, Outcome, RuleSet
 from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
 
@@ -267,3 +268,25 @@ def test_a_manual_runs_job_can_be_cancelled(rig: Rig) -> None:
     job = rig.service.run_rule("remind", {"order_id": 4})
     paid = rig.service.emit("order_paid", {"order_id": 4})
     assert paid.cancelled == (job.id,)
+
+
+def test_a_jobs_keys_go_with_it_when_it_is_deleted(rig: Rig) -> None:
+    job = rig.remind(6)
+    keys = "SELECT COUNT(*) FROM job_keys WHERE job_id = ?"
+    assert rig.store.conn.execute(keys, (job,)).fetchone()[0] == 1
+    rig.clock.advance(timedelta(hours=1))
+    (claimed,) = rig.store.claim_due(rig.clock.now(), 1, blocked=["plain"])
+    dead = verdict(claimed, JobStatus.DEAD)
+    rig.store.finish(claimed, ActionResult(Outcome.PERMANENT, "no"), rig.clock.now(), dead)
+    rig.store.delete_dead(job)
+    assert rig.store.conn.execute(keys, (job,)).fetchone()[0] == 0
+
+
+def test_watchers_hear_of_a_correlated_cancel(rig: Rig) -> None:
+    heard: list[Any] = []
+    rig.service.bus.subscribe(heard.append)
+    job = rig.remind(12)
+    rig.service.emit("order_paid", {"order_id": 12})
+    cancels = [e.fields for e in heard if e.kind == "job.cancelled"]
+    created_by = rig.store.get_job(job).event_id
+    assert cancels == [{"job_id": job, "rule": "remind", "event_id": created_by}]
