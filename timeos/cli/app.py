@@ -215,6 +215,9 @@ def emit(
 ) -> None:
     """Emit an event; rules that match it create jobs. Prints the event id.
 
+    --json: {id, duplicate, jobs, cancelled, debounced}: the waiting jobs its rules' cancel_on
+    cancelled, and those a debounce gave its payload instead of new jobs.
+
     Example: timeos emit user_signup --payload '{"user_id": "123"}'
     """
     given = _settings().get("socket")
@@ -243,7 +246,7 @@ def emit_batch(
     Every line is checked first; if any is bad nothing is stored, each bad line is named and
     the exit code is 1. Up to 100,000 events go in one request, stored in one transaction; a
     longer file is sent in several requests, each atomic on its own. --json: one
-    {id, duplicate, jobs} per event, in input order.
+    {id, duplicate, jobs, cancelled, debounced} per event, in input order.
 
     Example: timeos emit-batch signups.jsonl --json | jq '.[].id'
     """

@@ -93,7 +93,7 @@ def emit_event(
     as_json: bool,
     socket_path: Path | None,
 ) -> None:
-    """Send the event to timeosd and print its id (or, with as_json, {id, duplicate, jobs})."""
+    """Send the event to timeosd and print its id (or, with as_json, the daemon's answer)."""
     limit = payload_cap(os.environ)
     body: dict[str, Any] = {
         "type": event_type,
