@@ -77,3 +77,20 @@ def test_a_debounced_burst_yields_one_job_that_runs_once(daemon):
     assert wait_until(
         lambda: len(daemon.cli_json("jobs", "list", "--rule", "digest")) == 1, what="one job"
     )
+
+
+def test_emit_batch_cancels_within_the_batch_and_counts_it(daemon):
+    lines = (
+        '{"type": "order_created", "payload": {"order_id": 1}}\n'
+        '{"type": "order_paid", "payload": {"order_id": 1}}\n'
+        '{"type": "user_active", "payload": {"user_id": "u"}}\n'
+        '{"type": "user_active", "payload": {"user_id": "u"}}\n'
+    )
+    out = daemon.cli("emit-batch", "-", stdin=lines)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == (
+        "4 event(s) stored, 0 duplicate(s), 2 job(s) created, 1 job(s) cancelled,"
+        " 1 job(s) debounced\n"
+    )
+    (job,) = daemon.cli_json("jobs", "list", "--rule", "remind", "--status", "cancelled")
+    assert job["cancelled_by"] is not None

@@ -259,9 +259,18 @@ def emit_batch(
         return
     duplicates = sum(1 for r in results if r["duplicate"])
     jobs = sum(len(r["jobs"]) for r in results)
+    # Correlation's counts only when there are any: the line stays as it was otherwise.
+    extra = "".join(
+        f", {n} job(s) {word}"
+        for word, n in (
+            ("cancelled", sum(len(r.get("cancelled", ())) for r in results)),
+            ("debounced", sum(len(r.get("debounced", ())) for r in results)),
+        )
+        if n
+    )
     print(
         f"{len(results) - duplicates} event(s) stored, {duplicates} duplicate(s),"
-        f" {jobs} job(s) created"
+        f" {jobs} job(s) created{extra}"
     )
 
 
