@@ -103,6 +103,7 @@ def job_json(job: Job, attempts: list[Attempt] | None = None) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
         "payload": job.payload,
+        "depends_on": list(job.depends_on),
     }
     if attempts is not None:
         body["attempt_history"] = [
@@ -467,7 +468,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
 
     async def show_job(request: Request) -> Response:
         job = service.get_job(request.path_params["id"])
-        return JSONResponse(job_json(job, service.attempts(job.id)))
+        return JSONResponse({**job_json(job, service.attempts(job.id)), **service.chain(job.id)})
 
     async def cancel_jobs(request: Request) -> Response:
         body = await _json_body(request, service)

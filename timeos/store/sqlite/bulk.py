@@ -165,7 +165,10 @@ class Bulk(Pruning, Deps):
             sql += " AND event_id = ?"
             args.append(event_id)
         with self._tx() as conn:
-            return [str(r[0]) for r in conn.execute(sql + " RETURNING id", args).fetchall()]
+            ids = [str(r[0]) for r in conn.execute(sql + " RETURNING id", args).fetchall()]
+            for job_id in ids:  # their chains' blocked jobs go with them
+                self._settle(conn, job_id, "cancelled", now)
+            return ids
 
     def requeue_dead_many(
         self, renewals: Sequence[tuple[Job, Verdict]], now: datetime
