@@ -401,3 +401,72 @@ def test_a_manual_run_runs_the_whole_perform_list(rig) -> None:
 def test_counts_and_health_list_blocked(rig) -> None:
     rig.service.emit(PAID, {})
     assert rig.store.counts_by_status()["blocked"] == 3
+
+
+def test_a_time_based_rule_with_a_perform_list_chains_each_fire(tmp_path) -> None:
+    from timeos.daemon.planner import OccurrencePlanner
+    from timeos.model import CronTrigger
+
+    store = SqliteStore(tmp_path / "t.db")
+    rules = RuleSet(
+        (Rule("nightly", CronTrigger("0 * * * *"), "charge", then=("receipt",)),),
+        RULES.actions,
+    )
+    planner = OccurrencePlanner(store=store, rules=lambda: rules)
+    planner.plan(T0 + timedelta(minutes=1))
+    planner.plan(T0 + timedelta(hours=1))
+    head, step = sorted(store.list_jobs(), key=lambda j: j.action)
+    assert (head.action, head.status, step.action, step.status) == (
+        "charge",
+        JobStatus.PENDING,
+        "receipt",
+        JobStatus.BLOCKED,
+    )
+    assert step.depends_on == (head.id,) and step.occurrence_key is None
+    (occurrence,) = store.history("nightly")
+    assert occurrence.job_id == head.id  # the fire is the chain's first job
+    store.close()
+
+
+def test_a_duplicate_event_in_a_batch_drops_its_whole_chain(rig) -> None:
+    item = {"type": PAID, "payload": {}, "idempotency_key": "k1"}
+    (first,) = rig.service.emit_batch([item])
+    (again,) = rig.service.emit_batch([item])
+    assert again.duplicate and again.job_ids == ()
+    assert rig.store.count_jobs() == len(first.job_ids) == 5
+
+
+def test_retention_keeps_the_event_a_blocked_job_still_needs(rig) -> None:
+    from timeos.engine import PrunePlan
+
+    result = rig.service.emit(PAID, {})
+    charge, _, _, _, big = result.job_ids
+    rig.service.cancel([big])
+    _crash_between_writes(rig, charge, "succeeded", T0)  # only blocked jobs are left
+    plan = PrunePlan(events_before=T0 + timedelta(days=365))
+    counts, _ = rig.store.prune_batch(plan, 500)
+    assert counts.events == 0
+    assert rig.store.get_event(result.event_id).id == result.event_id
+
+
+def test_jobs_show_renders_a_chain_table_and_rules_show_the_perform_list() -> None:
+    from timeos.cli.render import job_panel, rule_panel
+    from timeos.daemon.api import rule_json
+
+    job = {
+        "id": "01B", "rule": "pay", "action": "receipt", "status": "blocked", "priority": 0,
+        "perform_at": T0.isoformat(), "attempts": 0, "max_attempts": 3, "attempt_history": [],
+        "parents": [{"id": "01A", "rule": "pay", "action": "charge", "status": "retrying"}],
+        "children": [{"id": "01C", "rule": "pay", "action": "ledger", "status": "blocked"}],
+    }  # fmt: skip
+    chain = job_panel(job).sheets[0]
+    assert chain.title == "Chain"
+    assert chain.rows == [
+        ["parent", "01A", "pay", "charge", "retrying"],
+        ["child", "01C", "pay", "ledger", "blocked"],
+    ]
+    body = rule_json(RULES.rules[0])
+    assert body["perform"] == ["charge", "receipt", "ledger"] and body["action"] == "charge"
+    assert rule_json(RULES.rules[1])["after"] == "pay"
+    fields = {name: value for name, _, value in rule_panel(body).fields}
+    assert fields["perform"] == "charge -> receipt -> ledger"

@@ -310,6 +310,8 @@ def rule_panel(rule: dict[str, Any]) -> Panel:
             fields.append((key, "text", control.pop(key)))
             continue
         kind: Kind = "time" if key in ("next_fire", "last_fire", "last_run") else "text"
+        if key == "perform" and isinstance(value, list):  # a perform list, in order
+            value = " -> ".join(map(str, value))
         fields.append((key, "bool" if isinstance(value, bool) else kind, value))
     fields += [(key, "text", text) for key, text in control.items()]
     return Panel(f"Rule {rule['name']}", fields)

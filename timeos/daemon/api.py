@@ -150,6 +150,8 @@ def rule_json(rule: Rule) -> dict[str, Any]:
         body["on_event"] = trigger.event_type
         body["offset"] = format_duration(trigger.offset)
         body["at"] = trigger.at.strftime("%H:%M") if trigger.at else None
+        if rule.after is not None:
+            body["after"] = rule.after
     elif isinstance(trigger, CronTrigger):
         body["trigger"] = "cron"
         body["cron"] = trigger.expression
@@ -158,6 +160,8 @@ def rule_json(rule: Rule) -> dict[str, Any]:
     elif isinstance(trigger, IntervalTrigger):
         body["trigger"] = "every"
         body["every"] = format_duration(trigger.every)
+    if rule.then:  # a perform list: every action, in order (`action` is the first)
+        body["perform"] = list(rule.performs)
     if rule.retry:
         body["retry"] = {
             "max_attempts": rule.retry.max_attempts,

@@ -130,6 +130,12 @@ def _rule() -> Schema:
         where={"type": "string", "description": "file:line:col where the rule is defined"},
         trigger={"type": "string", "enum": ["event", "cron", "every"]},
         on_event=STR,
+        after={**STR, "description": "the event rule whose job this rule's job waits for"},
+        perform={
+            "type": "array",
+            "items": STR,
+            "description": "a perform list's actions in order (action is the first)",
+        },
         offset=DURATION,
         at=nullable({"type": "string", "description": "HH:MM"}),
         cron=STR,
