@@ -332,7 +332,7 @@ class _Collector:
 
         performs = self._performs(node, scope)
         action = performs[0] if performs else None
-        after = scope.read(node, "after", _rule_name)
+        after = scope.read(node, "after", expect_str)
         if after is not None and name is not None:
             self.afters[name] = (scope, (node.get("after") or node).loc)
         priority = scope.read(node, "priority", _priority)

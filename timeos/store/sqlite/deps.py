@@ -19,6 +19,11 @@ from timeos.store.sqlite.connection import Connection
 from timeos.timefmt import to_micros
 
 MICROSECOND = timedelta(microseconds=1)
+# A job (the row `jobs`) whose every parent succeeded: it may leave `blocked`.
+_ALL_SUCCEEDED = (
+    "NOT EXISTS (SELECT 1 FROM job_deps AS e JOIN jobs AS p ON p.id = e.parent"
+    " WHERE e.child = jobs.id AND p.status != 'succeeded')"
+)
 
 
 def parent_error(parent: str, status: str) -> str:
@@ -62,40 +67,42 @@ class Deps(Connection):
     def _settle(self, conn: sqlite3.Connection, parent: str, status: str, now: datetime) -> None:
         """Apply `parent` ending `status` to its blocked children (transitively for a cascade)."""
         stamp = to_micros(now)
+        # Children first, by the edge's primary key, then each by id: a `status = 'blocked'`
+        # test in the same statement lets SQLite walk every blocked job (35 finishes/s with
+        # 50,000 blocked, against thousands this way; bench/chains.py).
         if status == "succeeded":
-            rows = conn.execute(
-                "SELECT d.child, d.wait FROM job_deps d JOIN jobs c ON c.id = d.child"
-                " WHERE d.parent = ? AND c.status = 'blocked'",
-                (parent,),
+            edges = conn.execute(
+                "SELECT child, wait FROM job_deps WHERE parent = ?", (parent,)
             ).fetchall()
-            for child, wait in rows:
-                if self._all_parents_succeeded(conn, child):
-                    conn.execute(
-                        "UPDATE jobs SET status = 'pending', perform_at = ?, updated_at = ?"
-                        " WHERE id = ? AND status = 'blocked'",
-                        (stamp + int(wait), stamp, child),
-                    )
+            for child, wait in edges:
+                conn.execute(
+                    "UPDATE jobs SET status = 'pending', perform_at = ?, updated_at = ?"
+                    f" WHERE id = ? AND status = 'blocked' AND {_ALL_SUCCEEDED}",
+                    (stamp + int(wait), stamp, child),
+                )
             return
         if status not in ("dead", "cancelled"):
             return
         todo = [(parent, status)]
         while todo:
             current, ended = todo.pop()
-            rows = conn.execute(
-                "UPDATE jobs SET status = 'cancelled', last_error = ?, updated_at = ?"
-                " WHERE status = 'blocked' AND id IN (SELECT child FROM job_deps WHERE parent = ?)"
-                " RETURNING id",
-                (parent_error(current, ended), stamp, current),
+            children = conn.execute(
+                "SELECT child FROM job_deps WHERE parent = ?", (current,)
             ).fetchall()
-            todo.extend((str(r[0]), "cancelled") for r in rows)
+            for (child,) in children:
+                cur = conn.execute(
+                    "UPDATE jobs SET status = 'cancelled', last_error = ?, updated_at = ?"
+                    " WHERE id = ? AND status = 'blocked'",
+                    (parent_error(current, ended), stamp, child),
+                )
+                if cur.rowcount:
+                    todo.append((str(child), "cancelled"))
 
     def _all_parents_succeeded(self, conn: sqlite3.Connection, child: str) -> bool:
         row = conn.execute(
-            "SELECT COUNT(*) FROM job_deps d LEFT JOIN jobs p ON p.id = d.parent"
-            " WHERE d.child = ? AND (p.status IS NULL OR p.status != 'succeeded')",
-            (child,),
+            f"SELECT 1 FROM jobs WHERE id = ? AND {_ALL_SUCCEEDED}", (child,)
         ).fetchone()
-        return int(row[0]) == 0
+        return row is not None
 
     def _revive(self, conn: sqlite3.Connection, parent: str, now: datetime) -> None:
         """`dlq retry` of `parent`: the children its end cancelled wait on it again."""
@@ -103,13 +110,17 @@ class Deps(Connection):
         todo = [parent]
         while todo:
             current = todo.pop()
-            rows = conn.execute(
-                "UPDATE jobs SET status = 'blocked', last_error = NULL, updated_at = ?"
-                " WHERE status = 'cancelled' AND last_error LIKE ?"
-                " AND id IN (SELECT child FROM job_deps WHERE parent = ?) RETURNING id",
-                (stamp, _cascaded_from(current), current),
+            children = conn.execute(
+                "SELECT child FROM job_deps WHERE parent = ?", (current,)
             ).fetchall()
-            todo.extend(str(r[0]) for r in rows)
+            for (child,) in children:
+                cur = conn.execute(
+                    "UPDATE jobs SET status = 'blocked', last_error = NULL, updated_at = ?"
+                    " WHERE id = ? AND status = 'cancelled' AND last_error LIKE ?",
+                    (stamp, child, _cascaded_from(current)),
+                )
+                if cur.rowcount:
+                    todo.append(str(child))
 
     def settle_blocked(self, now: datetime) -> int:
         """Settle blocked jobs whose parent already ended or is gone (crash recovery): so no
