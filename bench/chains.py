@@ -24,6 +24,7 @@ from timeos.model import (
     CommandSpec,
     Event,
     EventTrigger,
+    Job,
     Outcome,
     RetryPolicy,
     Rule,
@@ -60,7 +61,7 @@ def store_batch(path: Path, rules: RuleSet, count: int) -> tuple[float, int]:
 def finish_rate(path: Path, count: int) -> float:
     """Parents finished per second, each releasing its blocked child (claim excluded)."""
     store = SqliteStore(path)
-    claimed = []
+    claimed: list[Job] = []
     while len(claimed) < count:
         found = store.claim_due(T0 + timedelta(seconds=1), min(500, count - len(claimed)))
         if not found:
