@@ -401,6 +401,8 @@ def test_a_manual_run_runs_the_whole_perform_list(rig) -> None:
 def test_counts_and_health_list_blocked(rig) -> None:
     rig.service.emit(PAID, {})
     assert rig.store.counts_by_status()["blocked"] == 3
+    assert rig.service.health()["jobs"]["blocked"] == 3
+    assert 'timeos_jobs{status="blocked"} 3.0' in rig.service.metrics().decode()
 
 
 def test_a_time_based_rule_with_a_perform_list_chains_each_fire(tmp_path) -> None:
@@ -470,3 +472,15 @@ def test_jobs_show_renders_a_chain_table_and_rules_show_the_perform_list() -> No
     assert rule_json(RULES.rules[1])["after"] == "pay"
     fields = {name: value for name, _, value in rule_panel(body).fields}
     assert fields["perform"] == "charge -> receipt -> ledger"
+
+
+def test_watchers_hear_of_every_job_a_cancel_takes_with_it(rig) -> None:
+    heard: list[tuple[str, str]] = []
+    rig.service.bus.subscribe(lambda event: heard.append((event.kind, event.fields["job_id"])))
+    charge, receipt, ledger, thank, _ = rig.service.emit(PAID, {}).job_ids
+    heard.clear()
+    rig.service.cancel([charge])
+    assert sorted(heard) == sorted(("job.cancelled", i) for i in (charge, receipt, ledger, thank))
+    assert 'timeos_jobs_finished_total{outcome="cancelled",rule="pay"} 3.0' in (
+        rig.service.metrics().decode()
+    )

@@ -366,6 +366,9 @@ class Scheduler:
                 error=result.error,
                 next_at=done.perform_at.isoformat(),
             )
+        if done.status in (JobStatus.DEAD, JobStatus.CANCELLED):  # its chain went with it
+            for child, rule, event_id in self.store.cascaded(job.id):
+                self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
 
     def stop(self) -> None:
         """Stop claiming; run() drains and returns."""

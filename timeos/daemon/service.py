@@ -311,6 +311,8 @@ class Service(RuleControl, FlowControl):
         for outcome in results:
             if outcome.cancelled:
                 self._announce_cancel(outcome.id)
+                for child, rule, event_id in self.store.cascaded(outcome.id):  # its chain
+                    self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
         return results
 
     def _announce_cancel(self, job_id: str) -> None:

@@ -252,6 +252,10 @@ class Store(Protocol):
         """Release or cancel blocked jobs whose parent already ended or is gone (recovery)."""
         ...
 
+    def cascaded(self, parent: str) -> list[tuple[str, str, str | None]]:
+        """(id, rule, event id) of the jobs cancelled because `parent` ended, transitively."""
+        ...
+
     def chain_ids(self, job_id: str) -> tuple[list[str], list[str]]:
         """(parent ids, child ids) of one job."""
         ...

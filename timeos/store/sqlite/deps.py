@@ -160,6 +160,23 @@ class Deps(Connection):
                 self._settle(conn, str(orphan), "cancelled", now)
         return changed + len(orphans)
 
+    def cascaded(self, parent: str) -> list[tuple[str, str, str | None]]:
+        """(id, rule, event id) of the jobs `parent`'s end cancelled, transitively: for telling
+        watchers and metrics after the write."""
+        found: list[tuple[str, str, str | None]] = []
+        todo = [parent]
+        while todo:
+            current = todo.pop()
+            rows = self._read(
+                "SELECT c.id, c.rule, c.event_id FROM job_deps d JOIN jobs c ON c.id = d.child"
+                " WHERE d.parent = ? AND c.status = 'cancelled' AND c.last_error LIKE ?",
+                (current, _cascaded_from(current)),
+            )
+            for child, rule, event_id in rows:
+                found.append((str(child), str(rule), event_id))
+                todo.append(str(child))
+        return found
+
     def chain_ids(self, job_id: str) -> tuple[list[str], list[str]]:
         """(parent ids, child ids) of one job."""
         parents = self._read(
