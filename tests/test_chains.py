@@ -120,6 +120,11 @@ def _error(tmp_path: Path, text: str) -> str:
             "rules.yaml:5:49: rule 'a': unknown action 'reciept' (did you mean 'receipt'?)",
         ),
         (
+            "  - {name: a, on_event: paid, after: b, at: '09:00', perform: charge}\n"
+            "  - {name: b, on_event: paid, perform: charge}\n",
+            "rules.yaml:5:38: rule 'a': after and at cannot be combined",
+        ),
+        (
             "  - {name: a, on_event: paid, perform: []}\n",
             "rules.yaml:5:40: rule 'a': perform: the list of actions is empty",
         ),
@@ -131,6 +136,7 @@ def _error(tmp_path: Path, text: str) -> str:
         "after-on-time-rule",
         "after-a-time-rule",
         "other-event",
+        "after-with-at",
         "unknown-action-in-list",
         "empty-list",
     ],
@@ -194,6 +200,8 @@ def test_an_event_plans_a_perform_list_and_after_as_linked_jobs() -> None:
         ("thank", "mail", 1, timedelta(hours=1)),  # waits for the end of pay's chain
         ("big", "mail", 0, timedelta(0)),
     ]
+    # Blocked jobs show the earliest they can be due: their parent's, plus their own wait.
+    assert [j.perform_at for j in jobs] == [T0, T0, T0, T0 + timedelta(hours=1), T0]
     # Each step keeps its own action's attempt budget.
     assert [j.max_attempts for j in jobs[:3]] == [5, 2, 3]
 

@@ -178,7 +178,13 @@ def _plan(
             jobs.append(head)
             continue
         if rule.after is not None:  # due `offset` after its parent succeeded, not the event
-            head = replace(head, after=len(jobs) - ends[rule.after], wait=trigger.offset)
+            parent = ends[rule.after]
+            head = replace(
+                head,
+                perform_at=jobs[parent].perform_at + trigger.offset,  # the earliest it can be
+                after=len(jobs) - parent,
+                wait=trigger.offset,
+            )
         jobs.append(head)
         jobs.extend(chains.steps(head, rule, rules))
         ends[rule.name] = len(jobs) - 1
