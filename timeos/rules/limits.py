@@ -17,7 +17,6 @@ from timeos.errors import UsageError
 from timeos.model import RateLimit, RuleSet
 from timeos.rules.action_specs import Scope
 from timeos.rules.source import Invalid, Map, Node, Scalar, describe, expect_int
-from timeos.timefmt import format_duration
 
 LIMIT_KEYS = ("rate_limit", "burst", "concurrency")
 RATE_UNITS = ("second", "minute", "hour", "day")
@@ -180,8 +179,3 @@ def next_token_at(bucket: Bucket, rate: RateLimit) -> datetime:
     need = 1 - bucket.tokens
     micros = math.ceil(need * UNIT_SECONDS[rate.unit] * 1_000_000 / rate.count)
     return bucket.at + timedelta(microseconds=max(1, micros))
-
-
-def delay_text(delay_ms: int) -> str:
-    """`6s`, `4m`, `1h2m`, `250ms`: how long a job was held back, for `jobs show`."""
-    return format_duration(timedelta(milliseconds=delay_ms))

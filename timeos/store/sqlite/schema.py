@@ -153,7 +153,7 @@ def _v6(db: sqlite_utils.Database) -> None:
     # Runtime rule control (`timeos rules disable/enable/set/reset`): one row of overrides per
     # rule, kept across restarts and reloads (and while the rule is out of the files). enabled:
     # NULL = the file's value, 0 = disabled from disabled_at until disabled_until (NULL: until
-    # enabled), 1 = enabled over the file. rate_limit and concurrency are stored, not enforced.
+    # enabled), 1 = enabled over the file. rate_limit and concurrency replace the file's values.
     db.table("rule_overrides").create(
         {
             "rule": str,
