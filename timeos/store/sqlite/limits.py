@@ -51,10 +51,12 @@ class LimitState:
         self.held = held  # key -> µs of the last claim that found it closed
         self.running = running
         self.buckets: dict[str, Bucket] = {}
+        self.touched: set[str] = set()  # buckets to write back: a token taken, or rebased
         for key, limit in limits.items():
             if limit.rate is not None:
                 self.buckets[key] = refilled(stored.get(key), limit.rate, now)
-        self.touched: set[str] = set()  # keys a token was taken from
+                if key in stored and stored[key].at > now:
+                    self.touched.add(key)  # the clock went back: count from now from here on
 
     def rate_open(self, key: str) -> bool:
         bucket = self.buckets.get(key)
