@@ -227,18 +227,26 @@ class Limited(Connection):
 
 
 def _groups(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-    """The distinct (rule, action) pairs of waiting jobs: a loose index scan, one seek each."""
+    """The distinct (rule, action) pairs of waiting jobs: a loose index scan, one seek each.
+
+    Rules, then each rule's actions, one column at a time: measured 4 µs a seek, where a
+    row-value seek on (rule, action) took 45-380 µs on a million jobs.
+    """
+    index = f"FROM jobs INDEXED BY jobs_limited WHERE {_WAITING}"
     found: list[tuple[str, str]] = []
-    row = conn.execute(
-        f"SELECT rule, action FROM jobs INDEXED BY jobs_limited WHERE {_WAITING}"
-        " ORDER BY rule, action LIMIT 1"
-    ).fetchone()
-    while row is not None:
-        found.append((row[0], row[1]))
-        row = conn.execute(
-            f"SELECT rule, action FROM jobs INDEXED BY jobs_limited WHERE {_WAITING}"
-            " AND (rule, action) > (?, ?) ORDER BY rule, action LIMIT 1",
-            (row[0], row[1]),
+    rule = conn.execute(f"SELECT rule {index} ORDER BY rule LIMIT 1").fetchone()
+    while rule is not None:
+        action = conn.execute(
+            f"SELECT action {index} AND rule = ? ORDER BY action LIMIT 1", rule
+        ).fetchone()
+        while action is not None:
+            found.append((rule[0], action[0]))
+            action = conn.execute(
+                f"SELECT action {index} AND rule = ? AND action > ? ORDER BY action LIMIT 1",
+                (rule[0], action[0]),
+            ).fetchone()
+        rule = conn.execute(
+            f"SELECT rule {index} AND rule > ? ORDER BY rule LIMIT 1", rule
         ).fetchone()
     return found
 
