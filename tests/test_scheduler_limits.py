@@ -29,6 +29,7 @@ from timeos.model import (
     RuleSet,
     new_id,
 )
+from timeos.rules.limits import limits_in_force
 from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -302,3 +303,26 @@ def test_reloaded_rules_keep_the_bucket(store):
         await task
 
     asyncio.run(go())
+
+
+def test_health_lateness_leaves_out_jobs_a_limit_holds_back(store):
+    clock = FakeClock(T0)
+    recorder = Recorder(clock)
+    slow = Rule("slow", EventTrigger("e"), "act", rate_limit=RateLimit(1, "hour", 1))
+    rules = _rules(recorder, slow, Rule("busy", EventTrigger("e"), "act"))
+    service = Service(
+        store=store,
+        clock=clock,
+        rules=rules,
+        rule_paths=[Path("rules.yaml")],
+        loader=lambda paths: rules,
+        limits=Limits(),
+    )
+    _jobs(store, "slow", 5)
+    store.claim_due(T0, 10, limits={"rule:slow": limits_in_force(rules)["rule:slow"]})
+    clock.advance(10 * MINUTE)
+    lateness = service.health()["components"]["lateness"]
+    assert lateness["status"] == "healthy" and lateness["seconds"] == 0.0
+    _jobs(store, "busy", 1)  # due at 09:00, not held back by anything: 10 minutes late
+    lateness = service.health()["components"]["lateness"]
+    assert (lateness["status"], lateness["seconds"]) == ("degraded", 600.0)

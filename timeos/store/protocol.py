@@ -288,3 +288,7 @@ class Store(Protocol):
     def oldest_overdue(self, now: datetime) -> datetime | None:
         """When the longest-overdue waiting job was due, if one is."""
         ...
+
+    def oldest_overdue_unheld(self, limits: LimitsInForce, now: datetime) -> datetime | None:
+        """oldest_overdue, leaving out the jobs a rate limit or concurrency holds back."""
+        ...

@@ -225,6 +225,39 @@ class Limited(Connection):
             return due
         return token
 
+    def oldest_overdue_unheld(self, limits: LimitsInForce, now: datetime) -> datetime | None:
+        """When the longest-overdue waiting job that no limit holds back was due: a saturated
+        rate limit is by design, not the scheduler falling behind (the health check)."""
+        stamp = to_micros(now)
+        with translated(f"{self.path}: query failed"):
+            conn = self.conn
+            state = self._limit_state(conn, limits, now)
+            closed = state.closed()
+            groups = _groups(conn) if closed else []
+            if not closed or len(groups) > MAX_MERGE_ARMS:
+                rules = [k[5:] for k in closed if k.startswith("rule:")]
+                actions = [k[7:] for k in closed if k.startswith("action:")]
+                row = conn.execute(
+                    f"SELECT MIN(perform_at) FROM jobs INDEXED BY jobs_wake WHERE {_WAITING}"
+                    f" AND perform_at <= ?{_not_in('rule', rules)}{_not_in('action', actions)}",
+                    (stamp, *rules, *actions),
+                ).fetchone()
+                return from_micros(row[0]) if row and row[0] is not None else None
+            allowed = [g for g in groups if state.allows(*g)]
+            oldest: int | None = None
+            priority = conn.execute(
+                f"SELECT MAX(priority) FROM jobs INDEXED BY jobs_claim WHERE {_WAITING}"
+            ).fetchone()[0]
+            while priority is not None:
+                for (due,) in _merged(conn, "perform_at", allowed, priority, stamp, 1):
+                    oldest = due if oldest is None else min(oldest, due)
+                priority = conn.execute(
+                    f"SELECT MAX(priority) FROM jobs INDEXED BY jobs_claim WHERE {_WAITING}"
+                    " AND priority < ?",
+                    (priority,),
+                ).fetchone()[0]
+        return from_micros(oldest) if oldest is not None else None
+
 
 def _groups(conn: sqlite3.Connection) -> list[tuple[str, str]]:
     """The distinct (rule, action) pairs of waiting jobs: a loose index scan, one seek each.
