@@ -92,9 +92,8 @@ class Scheduler:
         self.heartbeat = heartbeat
         self.heartbeat_every = timedelta(seconds=heartbeat_every) if heartbeat_every else None
         self._beat_at: float | None = None
-        self._limits: tuple[RuleSet, LimitsInForce] | None = (
-            None  # the rules they were computed from
-        )
+        # The limits in force, with the rules they were computed from (rules/limits.py).
+        self._limits: tuple[RuleSet, LimitsInForce] | None = None
 
     def poke(self) -> None:
         """Wake the loop now (a job was inserted, a rule reloaded, the clock moved)."""
