@@ -24,10 +24,6 @@ def _rules(tmp: Path) -> Path:
                 on_event: signup
                 perform: act
                 rate_limit: 2/minute
-              - name: hook
-                on_event: order
-                perform: act
-                concurrency: 1
             """
         )
     )
