@@ -64,6 +64,23 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`rate_limit: COUNT/UNIT` with `burst:`: a token bucket of `burst` tokens refilled at
+    `count` per `unit` (see rules/limits.py). `burst` defaults to one unit's worth (`count`)."""
+
+    count: int
+    unit: str  # second, minute, hour or day
+    burst: int
+
+    @property
+    def spec(self) -> str:
+        """The canonical `COUNT/UNIT` text."""
+        return f"{self.count}/{self.unit}"
+
+
 # A keep time meaning "never remove" (retention: never; dead jobs by default).
 FOREVER = timedelta.max
 # A failure notification job's rule: its source rule's name and this suffix. Rule names cannot
@@ -122,6 +139,9 @@ class Action:
     retry: RetryPolicy | None = None
     where: str = ""  # file:line:col of its definition
     on_failure: str | None = None  # action run once when one of its jobs goes dead
+    # Shared by every rule that performs it (rules/limits.py): None is unlimited.
+    rate_limit: RateLimit | None = None
+    concurrency: int | None = None
 
 
 class Condition(Protocol):
@@ -204,6 +224,8 @@ class Rule:
     condition: Condition | None = None
     priority: int = 0
     retry: RetryPolicy | None = None
+    rate_limit: RateLimit | None = None  # in force (a `rules set` override wins over the file)
+    concurrency: int | None = None  # at most this many of its jobs running at once
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     enabled: bool = True
     dst: DstPolicy = DstPolicy()
@@ -270,7 +292,8 @@ class RuleOverride:
 
     `enabled`: None keeps the file's value; False disables from `disabled_at` until
     `disabled_until` (None: until enabled); True enables a rule the file disables.
-    `rate_limit` and `concurrency` are stored and shown, not yet enforced.
+    `rate_limit` (canonical `COUNT/UNIT`, burst one unit's worth) and `concurrency` replace the
+    file's values while set.
     """
 
     rule: str
@@ -355,6 +378,9 @@ class Attempt:
     error: str | None = None
     output: str | None = None
     stderr: str | None = None
+    # How long a rate limit or concurrency held this attempt back past its due time, and whose.
+    delayed_ms: int | None = None
+    delayed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

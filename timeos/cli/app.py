@@ -837,13 +837,13 @@ def rules_set(
         typer.Option(
             "--rate-limit",
             metavar="SPEC",
-            help="COUNT/UNIT, unit second, minute, hour or day. Stored, not yet enforced.",
+            help="COUNT/UNIT, unit second, minute, hour or day; burst one unit's worth.",
         ),
     ] = None,
     concurrency: Annotated[
         int | None,
         typer.Option(
-            "--concurrency", metavar="N", min=1, help="Jobs at once. Stored, not yet enforced."
+            "--concurrency", metavar="N", min=1, help="At most N of its jobs running at once."
         ),
     ] = None,
     as_json: JsonOpt = False,
@@ -851,9 +851,10 @@ def rules_set(
 ) -> None:
     """Override a rule's values from its file, kept across restarts and reloads.
 
+    In force at once: a rate limit or concurrency holds its jobs back (delayed, never dropped).
     `rules show` says which value is in force and where it came from; `rules reset` undoes it.
 
-    Example: timeos rules set nightly-backup --priority 10
+    Example: timeos rules set nightly-backup --priority 10 --rate-limit 10/minute
     """
     body: dict[str, Any] = {}
     if priority is not None:

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from timeos.cli.table import Column, Kind, Sheet, View
+from timeos.timefmt import format_duration
 
 STATUS_STYLES = {
     "pending": "cyan",
@@ -103,9 +104,17 @@ def job_panel(job: dict[str, Any]) -> Panel:
             Column("ended_at", "ended", "time"),
             Column("outcome", "outcome", "status"),
             Column("error", "error", importance=1),
+            Column("delayed", "delayed", importance=2),
         ],
         [
-            [a["number"], a["started_at"], a.get("ended_at"), a.get("outcome"), a.get("error")]
+            [
+                a["number"],
+                a["started_at"],
+                a.get("ended_at"),
+                a.get("outcome"),
+                a.get("error"),
+                _delayed(a),
+            ]
             for a in history
         ],
     )
@@ -130,6 +139,14 @@ def job_panel(job: dict[str, Any]) -> Panel:
         )
         panel.text = tail
     return panel
+
+
+def _delayed(attempt: dict[str, Any]) -> str | None:
+    """`6s by rule 'hook' (rate_limit 10/minute, burst 10)`: what held an attempt back."""
+    if attempt.get("delayed_ms") is None:
+        return None
+    delay = format_duration(timedelta(milliseconds=attempt["delayed_ms"]))
+    return f"{delay} by {attempt.get('delayed_by')}"
 
 
 def output_tail(output: str, lines: int = OUTPUT_TAIL_LINES) -> tuple[str, bool]:

@@ -74,6 +74,7 @@ from timeos.model import (
     IntervalTrigger,
     Job,
     NewJob,
+    RateLimit,
     Replay,
     Rule,
 )
@@ -115,6 +116,8 @@ def job_json(job: Job, attempts: list[Attempt] | None = None) -> dict[str, Any]:
                 "error": a.error,
                 "output": a.output,
                 "stderr": a.stderr,
+                "delayed_ms": a.delayed_ms,
+                "delayed_by": a.delayed_by,
             }
             for a in attempts
         ]
@@ -168,12 +171,22 @@ def rule_json(rule: Rule) -> dict[str, Any]:
             "backoff": format_duration(rule.retry.backoff),
             "max_backoff": format_duration(rule.retry.max_backoff),
         }
+    body.update(limits_json(rule.rate_limit, rule.concurrency))
     if rule.time_based:
         body["on_missed"] = str(rule.on_missed)
         body["overlap"] = str(rule.overlap)
         body["grace"] = format_duration(rule.grace) if rule.grace else None
         body["dst"] = {"gap": str(rule.dst.gap), "fold": str(rule.dst.fold)}
     return body
+
+
+def limits_json(rate: RateLimit | None, concurrency: int | None) -> dict[str, Any]:
+    """A rule's or action's limits in force, on the wire."""
+    return {
+        "rate_limit": rate.spec if rate else None,
+        "burst": rate.burst if rate else None,
+        "concurrency": concurrency,
+    }
 
 
 # ---- request helpers --------------------------------------------------------------------------
@@ -715,7 +728,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
                  params=(NAME_P,), errors=(404,), tags=("rules",),
                  ok={200: ("The rule as now in force", ref("Rule"))}),
         Endpoint("POST", "/v1/rules/{name}/overrides", set_rule,
-                 "Override a rule's priority (rate_limit and concurrency: stored, not enforced)",
+                 "Override a rule's priority, rate_limit or concurrency (in force at once)",
                  params=(NAME_P,), body=OVERRIDES_BODY, errors=(400, 404), tags=("rules",),
                  ok={200: ("The rule as now in force", ref("Rule"))}),
         Endpoint("DELETE", "/v1/rules/{name}/overrides", reset_rule,
@@ -827,6 +840,9 @@ ViewHook = Callable[[Rule], Mapping[str, Any]]
 
 def _rule_view(service: Service, rule: Rule) -> dict[str, Any]:
     body = rule_json(rule)
+    action = service.rules.actions.get(rule.action)
+    if action is not None and (action.rate_limit or action.concurrency):
+        body["action_limits"] = limits_json(action.rate_limit, action.concurrency)
     body.update(service.rule_schedule(rule))
     body.update(service.rule_control(rule))
     return body

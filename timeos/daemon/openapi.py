@@ -158,11 +158,21 @@ def _rule() -> Schema:
         disabled_until=nullable(
             {**INSTANT, "description": "a runtime disable with --for ends then"}
         ),
+        rate_limit=nullable({"type": "string", "description": "COUNT/UNIT in force"}),
+        burst=nullable({**INT, "description": "token bucket size (default: COUNT)"}),
+        concurrency=nullable({**INT, "description": "at most this many jobs running at once"}),
+        action_limits=obj(
+            ("rate_limit", "burst", "concurrency"),
+            rate_limit=nullable(STR),
+            burst=nullable(INT),
+            concurrency=nullable(INT),
+        ),
         overrides=obj(
-            ("enabled", "priority", "rate_limit", "concurrency"),
+            ("enabled", "priority", "rate_limit", "burst", "concurrency"),
             enabled=_overridden(BOOL, disabled_until=nullable(INSTANT)),
             priority=_overridden(INT),
             rate_limit=_overridden(nullable(STR)),
+            burst=_overridden(nullable(INT)),
             concurrency=_overridden(nullable(INT)),
         ),
     )
@@ -174,8 +184,6 @@ def _overridden(value: Schema, **more: Schema) -> Schema:
         ("value", "from", "file"),
         value=value,
         file=nullable(value),
-        enforced={"type": "boolean", "description": "false: stored, not yet enforced"},
-        note=STR,
         **{"from": {"type": "string", "enum": ["file", "override"]}},
         **more,
     )
@@ -213,6 +221,8 @@ COMPONENTS: dict[str, Schema] = {
     ),
     "Attempt": obj(
         ("number", "started_at", "ended_at", "outcome", "error", "output", "stderr"),
+        delayed_ms=nullable({**INT, "description": "how long a limit held it back"}),
+        delayed_by=nullable({**STR, "description": "the rate limit or concurrency that did"}),
         number=INT,
         started_at=INSTANT,
         ended_at=nullable(INSTANT),
@@ -480,8 +490,8 @@ DISABLE_BODY = obj(
 OVERRIDES_BODY = obj(
     (),
     priority={"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000},
-    rate_limit={"type": "string", "description": "COUNT/UNIT, e.g. 10/minute (not enforced yet)"},
-    concurrency={"type": "integer", "minimum": 1, "description": "not enforced yet"},
+    rate_limit={"type": "string", "description": "COUNT/UNIT, e.g. 10/minute (burst: COUNT)"},
+    concurrency={"type": "integer", "minimum": 1, "description": "jobs of the rule at once"},
 )
 RUN_BODY = obj((), payload=PAYLOAD)
 SINCE_Q = Param(

@@ -77,7 +77,7 @@ class RuleControl:
         rate_limit: str | None = None,
         concurrency: int | None = None,
     ) -> Rule:
-        """Override a rule's priority (and store a rate limit or concurrency, not enforced)."""
+        """Override a rule's priority, rate limit or concurrency (in force from the next claim)."""
         self._file_rule(name)
         changed = overrides.set_values(
             self._overrides.get(name),

@@ -21,6 +21,7 @@ from timeos.daemon.telemetry import Publish, no_publish
 from timeos.engine import AttemptEnd, after_attempt, failure_action_for, killed, retry_policy_for
 from timeos.errors import NotFound, StoreError
 from timeos.model import ActionResult, Job, JobStatus, Outcome, OverlapPolicy, RuleSet, Verdict
+from timeos.rules.limits import LimitsInForce, limits_in_force
 from timeos.store.protocol import Store
 
 log = logging.getLogger("timeos.scheduler")
@@ -91,6 +92,8 @@ class Scheduler:
         self.heartbeat = heartbeat
         self.heartbeat_every = timedelta(seconds=heartbeat_every) if heartbeat_every else None
         self._beat_at: float | None = None
+        # The limits in force, with the rules they were computed from (rules/limits.py).
+        self._limits: tuple[RuleSet, LimitsInForce] | None = None
 
     def poke(self) -> None:
         """Wake the loop now (a job was inserted, a rule reloaded, the clock moved)."""
@@ -181,16 +184,25 @@ class Scheduler:
                 if r.time_based and r.overlap is not OverlapPolicy.ALLOW
             }
             busy = {job.rule for job in self.running_jobs.values()} & exclusive
-            jobs = self.store.claim_due(now, free, blocked=busy, exclusive=exclusive)
+            limits = self._limits_in_force()
+            jobs = self.store.claim_due(now, free, blocked=busy, exclusive=exclusive, limits=limits)
             for job in jobs:
                 self._start(job)
             if len(jobs) == free:
                 return _AGAIN  # there may be more due: claim again once a worker frees up
             busy |= {job.rule for job in jobs} & exclusive
-            due = self.store.next_due_at(blocked=busy)
+            # With limits: also when a held-back rule or action gets its next token.
+            due = self.store.next_due_at(blocked=busy, limits=limits, now=now)
             if due is not None and (deadline is None or due < deadline):
                 deadline = due
         return deadline
+
+    def _limits_in_force(self) -> LimitsInForce:
+        """The rate limits and concurrency of the rules in force (recomputed when they change)."""
+        rules = self.rules()
+        if self._limits is None or self._limits[0] is not rules:
+            self._limits = (rules, limits_in_force(rules))
+        return self._limits[1]
 
     def _start(self, job: Job) -> None:
         now = self.clock.now()

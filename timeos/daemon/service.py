@@ -54,6 +54,7 @@ from timeos.model import (
     RuleSet,
     new_id,
 )
+from timeos.rules.limits import limits_in_force
 from timeos.store.protocol import Store
 from timeos.time.preview import rule_fires
 
@@ -538,8 +539,13 @@ class Service(RuleControl, FlowControl):
         # How late the longest-overdue waiting job is: the symptom a monitor cares about,
         # whatever the cause (busy workers, a stalled loop, a queue behind an overlap).
         now = self.clock.now()
+        limits = limits_in_force(self.rules)
         try:
-            due = self.store.oldest_overdue(now)
+            # Jobs a rate limit holds back are late by design, not because we fell behind.
+            if limits:
+                due = self.store.oldest_overdue_unheld(limits, now)
+            else:
+                due = self.store.oldest_overdue(now)
         except TimeOSError as exc:
             return {"status": "unhealthy", "message": exc.message, "seconds": None}
         late = (now - due).total_seconds() if due is not None else 0.0

@@ -42,6 +42,7 @@ from timeos.payload import EVENT_TYPE
 from timeos.rules import chains
 from timeos.rules.action_specs import DEFAULT_IMPORT_TIMEOUT, Scope, SpecReader
 from timeos.rules.conditions import CelCondition, ConditionSyntax, compile_condition
+from timeos.rules.limits import LIMIT_KEYS, read_limits
 from timeos.rules.source import (
     Document,
     Invalid,
@@ -222,7 +223,7 @@ class _Collector:
             one_of = ", ".join(ACTION_KINDS)
             scope.add(node.loc, f"must be a mapping with one of {one_of}, got {describe(node)}")
             return
-        scope.keys(node, ACTION_KEYS)
+        scope.keys(node, (*ACTION_KEYS, *LIMIT_KEYS))  # limits: rules/limits.py
         kinds = _present(node, ACTION_KINDS)
         if not kinds:
             scope.add(node.loc, f"needs one of {', '.join(ACTION_KINDS)}")
@@ -231,6 +232,7 @@ class _Collector:
         timeout = scope.read(node, "timeout", _positive) or DEFAULT_ACTION_TIMEOUT
         retry = self._retry(node, scope)
         on_failure = self._on_failure(node, scope)
+        rate, concurrency = read_limits(node, scope)
         if len(kinds) != 1:
             return
         readers: dict[str, Callable[[Node, str], ActionSpec]] = {
@@ -250,8 +252,9 @@ class _Collector:
         if scope.count == 0 and spec is not None:
             kind = ActionKind(kinds[0])
             self.actions[name] = Action(
-                name, kind, spec, timeout, retry, str(key.loc), on_failure=on_failure
-            )
+                name, kind, spec, timeout, retry, str(key.loc), on_failure=on_failure,
+                rate_limit=rate, concurrency=concurrency,
+            )  # fmt: skip
             if isinstance(spec, CommandSpec):
                 self._check_program(spec, node, scope.prefix)
 
@@ -314,7 +317,7 @@ class _Collector:
             first = self.rule_where.setdefault(name, node.loc)
             if first != node.loc:
                 scope.add(node.key_loc("name"), f"duplicate rule name; first defined at {first}")
-        scope.keys(node, RULE_KEYS)
+        scope.keys(node, (*RULE_KEYS, *LIMIT_KEYS))
         triggers = _present(node, TRIGGER_KEYS)
         if not triggers:
             scope.add(node.loc, "needs a trigger: one of on_event, every or cron")
@@ -345,6 +348,7 @@ class _Collector:
         overlap = scope.read(node, "overlap", _choice(OverlapPolicy))
         retention = scope.read(node, "retention", _retention)
         on_failure = self._on_failure(node, scope)
+        rate, concurrency = read_limits(node, scope)
         zone, zone_expr = file_zone, None
         if event_rule:
             found = scope.read(node, "timezone", _event_zone)
@@ -359,6 +363,8 @@ class _Collector:
                 name, trigger, action, condition,
                 priority=priority or 0,
                 retry=retry,
+                rate_limit=rate,
+                concurrency=concurrency,
                 timezone=zone,
                 enabled=True if enabled is None else enabled,
                 dst=dst,

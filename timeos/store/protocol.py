@@ -28,6 +28,7 @@ from timeos.model import (
     Verdict,
     WriteOutcome,
 )
+from timeos.rules.limits import LimitsInForce
 
 
 class Store(Protocol):
@@ -149,8 +150,14 @@ class Store(Protocol):
         """A job's attempt history, oldest first."""
         ...
 
-    def next_due_at(self, blocked: Collection[str] = ()) -> datetime | None:
-        """When the earliest waiting job not of a `blocked` rule is due."""
+    def next_due_at(
+        self,
+        blocked: Collection[str] = (),
+        limits: LimitsInForce | None = None,
+        now: datetime | None = None,
+    ) -> datetime | None:
+        """When the earliest waiting job not of a `blocked` rule is due; with `limits`, also
+        when a held-back rule or action next gets a token."""
         ...
 
     def claim_due(
@@ -159,8 +166,10 @@ class Store(Protocol):
         limit: int,
         blocked: Collection[str] = (),
         exclusive: Collection[str] = (),
+        limits: LimitsInForce | None = None,
     ) -> list[Job]:
-        """Mark up to `limit` due jobs running (highest priority, then earliest); return them."""
+        """Mark up to `limit` due jobs running (highest priority, then earliest); return them,
+        passing over jobs whose rule or action `limits` hold back (taking tokens for the rest)."""
         ...
 
     def finish(self, job: Job, result: ActionResult, now: datetime, verdict: Verdict) -> Job:
@@ -298,4 +307,8 @@ class Store(Protocol):
 
     def oldest_overdue(self, now: datetime) -> datetime | None:
         """When the longest-overdue waiting job was due, if one is."""
+        ...
+
+    def oldest_overdue_unheld(self, limits: LimitsInForce, now: datetime) -> datetime | None:
+        """oldest_overdue, leaving out the jobs a rate limit or concurrency holds back."""
         ...

@@ -31,8 +31,10 @@ from timeos.model import (
     occurrence_key,
     payload_hash,
 )
+from timeos.rules.limits import LimitsInForce
 from timeos.store.sqlite.bulk import Bulk
 from timeos.store.sqlite.deps import depends_on, links
+from timeos.store.sqlite.limits import Limited
 from timeos.store.sqlite.overrides import RuleOverrides
 from timeos.timefmt import from_micros, to_micros
 
@@ -48,7 +50,7 @@ def _dumps(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class SqliteStore(Bulk, RuleOverrides):
+class SqliteStore(Bulk, RuleOverrides, Limited):
     """The embedded store (implements store.protocol.Store). One instance per process."""
 
     # ---- events -------------------------------------------------------------------------------
@@ -226,8 +228,8 @@ class SqliteStore(Bulk, RuleOverrides):
     def attempts(self, job_id: str) -> list[Attempt]:
         """A job's attempt history, oldest first."""
         rows = self._read(
-            "SELECT job_id, number, started_at, ended_at, outcome, error, output, stderr"
-            " FROM attempts"
+            "SELECT job_id, number, started_at, ended_at, outcome, error, output, stderr,"
+            " delayed_ms, delayed_by FROM attempts"
             " WHERE job_id = ? ORDER BY number",
             (job_id,),
         )
@@ -241,12 +243,25 @@ class SqliteStore(Bulk, RuleOverrides):
                 error=r[5],
                 output=r[6],
                 stderr=r[7],
+                delayed_ms=r[8],
+                delayed_by=r[9],
             )
             for r in rows
         ]
 
-    def next_due_at(self, blocked: Collection[str] = ()) -> datetime | None:
-        """When the earliest waiting job not of a `blocked` rule is due (None: nothing waits)."""
+    def next_due_at(
+        self,
+        blocked: Collection[str] = (),
+        limits: LimitsInForce | None = None,
+        now: datetime | None = None,
+    ) -> datetime | None:
+        """When the earliest waiting job not of a `blocked` rule is due (None: nothing waits).
+
+        With `limits` (after a claim at `now`): when the next job not held back by a limit is
+        due, or a held-back group gets its next token, whichever is first.
+        """
+        if limits and now is not None:
+            return self._next_due_limited(blocked, limits, now)
         rows = self._read(
             f"SELECT perform_at FROM jobs INDEXED BY jobs_wake WHERE {_WAITING}"
             f"{_not_in(blocked)} ORDER BY perform_at LIMIT 1",
@@ -261,14 +276,19 @@ class SqliteStore(Bulk, RuleOverrides):
         limit: int,
         blocked: Collection[str] = (),
         exclusive: Collection[str] = (),
+        limits: LimitsInForce | None = None,
     ) -> list[Job]:
         """Mark up to `limit` due jobs running (highest priority, then earliest) and return them.
 
         Jobs of `blocked` rules are passed over; of an `exclusive` rule, at most one is taken
         (callers pass the exclusive rules that already have a job running as `blocked`).
+        `limits` (rules/limits.py): jobs whose rule or action has no token or no free slot wait,
+        in the same transaction that takes the tokens (limits.py); without, the plain claim.
         """
         if limit <= 0:
             return []
+        if limits:
+            return self._claim_limited(now, limit, blocked, exclusive, limits, _JOB_COLUMNS, _job)
         stamp = to_micros(now)
         claimed: list[Job] = []
         with self._tx() as conn:
