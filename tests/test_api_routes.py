@@ -252,6 +252,8 @@ def test_job_detail_includes_the_attempt_history(api):
             "error": "boom",
             "output": "out",
             "stderr": "err",
+            "delayed_ms": None,
+            "delayed_by": None,
         }
     ]
     listed = api.ok("GET", "/v1/jobs", params={"rule": "welcome"})["jobs"][0]

@@ -14,6 +14,7 @@ from timeos.cli.app import app
 from timeos.errors import ALL_ERRORS
 from timeos.rules import action_specs as rule_actions
 from timeos.rules import loader as rules
+from timeos.rules.limits import LIMIT_KEYS
 
 ROOT = Path(__file__).parent.parent
 MAN1 = (ROOT / "man" / "timeos.1").read_text()
@@ -80,6 +81,7 @@ RULE_KEYS = sorted(
     | set(rules.RULE_KEYS)
     | set(rules.RETRY_KEYS)
     | set(rules.DST_KEYS)
+    | set(LIMIT_KEYS)
 )
 
 

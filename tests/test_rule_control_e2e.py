@@ -74,13 +74,15 @@ def test_a_disabled_event_rule_stays_disabled_after_a_restart_until_enabled(daem
 def test_set_overrides_priority_and_show_names_each_source(daemon):
     out = daemon.cli("rules", "set", "hook", "--priority", "5", "--rate-limit", "10/minute")
     assert out.returncode == 0, out.stderr
-    assert out.stdout == (
-        "hook: priority 5\nhook: rate-limit 10/minute (stored, not yet enforced)\n"
-    )
+    assert out.stdout == "hook: priority 5\nhook: rate-limit 10/minute\n"
     shown = daemon.cli_json("rules", "show", "hook")
     assert shown["priority"] == 5
     assert shown["overrides"]["priority"] == {"value": 5, "from": "override", "file": 0}
-    assert shown["overrides"]["rate_limit"]["enforced"] is False
+    assert shown["overrides"]["rate_limit"] == {
+        "value": "10/minute",
+        "from": "override",
+        "file": None,
+    }
     (job_id,) = daemon.cli_json("emit", "signup")["jobs"]
     assert daemon.job(job_id)["priority"] == 5
     piped = daemon.cli("rules", "show", "hook").stdout

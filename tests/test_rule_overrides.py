@@ -18,7 +18,6 @@ from timeos.model import (
     RuleSet,
 )
 from timeos.rules.overrides import (
-    NOT_ENFORCED,
     apply_overrides,
     describe,
     disable,
@@ -145,13 +144,14 @@ def test_describe_names_the_source_of_each_value_and_the_files_value():
     assert after == {"value": True, "from": "file", "file": True, "disabled_until": None}
 
 
-def test_describe_says_rate_limit_and_concurrency_are_not_enforced():
+def test_describe_shows_rate_limit_burst_and_concurrency_overrides_in_force():
     override = set_values(None, "tick", T0, rate_limit="10/minute", concurrency=3)
     shown = describe(TICK, override, T0)
-    for key, value in (("rate_limit", "10/minute"), ("concurrency", 3)):
-        assert shown[key]["value"] == value
-        assert shown[key]["enforced"] is False
-        assert shown[key]["note"] == NOT_ENFORCED
+    for key, value in (("rate_limit", "10/minute"), ("burst", 10), ("concurrency", 3)):
+        assert shown[key] == {"value": value, "from": "override", "file": None}
+    ruled = apply_overrides(RULES, {"tick": override}, T0).rule("tick")
+    assert ruled is not None and ruled.rate_limit is not None
+    assert (ruled.rate_limit.spec, ruled.concurrency) == ("10/minute", 3)
 
 
 def test_no_overrides_give_the_files_rules_unchanged():

@@ -290,3 +290,73 @@ def test_watchers_hear_of_a_correlated_cancel(rig: Rig) -> None:
     cancels = [e.fields for e in heard if e.kind == "job.cancelled"]
     created_by = rig.store.get_job(job).event_id
     assert cancels == [{"job_id": job, "rule": "remind", "event_id": created_by}]
+
+
+CHAINED = """\
+actions:
+  a: {command: [/bin/true]}
+  b: {command: [/bin/true]}
+rules:
+  - name: remind
+    on_event: order_created
+    offset: 1h
+    perform: a
+    cancel_on: [{event: order_paid, match: payload.order_id}]
+  - name: follow
+    on_event: order_created
+    after: remind
+    perform: b
+  - name: digest
+    on_event: user_active
+    perform: [a, b]
+    debounce: {key: payload.user_id, period: 10m}
+"""
+
+
+@pytest.fixture
+def chained(tmp_path: Path) -> Iterator[Service]:
+    path = tmp_path / "rules.yaml"
+    path.write_text(CHAINED)
+    rules = load_rules([path], {})
+    store = SqliteStore(tmp_path / "t.db")
+    yield Service(
+        store=store,
+        clock=FakeClock(T0),
+        rules=rules,
+        rule_paths=[path],
+        loader=lambda paths: rules,
+        limits=Limits(),
+    )
+    store.close()
+
+
+def test_cancelling_a_parent_takes_its_blocked_dependant_along(chained: Service) -> None:
+    created = chained.emit("order_created", {"order_id": 1})
+    jobs = {chained.store.get_job(j).rule: j for j in created.job_ids}
+    assert chained.store.get_job(jobs["follow"]).status is JobStatus.BLOCKED
+    paid = chained.emit("order_paid", {"order_id": 1})
+    assert paid.cancelled == (jobs["remind"],)
+    follow = chained.store.get_job(jobs["follow"])
+    assert follow.status is JobStatus.CANCELLED and jobs["remind"] in (follow.last_error or "")
+
+
+def test_a_debounced_perform_list_stays_one_chain(chained: Service) -> None:
+    first = chained.emit("user_active", {"user_id": "u"})
+    head, step = first.job_ids
+    assert chained.store.get_job(step).depends_on == (head,)
+    again = chained.emit("user_active", {"user_id": "u"})
+    assert again.job_ids == () and again.debounced == (head,)
+    assert {j.id for j in chained.store.list_jobs(rule="digest")} == {head, step}
+
+
+def test_a_correlated_batch_keeps_chains_linked(chained: Service) -> None:
+    results = chained.emit_batch(
+        [
+            {"type": "order_created", "payload": {"order_id": 2}},
+            {"type": "user_active", "payload": {"user_id": "v"}},
+        ]
+    )
+    remind, follow = results[0].job_ids
+    head, step = results[1].job_ids
+    assert chained.store.get_job(follow).depends_on == (remind,)
+    assert chained.store.get_job(step).depends_on == (head,)

@@ -99,12 +99,15 @@ def test_priority_override_applies_to_new_jobs_and_survives_a_restart(store, clo
     assert store.get_job(job_id).priority == 1
 
 
-def test_rate_limit_and_concurrency_are_stored_and_shown_as_not_enforced(store, clock):
+def test_rate_limit_and_concurrency_overrides_are_in_force_after_a_restart(store, clock):
     _service(store, clock).set_rule("hook", rate_limit="10/minute", concurrency=2)
-    view = _service(store, clock).rule_control(RULES.rules[0])
+    restarted = _service(store, clock)
+    view = restarted.rule_control(RULES.rules[0])
     assert view["overrides"]["rate_limit"]["value"] == "10/minute"
-    assert view["overrides"]["concurrency"]["value"] == 2
-    assert view["overrides"]["rate_limit"]["enforced"] is False
+    assert view["overrides"]["concurrency"] == {"value": 2, "from": "override", "file": None}
+    hook = restarted.rule("hook")
+    assert hook.rate_limit is not None and hook.rate_limit.spec == "10/minute"
+    assert hook.concurrency == 2
 
 
 def test_overrides_of_an_unknown_rule_are_not_found(store, clock):

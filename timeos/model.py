@@ -64,6 +64,23 @@ class RetryPolicy:
 
 
 DEFAULT_RETRY = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class RateLimit:
+    """`rate_limit: COUNT/UNIT` with `burst:`: a token bucket of `burst` tokens refilled at
+    `count` per `unit` (see rules/limits.py). `burst` defaults to one unit's worth (`count`)."""
+
+    count: int
+    unit: str  # second, minute, hour or day
+    burst: int
+
+    @property
+    def spec(self) -> str:
+        """The canonical `COUNT/UNIT` text."""
+        return f"{self.count}/{self.unit}"
+
+
 # A keep time meaning "never remove" (retention: never; dead jobs by default).
 FOREVER = timedelta.max
 # A failure notification job's rule: its source rule's name and this suffix. Rule names cannot
@@ -122,6 +139,9 @@ class Action:
     retry: RetryPolicy | None = None
     where: str = ""  # file:line:col of its definition
     on_failure: str | None = None  # action run once when one of its jobs goes dead
+    # Shared by every rule that performs it (rules/limits.py): None is unlimited.
+    rate_limit: RateLimit | None = None
+    concurrency: int | None = None
 
 
 class Condition(Protocol):
@@ -225,6 +245,8 @@ class Rule:
     condition: Condition | None = None
     priority: int = 0
     retry: RetryPolicy | None = None
+    rate_limit: RateLimit | None = None  # in force (a `rules set` override wins over the file)
+    concurrency: int | None = None  # at most this many of its jobs running at once
     timezone: ZoneInfo = field(default_factory=lambda: ZoneInfo("UTC"))
     enabled: bool = True
     dst: DstPolicy = DstPolicy()
@@ -241,10 +263,20 @@ class Rule:
     # occurrences it held back ("rule disabled") from those missed while the daemon was down.
     disabled_at: datetime | None = field(default=None, compare=False)
     disabled_until: datetime | None = field(default=None, compare=False)
+    # A perform list's actions after the first (`perform: [a, b, c]`: action a, then b, c).
+    then: tuple[str, ...] = ()
+    # `after: other-rule` (event rules): its job waits until that rule's job for the same event
+    # succeeded, its offset counting from then (rules/chains.py).
+    after: str | None = None
 
     @property
     def time_based(self) -> bool:
         return not isinstance(self.trigger, EventTrigger)
+
+    @property
+    def performs(self) -> tuple[str, ...]:
+        """Every action it runs, in order (one job each, each after the previous succeeded)."""
+        return (self.action, *self.then)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,7 +315,8 @@ class RuleOverride:
 
     `enabled`: None keeps the file's value; False disables from `disabled_at` until
     `disabled_until` (None: until enabled); True enables a rule the file disables.
-    `rate_limit` and `concurrency` are stored and shown, not yet enforced.
+    `rate_limit` (canonical `COUNT/UNIT`, burst one unit's worth) and `concurrency` replace the
+    file's values while set.
     """
 
     rule: str
@@ -329,6 +362,10 @@ class NewJob:
     scheduled_for: datetime | None = None
     note: str | None = None  # what planning could not honour (e.g. a payload's unknown zone)
     failure_of: str | None = None  # an on_failure job: the dead job it reports
+    # Chains: its parent is the job `after` places earlier in the same list (0: none); it is
+    # stored `blocked` and becomes due `wait` after that parent succeeded.
+    after: int = 0
+    wait: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,6 +389,7 @@ class Job:
     note: str | None = None  # see NewJob.note
     failure_of: str | None = None  # see NewJob.failure_of
     cancelled_by: str | None = None  # the event whose cancel_on cancelled it
+    depends_on: tuple[str, ...] = ()  # the parent jobs' ids (chains, after:)
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +402,9 @@ class Attempt:
     error: str | None = None
     output: str | None = None
     stderr: str | None = None
+    # How long a rate limit or concurrency held this attempt back past its due time, and whose.
+    delayed_ms: int | None = None
+    delayed_by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

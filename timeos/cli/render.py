@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from timeos.cli.table import Column, Kind, Sheet, View
+from timeos.timefmt import format_duration
 
 STATUS_STYLES = {
     "pending": "cyan",
@@ -21,6 +22,7 @@ STATUS_STYLES = {
     "retrying": "magenta",
     "dead": "bold red",
     "cancelled": "dim",
+    "blocked": "blue",
     "healthy": "green",
     "degraded": "yellow",
     "unhealthy": "bold red",
@@ -103,13 +105,32 @@ def job_panel(job: dict[str, Any]) -> Panel:
             Column("ended_at", "ended", "time"),
             Column("outcome", "outcome", "status"),
             Column("error", "error", importance=1),
+            Column("delayed", "delayed", importance=2),
         ],
         [
-            [a["number"], a["started_at"], a.get("ended_at"), a.get("outcome"), a.get("error")]
+            [
+                a["number"],
+                a["started_at"],
+                a.get("ended_at"),
+                a.get("outcome"),
+                a.get("error"),
+                _delayed(a),
+            ]
             for a in history
         ],
     )
     panel = Panel(f"Job {job['id']}", fields, [attempts])
+    chain = [("parent", j) for j in job.get("parents") or []]
+    chain += [("child", j) for j in job.get("children") or []]
+    if chain:  # chains and after: what it waits for, and what waits for it
+        panel.sheets.insert(
+            0,
+            Sheet(
+                "Chain",
+                CHAIN_COLUMNS,
+                [[link, j["id"], j["rule"], j["action"], j["status"]] for link, j in chain],
+            ),
+        )
     if history and history[-1].get("output"):
         last = history[-1]
         tail, cut = output_tail(last["output"])
@@ -119,6 +140,14 @@ def job_panel(job: dict[str, Any]) -> Panel:
         )
         panel.text = tail
     return panel
+
+
+def _delayed(attempt: dict[str, Any]) -> str | None:
+    """`6s by rule 'hook' (rate_limit 10/minute, burst 10)`: what held an attempt back."""
+    if attempt.get("delayed_ms") is None:
+        return None
+    delay = format_duration(timedelta(milliseconds=attempt["delayed_ms"]))
+    return f"{delay} by {attempt.get('delayed_by')}"
 
 
 def output_tail(output: str, lines: int = OUTPUT_TAIL_LINES) -> tuple[str, bool]:
@@ -193,6 +222,13 @@ def event_panel(event: dict[str, Any]) -> Panel:
     return Panel(f"Event {event['id']}", fields, sheets)
 
 
+CHAIN_COLUMNS = [
+    Column("link", "link"),
+    Column("id", "job", "id"),
+    Column("rule", "rule", importance=6),
+    Column("action", "action", importance=3),
+    Column("status", "status", "status"),
+]
 EVENT_JOB_COLUMNS = [
     Column("id", "job", "id"),
     Column("rule", "rule", importance=6),
@@ -292,6 +328,8 @@ def rule_panel(rule: dict[str, Any]) -> Panel:
             fields.append((key, "text", control.pop(key)))
             continue
         kind: Kind = "time" if key in ("next_fire", "last_fire", "last_run") else "text"
+        if key == "perform" and isinstance(value, list):  # a perform list, in order
+            value = " -> ".join(map(str, value))
         fields.append((key, "bool" if isinstance(value, bool) else kind, value))
     fields += [(key, "text", text) for key, text in control.items()]
     return Panel(f"Rule {rule['name']}", fields)

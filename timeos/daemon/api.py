@@ -75,6 +75,7 @@ from timeos.model import (
     IntervalTrigger,
     Job,
     NewJob,
+    RateLimit,
     Replay,
     Rule,
 )
@@ -105,6 +106,7 @@ def job_json(job: Job, attempts: list[Attempt] | None = None) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
         "payload": job.payload,
+        "depends_on": list(job.depends_on),
     }
     if attempts is not None:
         body["attempt_history"] = [
@@ -116,6 +118,8 @@ def job_json(job: Job, attempts: list[Attempt] | None = None) -> dict[str, Any]:
                 "error": a.error,
                 "output": a.output,
                 "stderr": a.stderr,
+                "delayed_ms": a.delayed_ms,
+                "delayed_by": a.delayed_by,
             }
             for a in attempts
         ]
@@ -171,6 +175,8 @@ def rule_json(rule: Rule) -> dict[str, Any]:
                 "period": format_duration(rule.debounce.period),
                 "max_wait": format_duration(wait) if wait is not None else None,
             }
+        if rule.after is not None:
+            body["after"] = rule.after
     elif isinstance(trigger, CronTrigger):
         body["trigger"] = "cron"
         body["cron"] = trigger.expression
@@ -179,18 +185,30 @@ def rule_json(rule: Rule) -> dict[str, Any]:
     elif isinstance(trigger, IntervalTrigger):
         body["trigger"] = "every"
         body["every"] = format_duration(trigger.every)
+    if rule.then:  # a perform list: every action, in order (`action` is the first)
+        body["perform"] = list(rule.performs)
     if rule.retry:
         body["retry"] = {
             "max_attempts": rule.retry.max_attempts,
             "backoff": format_duration(rule.retry.backoff),
             "max_backoff": format_duration(rule.retry.max_backoff),
         }
+    body.update(limits_json(rule.rate_limit, rule.concurrency))
     if rule.time_based:
         body["on_missed"] = str(rule.on_missed)
         body["overlap"] = str(rule.overlap)
         body["grace"] = format_duration(rule.grace) if rule.grace else None
         body["dst"] = {"gap": str(rule.dst.gap), "fold": str(rule.dst.fold)}
     return body
+
+
+def limits_json(rate: RateLimit | None, concurrency: int | None) -> dict[str, Any]:
+    """A rule's or action's limits in force, on the wire."""
+    return {
+        "rate_limit": rate.spec if rate else None,
+        "burst": rate.burst if rate else None,
+        "concurrency": concurrency,
+    }
 
 
 # ---- request helpers --------------------------------------------------------------------------
@@ -479,7 +497,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
 
     async def show_job(request: Request) -> Response:
         job = service.get_job(request.path_params["id"])
-        return JSONResponse(job_json(job, service.attempts(job.id)))
+        return JSONResponse({**job_json(job, service.attempts(job.id)), **service.chain(job.id)})
 
     async def cancel_jobs(request: Request) -> Response:
         body = await _json_body(request, service)
@@ -722,7 +740,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
                  params=(NAME_P,), errors=(404,), tags=("rules",),
                  ok={200: ("The rule as now in force", ref("Rule"))}),
         Endpoint("POST", "/v1/rules/{name}/overrides", set_rule,
-                 "Override a rule's priority (rate_limit and concurrency: stored, not enforced)",
+                 "Override a rule's priority, rate_limit or concurrency (in force at once)",
                  params=(NAME_P,), body=OVERRIDES_BODY, errors=(400, 404), tags=("rules",),
                  ok={200: ("The rule as now in force", ref("Rule"))}),
         Endpoint("DELETE", "/v1/rules/{name}/overrides", reset_rule,
@@ -834,6 +852,9 @@ ViewHook = Callable[[Rule], Mapping[str, Any]]
 
 def _rule_view(service: Service, rule: Rule) -> dict[str, Any]:
     body = rule_json(rule)
+    action = service.rules.actions.get(rule.action)
+    if action is not None and (action.rate_limit or action.concurrency):
+        body["action_limits"] = limits_json(action.rate_limit, action.concurrency)
     body.update(service.rule_schedule(rule))
     body.update(service.rule_control(rule))
     return body

@@ -92,7 +92,7 @@ def _job() -> Schema:
         (
             "id", "rule", "action", "status", "priority", "perform_at", "attempts",
             "max_attempts", "event_id", "last_error", "scheduled_for", "created_at",
-            "updated_at", "payload",
+            "updated_at", "payload", "depends_on",
         ),
         id=STR,
         rule=STR,
@@ -109,7 +109,13 @@ def _job() -> Schema:
         created_at=INSTANT,
         updated_at=INSTANT,
         payload=PAYLOAD,
+        depends_on={"type": "array", "items": STR,
+                    "description": "ids of the jobs it waits for (chains, after:)"},
         attempt_history={"type": "array", "items": ref("Attempt")},
+        parents={"type": "array", "items": ref("ChainJob"),
+                 "description": "GET /v1/jobs/{id}: the jobs it waits for"},
+        children={"type": "array", "items": ref("ChainJob"),
+                  "description": "GET /v1/jobs/{id}: the jobs waiting for it"},
     )  # fmt: skip
 
 
@@ -125,6 +131,12 @@ def _rule() -> Schema:
         where={"type": "string", "description": "file:line:col where the rule is defined"},
         trigger={"type": "string", "enum": ["event", "cron", "every"]},
         on_event=STR,
+        after={**STR, "description": "the event rule whose job this rule's job waits for"},
+        perform={
+            "type": "array",
+            "items": STR,
+            "description": "a perform list's actions in order (action is the first)",
+        },
         offset=DURATION,
         at=nullable({"type": "string", "description": "HH:MM"}),
         cron=STR,
@@ -155,11 +167,21 @@ def _rule() -> Schema:
         disabled_until=nullable(
             {**INSTANT, "description": "a runtime disable with --for ends then"}
         ),
+        rate_limit=nullable({"type": "string", "description": "COUNT/UNIT in force"}),
+        burst=nullable({**INT, "description": "token bucket size (default: COUNT)"}),
+        concurrency=nullable({**INT, "description": "at most this many jobs running at once"}),
+        action_limits=obj(
+            ("rate_limit", "burst", "concurrency"),
+            rate_limit=nullable(STR),
+            burst=nullable(INT),
+            concurrency=nullable(INT),
+        ),
         overrides=obj(
-            ("enabled", "priority", "rate_limit", "concurrency"),
+            ("enabled", "priority", "rate_limit", "burst", "concurrency"),
             enabled=_overridden(BOOL, disabled_until=nullable(INSTANT)),
             priority=_overridden(INT),
             rate_limit=_overridden(nullable(STR)),
+            burst=_overridden(nullable(INT)),
             concurrency=_overridden(nullable(INT)),
         ),
     )
@@ -171,8 +193,6 @@ def _overridden(value: Schema, **more: Schema) -> Schema:
         ("value", "from", "file"),
         value=value,
         file=nullable(value),
-        enforced={"type": "boolean", "description": "false: stored, not yet enforced"},
-        note=STR,
         **{"from": {"type": "string", "enum": ["file", "override"]}},
         **more,
     )
@@ -198,9 +218,20 @@ def _error() -> Schema:
 COMPONENTS: dict[str, Schema] = {
     "Error": _error(),
     "Job": _job(),
-    "JobWithHistory": {"allOf": [ref("Job"), {"required": ["attempt_history"]}]},
+    "JobWithHistory": {
+        "allOf": [ref("Job"), {"required": ["attempt_history", "parents", "children"]}]
+    },
+    "ChainJob": obj(
+        ("id", "rule", "action", "status"),
+        id=STR,
+        rule=STR,
+        action=STR,
+        status={"type": "string", "enum": [str(s) for s in JobStatus]},
+    ),
     "Attempt": obj(
         ("number", "started_at", "ended_at", "outcome", "error", "output", "stderr"),
+        delayed_ms=nullable({**INT, "description": "how long a limit held it back"}),
+        delayed_by=nullable({**STR, "description": "the rate limit or concurrency that did"}),
         number=INT,
         started_at=INSTANT,
         ended_at=nullable(INSTANT),
@@ -257,9 +288,15 @@ COMPONENTS: dict[str, Schema] = {
                 "condition_false",
                 "condition_error",
                 "rule_disabled",
+                "after_unmatched",
             ],
         },
-        detail=nullable({"type": "string", "description": "condition_error: the error"}),
+        detail=nullable(
+            {
+                "type": "string",
+                "description": "condition_error: the error; after_unmatched: the `after` rule",
+            }
+        ),
     ),
     "Replay": obj(
         ("number", "at", "jobs"),
@@ -472,8 +509,8 @@ DISABLE_BODY = obj(
 OVERRIDES_BODY = obj(
     (),
     priority={"type": "integer", "minimum": -1_000_000, "maximum": 1_000_000},
-    rate_limit={"type": "string", "description": "COUNT/UNIT, e.g. 10/minute (not enforced yet)"},
-    concurrency={"type": "integer", "minimum": 1, "description": "not enforced yet"},
+    rate_limit={"type": "string", "description": "COUNT/UNIT, e.g. 10/minute (burst: COUNT)"},
+    concurrency={"type": "integer", "minimum": 1, "description": "jobs of the rule at once"},
 )
 RUN_BODY = obj((), payload=PAYLOAD)
 SINCE_Q = Param(
@@ -494,7 +531,7 @@ REPLAY_BODY = obj((), dry_run={**BOOL, "description": "create nothing; list the 
 CANCEL_MATCHING_BODY = obj(
     ("rule",),
     rule=STR,
-    status={"type": "string", "enum": ["pending", "retrying", "running"],
+    status={"type": "string", "enum": ["pending", "retrying", "blocked", "running"],
             "description": "only jobs in this state (running needs kill)"},
     event={**STR, "description": "only jobs of this event id"},
     kill={**BOOL, "description": "also stop running jobs; they are recorded cancelled"},

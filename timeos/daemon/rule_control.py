@@ -17,7 +17,7 @@ from timeos.daemon.logs import fields
 from timeos.engine import manual_run
 from timeos.errors import NotFound
 from timeos.model import Job, Rule, RuleOverride, RuleSet
-from timeos.rules import overrides
+from timeos.rules import chains, overrides
 from timeos.rules.correlation import index_rows
 from timeos.store.protocol import Store
 
@@ -78,7 +78,7 @@ class RuleControl:
         rate_limit: str | None = None,
         concurrency: int | None = None,
     ) -> Rule:
-        """Override a rule's priority (and store a rate limit or concurrency, not enforced)."""
+        """Override a rule's priority, rate limit or concurrency (in force from the next claim)."""
         self._file_rule(name)
         changed = overrides.set_values(
             self._overrides.get(name),
@@ -108,7 +108,8 @@ class RuleControl:
             raise NotFound(f"no rule named {name!r} is loaded")
         now = self.clock.now()
         job, occurrence = manual_run(rule, rules, dict(payload) if payload else None, now)
-        job_id = self.store.record_run(job, occurrence, now)
+        steps = chains.steps(job, rule, rules)  # a perform list runs whole; `after:` is not waited
+        job_id = self.store.record_run(job, occurrence, now, steps)
         keyed = index_rows([job_id], [job], rules)  # cancel_on finds a manual run's job too
         if keyed:
             self.store.insert_job_keys(keyed)

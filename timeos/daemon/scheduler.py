@@ -21,6 +21,7 @@ from timeos.daemon.telemetry import Publish, no_publish
 from timeos.engine import AttemptEnd, after_attempt, failure_action_for, killed, retry_policy_for
 from timeos.errors import NotFound, StoreError
 from timeos.model import ActionResult, Job, JobStatus, Outcome, OverlapPolicy, RuleSet, Verdict
+from timeos.rules.limits import LimitsInForce, limits_in_force
 from timeos.store.protocol import Store
 
 log = logging.getLogger("timeos.scheduler")
@@ -91,13 +92,16 @@ class Scheduler:
         self.heartbeat = heartbeat
         self.heartbeat_every = timedelta(seconds=heartbeat_every) if heartbeat_every else None
         self._beat_at: float | None = None
+        # The limits in force, with the rules they were computed from (rules/limits.py).
+        self._limits: tuple[RuleSet, LimitsInForce] | None = None
 
     def poke(self) -> None:
         """Wake the loop now (a job was inserted, a rule reloaded, the clock moved)."""
         self.wake.set()
 
     def recover(self) -> int:
-        """Record jobs left running by a dead daemon as interrupted; retry or dead-letter them."""
+        """Record jobs left running by a dead daemon as interrupted; retry or dead-letter them;
+        settle blocked jobs whose parent already ended."""
         now = self.clock.now()
         jobs = self.store.running_jobs()
         for job in jobs:
@@ -108,6 +112,13 @@ class Scheduler:
         if jobs:
             log.warning(
                 "recovered job(s) left running by a previous daemon", extra=fields(count=len(jobs))
+            )
+        # Chains: a blocked job whose parent already ended (or is gone) is settled now, so no
+        # job waits forever on a parent that will never end again.
+        settled = self.store.settle_blocked(now)
+        if settled:
+            log.warning(
+                "settled blocked job(s) whose parent had ended", extra=fields(count=settled)
             )
         return len(jobs)
 
@@ -173,16 +184,25 @@ class Scheduler:
                 if r.time_based and r.overlap is not OverlapPolicy.ALLOW
             }
             busy = {job.rule for job in self.running_jobs.values()} & exclusive
-            jobs = self.store.claim_due(now, free, blocked=busy, exclusive=exclusive)
+            limits = self._limits_in_force()
+            jobs = self.store.claim_due(now, free, blocked=busy, exclusive=exclusive, limits=limits)
             for job in jobs:
                 self._start(job)
             if len(jobs) == free:
                 return _AGAIN  # there may be more due: claim again once a worker frees up
             busy |= {job.rule for job in jobs} & exclusive
-            due = self.store.next_due_at(blocked=busy)
+            # With limits: also when a held-back rule or action gets its next token.
+            due = self.store.next_due_at(blocked=busy, limits=limits, now=now)
             if due is not None and (deadline is None or due < deadline):
                 deadline = due
         return deadline
+
+    def _limits_in_force(self) -> LimitsInForce:
+        """The rate limits and concurrency of the rules in force (recomputed when they change)."""
+        rules = self.rules()
+        if self._limits is None or self._limits[0] is not rules:
+            self._limits = (rules, limits_in_force(rules))
+        return self._limits[1]
 
     def _start(self, job: Job) -> None:
         now = self.clock.now()
@@ -358,6 +378,9 @@ class Scheduler:
                 error=result.error,
                 next_at=done.perform_at.isoformat(),
             )
+        if done.status in (JobStatus.DEAD, JobStatus.CANCELLED):  # its chain went with it
+            for child, rule, event_id in self.store.cascaded(job.id):
+                self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
 
     def stop(self) -> None:
         """Stop claiming; run() drains and returns."""

@@ -55,6 +55,7 @@ from timeos.model import (
     new_id,
 )
 from timeos.rules.correlation import correlate, correlates
+from timeos.rules.limits import limits_in_force
 from timeos.store.protocol import Store
 from timeos.time.preview import rule_fires
 
@@ -235,6 +236,8 @@ class Service(RuleControl, FlowControl):
             self._announce(event, jobs, result)
             for job_id in result.cancelled:
                 self._announce_cancel(job_id)
+                for child, rule, event_id in self.store.cascaded(job_id):  # its chain
+                    self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
         return result
 
     def _announce(self, event: Event, jobs: Sequence[NewJob], result: EmitResult) -> None:
@@ -321,6 +324,8 @@ class Service(RuleControl, FlowControl):
         for outcome in results:
             if outcome.cancelled:
                 self._announce_cancel(outcome.id)
+                for child, rule, event_id in self.store.cascaded(outcome.id):  # its chain
+                    self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
         return results
 
     def _announce_cancel(self, job_id: str) -> None:
@@ -334,6 +339,18 @@ class Service(RuleControl, FlowControl):
             rule=job.rule if job else None,
             event_id=job.event_id if job else None,
         )
+
+    def chain(self, job_id: str) -> dict[str, list[dict[str, str]]]:
+        """A job's `parents` and `children` (chains, after:): id, rule, action and status each."""
+        parents, children = self.store.chain_ids(job_id)
+
+        def brief(ids: list[str]) -> list[dict[str, str]]:
+            jobs = [self.store.get_job(i) for i in ids]
+            return [
+                {"id": j.id, "rule": j.rule, "action": j.action, "status": j.status} for j in jobs
+            ]
+
+        return {"parents": brief(parents), "children": brief(children)}
 
     def attempts(self, job_id: str) -> list[Attempt]:
         """A job's attempt history, oldest first."""
@@ -534,8 +551,13 @@ class Service(RuleControl, FlowControl):
         # How late the longest-overdue waiting job is: the symptom a monitor cares about,
         # whatever the cause (busy workers, a stalled loop, a queue behind an overlap).
         now = self.clock.now()
+        limits = limits_in_force(self.rules)
         try:
-            due = self.store.oldest_overdue(now)
+            # Jobs a rate limit holds back are late by design, not because we fell behind.
+            if limits:
+                due = self.store.oldest_overdue_unheld(limits, now)
+            else:
+                due = self.store.oldest_overdue(now)
         except TimeOSError as exc:
             return {"status": "unhealthy", "message": exc.message, "seconds": None}
         late = (now - due).total_seconds() if due is not None else 0.0

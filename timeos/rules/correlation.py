@@ -267,7 +267,8 @@ def correlate(event: Event, jobs: Sequence[NewJob], rules: RuleSet) -> Correlati
         owner = by_name.get(job.rule)
         keys.append(job_keys(owner, job.payload) if owner is not None else ())
         step = None
-        if owner is not None and owner.debounce is not None:
+        # Debounce applies to a chain's head; the steps after it go with it (sqlite/correlation).
+        if owner is not None and owner.debounce is not None and not job.after:
             debounce = owner.debounce
             value = value_at(job.payload, debounce.path)
             if value is not None:

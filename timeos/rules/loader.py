@@ -39,9 +39,11 @@ from timeos.model import (
     Trigger,
 )
 from timeos.payload import EVENT_TYPE
+from timeos.rules import chains
 from timeos.rules.action_specs import DEFAULT_IMPORT_TIMEOUT, Scope, SpecReader
 from timeos.rules.conditions import CelCondition, ConditionSyntax, compile_condition
 from timeos.rules.correlation import read_cancel_on, read_debounce
+from timeos.rules.limits import LIMIT_KEYS, read_limits
 from timeos.rules.source import (
     Document,
     Invalid,
@@ -73,7 +75,7 @@ TIME_ONLY_KEYS = ("on_missed", "grace", "overlap")
 EVENT_ONLY_KEYS = ("cancel_on", "debounce")  # correlation.py
 RULE_KEYS = (
     "name", *TRIGGER_KEYS, "offset", "at", "when", "timezone", "perform", "priority", "retry",
-    "enabled", "dst", *TIME_ONLY_KEYS, "retention", "on_failure", *EVENT_ONLY_KEYS,
+    "enabled", "dst", *TIME_ONLY_KEYS, "retention", "on_failure", "after", *EVENT_ONLY_KEYS,
 )  # fmt: skip
 RETRY_KEYS = ("max_attempts", "backoff", "max_backoff", "jitter")
 DST_KEYS = ("gap", "fold")
@@ -122,6 +124,7 @@ class _Collector:
         self.rule_where: dict[str, Loc] = {}
         self.performs: list[tuple[Scope, Scalar]] = []
         self.on_failures: list[tuple[Scope, Scalar]] = []  # checked like performs, at the end
+        self.afters: dict[str, tuple[Scope, Loc]] = {}  # rule -> where its `after:` is
         self.warnings: list[Invalid] = []  # reported, never a reason to refuse the rules
 
     def files_in(self, paths: Sequence[Path]) -> list[Path]:
@@ -194,6 +197,9 @@ class _Collector:
             if node.text not in self.action_where:
                 hint = suggest(node.text, sorted(self.action_where))
                 scope.add(node.loc, f"on_failure: unknown action {node.text!r}{hint}")
+        for name, message in chains.problems(self.rules, self.rule_where):
+            scope, loc = self.afters[name]
+            scope.add(loc, message)
         if self.problems:
             ordered = self._sorted(self.problems)
             raise RulesError([Problem(str(p.loc), p.message) for p in ordered])
@@ -219,7 +225,7 @@ class _Collector:
             one_of = ", ".join(ACTION_KINDS)
             scope.add(node.loc, f"must be a mapping with one of {one_of}, got {describe(node)}")
             return
-        scope.keys(node, ACTION_KEYS)
+        scope.keys(node, (*ACTION_KEYS, *LIMIT_KEYS))  # limits: rules/limits.py
         kinds = _present(node, ACTION_KINDS)
         if not kinds:
             scope.add(node.loc, f"needs one of {', '.join(ACTION_KINDS)}")
@@ -228,6 +234,7 @@ class _Collector:
         timeout = scope.read(node, "timeout", _positive) or DEFAULT_ACTION_TIMEOUT
         retry = self._retry(node, scope)
         on_failure = self._on_failure(node, scope)
+        rate, concurrency = read_limits(node, scope)
         if len(kinds) != 1:
             return
         readers: dict[str, Callable[[Node, str], ActionSpec]] = {
@@ -247,8 +254,9 @@ class _Collector:
         if scope.count == 0 and spec is not None:
             kind = ActionKind(kinds[0])
             self.actions[name] = Action(
-                name, kind, spec, timeout, retry, str(key.loc), on_failure=on_failure
-            )
+                name, kind, spec, timeout, retry, str(key.loc), on_failure=on_failure,
+                rate_limit=rate, concurrency=concurrency,
+            )  # fmt: skip
             if isinstance(spec, CommandSpec):
                 self._check_program(spec, node, scope.prefix)
 
@@ -311,7 +319,7 @@ class _Collector:
             first = self.rule_where.setdefault(name, node.loc)
             if first != node.loc:
                 scope.add(node.key_loc("name"), f"duplicate rule name; first defined at {first}")
-        scope.keys(node, RULE_KEYS)
+        scope.keys(node, (*RULE_KEYS, *LIMIT_KEYS))
         triggers = _present(node, TRIGGER_KEYS)
         if not triggers:
             scope.add(node.loc, "needs a trigger: one of on_event, every or cron")
@@ -338,12 +346,11 @@ class _Collector:
                 cancel_on.append(entry)
         debounce = scope.read(node, "debounce", read_debounce)
 
-        action = scope.read(node, "perform", expect_str)
-        perform = node.get("perform")
-        if perform is None:
-            scope.add(node.loc, "missing `perform:` (the name of the action to run)")
-        elif action is not None and isinstance(perform, Scalar):
-            self.performs.append((scope, perform))
+        performs = self._performs(node, scope)
+        action = performs[0] if performs else None
+        after = scope.read(node, "after", expect_str)
+        if after is not None and name is not None:
+            self.afters[name] = (scope, (node.get("after") or node).loc)
         priority = scope.read(node, "priority", _priority)
         retry = self._retry(node, scope)
         enabled = scope.read(node, "enabled", expect_bool)
@@ -354,6 +361,7 @@ class _Collector:
         overlap = scope.read(node, "overlap", _choice(OverlapPolicy))
         retention = scope.read(node, "retention", _retention)
         on_failure = self._on_failure(node, scope)
+        rate, concurrency = read_limits(node, scope)
         zone, zone_expr = file_zone, None
         if event_rule:
             found = scope.read(node, "timezone", _event_zone)
@@ -368,6 +376,8 @@ class _Collector:
                 name, trigger, action, condition,
                 priority=priority or 0,
                 retry=retry,
+                rate_limit=rate,
+                concurrency=concurrency,
                 timezone=zone,
                 enabled=True if enabled is None else enabled,
                 dst=dst,
@@ -377,10 +387,37 @@ class _Collector:
                 where=str(node.loc),
                 retention=retention,
                 on_failure=on_failure,
+                then=tuple(performs[1:]),
+                after=after,
                 cancel_on=tuple(cancel_on),
                 debounce=debounce,
             )
         )  # fmt: skip
+
+    def _performs(self, rule: Map, scope: Scope) -> list[str]:
+        """`perform:`: one action's name, or a list of them run one after another."""
+        node = rule.get("perform")
+        if node is None:
+            scope.add(rule.loc, "missing `perform:` (the name of the action to run)")
+            return []
+        if not isinstance(node, Seq):
+            action = scope.read(rule, "perform", expect_str)
+            if action is not None and isinstance(node, Scalar):
+                self.performs.append((scope, node))
+            return [action] if action is not None else []
+        if not node.items:
+            scope.add(node.loc, "perform: the list of actions is empty")
+            return []
+        names: list[str] = []
+        for item in node.items:
+            try:
+                names.append(expect_str(item, "perform"))
+            except Invalid as exc:
+                scope.add(exc.loc, exc.message)
+                continue
+            assert isinstance(item, Scalar)  # expect_str accepted it
+            self.performs.append((scope, item))
+        return names if len(names) == len(node.items) else []
 
     def _dst(self, rule: Map, scope: Scope) -> DstPolicy:
         node = scope.read(rule, "dst", expect_map)

@@ -8,7 +8,6 @@ reading one RuleSet.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -16,23 +15,17 @@ from typing import Any
 
 from timeos.errors import UsageError
 from timeos.model import Rule, RuleOverride, RuleSet
+from timeos.rules.limits import (
+    MAX_CONCURRENCY,
+    RATE_UNITS,
+    check_concurrency,
+    parse_rate_limit,
+    rate_limit,
+)
 
-RATE_UNITS = ("second", "minute", "hour", "day")
-_RATE = re.compile(r"^\s*(\d{1,9})\s*/\s*(second|minute|hour|day)s?\s*$")
-MAX_CONCURRENCY = 10_000
+__all__ = ["MAX_CONCURRENCY", "RATE_UNITS", "check_concurrency", "parse_rate_limit"]
+
 PRIORITY_RANGE = (-1_000_000, 1_000_000)
-NOT_ENFORCED = "stored, not yet enforced"
-
-
-def parse_rate_limit(spec: str) -> str:
-    """Check a rate limit such as `10/minute` and return it in its canonical form."""
-    match = _RATE.match(spec)
-    if match is None or int(match.group(1)) < 1:
-        raise UsageError(
-            f"bad rate limit {spec!r}: use COUNT/UNIT with a positive count and a unit of"
-            f" {', '.join(RATE_UNITS)}, e.g. 10/minute"
-        )
-    return f"{int(match.group(1))}/{match.group(2)}"
 
 
 def check_priority(priority: int) -> int:
@@ -41,13 +34,6 @@ def check_priority(priority: int) -> int:
     if not low <= priority <= high:
         raise UsageError(f"priority must be {low}..{high}, got {priority}")
     return priority
-
-
-def check_concurrency(concurrency: int) -> int:
-    """Refuse a concurrency below 1 or absurdly high."""
-    if not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise UsageError(f"concurrency must be 1..{MAX_CONCURRENCY}, got {concurrency}")
-    return concurrency
 
 
 def disabling(override: RuleOverride, now: datetime) -> bool:
@@ -142,6 +128,12 @@ def _applied(rule: Rule, override: RuleOverride, now: datetime) -> Rule:
         rule,
         enabled=enabled,
         priority=override.priority if override.priority is not None else rule.priority,
+        # An overriding rate limit replaces the file's whole limit: its burst is one unit's
+        # worth of the new rate, not the file's burst (which was sized for the old rate).
+        rate_limit=(
+            rate_limit(override.rate_limit) if override.rate_limit is not None else rule.rate_limit
+        ),
+        concurrency=override.concurrency if override.concurrency is not None else rule.concurrency,
         disabled_at=override.disabled_at,
         disabled_until=override.disabled_until,
     )
@@ -160,6 +152,7 @@ def next_change(overrides: Mapping[str, RuleOverride], now: datetime) -> datetim
 def describe(file_rule: Rule, override: RuleOverride | None, now: datetime) -> dict[str, Any]:
     """`rules show`: each overridable value in force, where it came from, and the file's value."""
     o = override or RuleOverride(file_rule.name)
+    file_rate = file_rule.rate_limit
     if disabling(o, now):
         enabled: dict[str, Any] = {"value": False, "from": "override", "file": file_rule.enabled}
     elif o.enabled is True and not file_rule.enabled:
@@ -172,9 +165,12 @@ def describe(file_rule: Rule, override: RuleOverride | None, now: datetime) -> d
     return {
         "enabled": enabled,
         "priority": _value(o.priority, file_rule.priority),
-        # Not in the rule files yet: an override is the only source, and nothing enforces it.
-        "rate_limit": _unenforced(o.rate_limit),
-        "concurrency": _unenforced(o.concurrency),
+        "rate_limit": _value(o.rate_limit, file_rate.spec if file_rate else None),
+        "burst": _value(
+            rate_limit(o.rate_limit).burst if o.rate_limit is not None else None,
+            file_rate.burst if file_rate else None,
+        ),
+        "concurrency": _value(o.concurrency, file_rule.concurrency),
     }
 
 
@@ -182,15 +178,3 @@ def _value(override: Any, file: Any) -> dict[str, Any]:
     if override is None:
         return {"value": file, "from": "file", "file": file}
     return {"value": override, "from": "override", "file": file}
-
-
-def _unenforced(override: Any) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "value": override,
-        "from": "file" if override is None else "override",
-        "file": None,
-    }
-    if override is not None:
-        body["enforced"] = False
-        body["note"] = NOT_ENFORCED
-    return body

@@ -29,6 +29,7 @@ from timeos.model import (
     WriteOutcome,
 )
 from timeos.rules.correlation import Correlation
+from timeos.rules.limits import LimitsInForce
 
 
 class Store(Protocol):
@@ -168,8 +169,14 @@ class Store(Protocol):
         """A job's attempt history, oldest first."""
         ...
 
-    def next_due_at(self, blocked: Collection[str] = ()) -> datetime | None:
-        """When the earliest waiting job not of a `blocked` rule is due."""
+    def next_due_at(
+        self,
+        blocked: Collection[str] = (),
+        limits: LimitsInForce | None = None,
+        now: datetime | None = None,
+    ) -> datetime | None:
+        """When the earliest waiting job not of a `blocked` rule is due; with `limits`, also
+        when a held-back rule or action next gets a token."""
         ...
 
     def claim_due(
@@ -178,8 +185,10 @@ class Store(Protocol):
         limit: int,
         blocked: Collection[str] = (),
         exclusive: Collection[str] = (),
+        limits: LimitsInForce | None = None,
     ) -> list[Job]:
-        """Mark up to `limit` due jobs running (highest priority, then earliest); return them."""
+        """Mark up to `limit` due jobs running (highest priority, then earliest); return them,
+        passing over jobs whose rule or action `limits` hold back (taking tokens for the rest)."""
         ...
 
     def finish(self, job: Job, result: ActionResult, now: datetime, verdict: Verdict) -> Job:
@@ -255,8 +264,28 @@ class Store(Protocol):
         """Advance a rule's schedule, record its occurrences and insert their jobs, atomically."""
         ...
 
-    def record_run(self, job: NewJob, occurrence: Occurrence | None, now: datetime) -> str:
-        """Insert a manual run's job and (time-based rules) its occurrence, atomically."""
+    def record_run(
+        self,
+        job: NewJob,
+        occurrence: Occurrence | None,
+        now: datetime,
+        steps: Sequence[NewJob] = (),
+    ) -> str:
+        """Insert a manual run's job, its perform list's `steps` and its occurrence, atomically."""
+        ...
+
+    # ---- chains (job dependencies) ----
+
+    def settle_blocked(self, now: datetime) -> int:
+        """Release or cancel blocked jobs whose parent already ended or is gone (recovery)."""
+        ...
+
+    def cascaded(self, parent: str) -> list[tuple[str, str, str | None]]:
+        """(id, rule, event id) of the jobs cancelled because `parent` ended, transitively."""
+        ...
+
+    def chain_ids(self, job_id: str) -> tuple[list[str], list[str]]:
+        """(parent ids, child ids) of one job."""
         ...
 
     def history(self, rule: str, limit: int = 50, offset: int = 0) -> list[Occurrence]:
@@ -297,4 +326,8 @@ class Store(Protocol):
 
     def oldest_overdue(self, now: datetime) -> datetime | None:
         """When the longest-overdue waiting job was due, if one is."""
+        ...
+
+    def oldest_overdue_unheld(self, limits: LimitsInForce, now: datetime) -> datetime | None:
+        """oldest_overdue, leaving out the jobs a rate limit or concurrency holds back."""
         ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,10 @@ class Correlations:
         ) -> list[str | None]: ...
 
         def _tx(self) -> Any: ...
+
+        def _settle(
+            self, conn: sqlite3.Connection, parent: str, status: str, now: datetime
+        ) -> None: ...
 
         def _store_event(
             self,
@@ -81,24 +86,44 @@ class Correlations:
                 [(plan.event_id, reason, stamp, i) for (i,) in chosen],
             )
             cancelled += [i for (i,) in chosen]
-        created: list[str] = []
+        for job_id in dict.fromkeys(cancelled):  # a cancelled job takes its blocked chain along
+            self._settle(conn, job_id, "cancelled", now)
         debounced: list[str] = []
-        for job, keys, step in zip(plan.jobs, plan.keys, plan.debounce, strict=True):
+        # Which jobs to insert: a debounced one is not, nor are the jobs chained after it (its
+        # waiting job's own chain stands). Chains link by position in the list, so the kept
+        # jobs' `after` is recounted over the kept list.
+        kept: list[int] = []
+        position: dict[int, int] = {}
+        for n, (job, keys, step) in enumerate(
+            zip(plan.jobs, plan.keys, plan.debounce, strict=True)
+        ):
+            if job.after and (n - job.after) not in position:
+                continue
             if step is not None:
                 existing = self._debounce(conn, job, step, stamp)
                 if existing is not None:
                     self._write_keys(conn, existing, job.rule, keys, replace=True)
                     debounced.append(existing)
                     continue
-            (job_id,) = self._insert_jobs(conn, [job], now)
-            if job_id is None:
+            position[n] = len(kept)
+            kept.append(n)
+        jobs = [
+            replace(job, after=position[n] - position[n - job.after]) if job.after else job
+            for n in kept
+            for job in (plan.jobs[n],)
+        ]
+        ids = self._insert_jobs(conn, jobs, now)
+        created: list[str] = []
+        for n, made in zip(kept, ids, strict=True):
+            if made is None:
                 continue
-            created.append(job_id)
-            self._write_keys(conn, job_id, job.rule, keys)
+            created.append(made)
+            self._write_keys(conn, made, plan.jobs[n].rule, plan.keys[n])
+            step = plan.debounce[n]
             if step is not None and step.deadline is not None:
                 conn.execute(
                     "UPDATE jobs SET debounce_deadline = ? WHERE id = ?",
-                    (to_micros(step.deadline), job_id),
+                    (to_micros(step.deadline), made),
                 )
         return created, list(dict.fromkeys(cancelled)), debounced
 

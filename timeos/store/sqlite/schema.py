@@ -153,7 +153,7 @@ def _v6(db: sqlite_utils.Database) -> None:
     # Runtime rule control (`timeos rules disable/enable/set/reset`): one row of overrides per
     # rule, kept across restarts and reloads (and while the rule is out of the files). enabled:
     # NULL = the file's value, 0 = disabled from disabled_at until disabled_until (NULL: until
-    # enabled), 1 = enabled over the file. rate_limit and concurrency are stored, not enforced.
+    # enabled), 1 = enabled over the file. rate_limit and concurrency replace the file's values.
     db.table("rule_overrides").create(
         {
             "rule": str,
@@ -187,6 +187,18 @@ def _v7(db: sqlite_utils.Database) -> None:
 
 def _v8(db: sqlite_utils.Database) -> None:
     """Chains and dependencies (perform lists, after:, the blocked status)."""
+    # A job waits (status 'blocked') until each of its parents succeeded, then runs `wait`
+    # microseconds after the parent's end. Edges go with either job when it is removed.
+    db.execute(
+        "CREATE TABLE job_deps (parent TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        " child TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        " wait INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (parent, child)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX job_deps_child ON job_deps(child)")
+    # The parents' ids (JSON list), on the job row itself so every job read carries them.
+    db.table("jobs").add_column("depends_on", str)
+    # Crash recovery finds the blocked jobs without a scan.
+    db.execute("CREATE INDEX jobs_blocked ON jobs(id) WHERE status = 'blocked'")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -213,6 +225,21 @@ def _v9(db: sqlite_utils.Database) -> None:
 
 def _v10(db: sqlite_utils.Database) -> None:
     """Rate limits and concurrency (token buckets that survive restarts)."""
+    # One row per limit key (`rule:NAME`, `action:NAME`): the bucket's tokens as of updated_at
+    # (NULL: no rate limit, only concurrency), and held_at, the last claim that found the limit
+    # closed: a job due before it was held back, and its attempt records by how long.
+    db.execute(
+        "CREATE TABLE rate_buckets (key TEXT PRIMARY KEY, tokens REAL, updated_at INTEGER NOT NULL,"
+        " held_at INTEGER)"
+    )
+    # A claim with a limit closed merges the other (rule, action) groups' due jobs, one index
+    # range each, instead of walking past the closed group's backlog (store/sqlite/limits.py).
+    db.execute(
+        "CREATE INDEX jobs_limited ON jobs(rule, action, priority, perform_at)"
+        " WHERE status IN ('pending', 'retrying')"
+    )
+    db.table("attempts").add_column("delayed_ms", int)
+    db.table("attempts").add_column("delayed_by", str)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,20 +27,23 @@ from timeos.model import (
     Outcome,
     RuleState,
     Verdict,
-    new_id,
+    new_ids,
     occurrence_key,
     payload_hash,
 )
 from timeos.rules.correlation import Correlation
+from timeos.rules.limits import LimitsInForce
 from timeos.store.sqlite.bulk import Bulk
 from timeos.store.sqlite.correlation import Correlations
+from timeos.store.sqlite.deps import depends_on, links
+from timeos.store.sqlite.limits import Limited
 from timeos.store.sqlite.overrides import RuleOverrides
 from timeos.timefmt import from_micros, to_micros
 
 _JOB_COLUMNS = (
     "id, rule, action, event_id, status, priority, perform_at, attempts, max_attempts, payload,"
     " last_error, created_at, updated_at, scheduled_for, occurrence_key, backoff_base, note,"
-    " failure_of, cancelled_by"
+    " failure_of, depends_on, cancelled_by"
 )
 _WAITING = "status IN ('pending', 'retrying')"
 
@@ -49,7 +52,7 @@ def _dumps(value: Mapping[str, Any]) -> str:
     return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-class SqliteStore(Bulk, RuleOverrides, Correlations):
+class SqliteStore(Bulk, RuleOverrides, Limited, Correlations):
     """The embedded store (implements store.protocol.Store). One instance per process."""
 
     # ---- events -------------------------------------------------------------------------------
@@ -115,18 +118,21 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
     ) -> list[str | None]:
         stamp = to_micros(now)
         ids: list[str | None] = []
-        for job in jobs:
-            job_id = new_id(now)
+        for index, (job_id, job) in enumerate(zip(new_ids(now, len(jobs)), jobs, strict=True)):
+            if job.after and ids[index - job.after] is None:
+                ids.append(None)  # its parent was not inserted (a duplicate occurrence)
+                continue
             cur = conn.execute(
                 "INSERT OR IGNORE INTO jobs (id, rule, action, event_id, status, priority,"
                 " perform_at, attempts, max_attempts, payload, created_at, updated_at,"
-                " scheduled_for, occurrence_key, note, failure_of)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " scheduled_for, occurrence_key, note, failure_of, depends_on)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     job.rule,
                     job.action,
                     job.event_id,
+                    "blocked" if job.after else "pending",
                     job.priority,
                     to_micros(job.perform_at),
                     job.max_attempts,
@@ -137,10 +143,12 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
                     job.occurrence_key,
                     job.note,
                     job.failure_of,
+                    depends_on(job, index, ids),
                 ),
             )
             # An occurrence key already present means another path created this job: keep one.
             ids.append(job_id if cur.rowcount == 1 else None)
+        self._link(conn, links(jobs, ids))
         return ids
 
     def get_event(self, event_id: str) -> Event:
@@ -217,7 +225,8 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
         if waiting_first:
             order = (
                 "CASE status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'retrying' THEN 1"
-                " ELSE 2 END, CASE WHEN status IN ('running', 'pending', 'retrying')"
+                " WHEN 'blocked' THEN 2 ELSE 3 END,"
+                " CASE WHEN status IN ('running', 'pending', 'retrying', 'blocked')"
                 " THEN perform_at ELSE -updated_at END, id"
             )
         rows = self._read(
@@ -240,8 +249,8 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
     def attempts(self, job_id: str) -> list[Attempt]:
         """A job's attempt history, oldest first."""
         rows = self._read(
-            "SELECT job_id, number, started_at, ended_at, outcome, error, output, stderr"
-            " FROM attempts"
+            "SELECT job_id, number, started_at, ended_at, outcome, error, output, stderr,"
+            " delayed_ms, delayed_by FROM attempts"
             " WHERE job_id = ? ORDER BY number",
             (job_id,),
         )
@@ -255,12 +264,25 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
                 error=r[5],
                 output=r[6],
                 stderr=r[7],
+                delayed_ms=r[8],
+                delayed_by=r[9],
             )
             for r in rows
         ]
 
-    def next_due_at(self, blocked: Collection[str] = ()) -> datetime | None:
-        """When the earliest waiting job not of a `blocked` rule is due (None: nothing waits)."""
+    def next_due_at(
+        self,
+        blocked: Collection[str] = (),
+        limits: LimitsInForce | None = None,
+        now: datetime | None = None,
+    ) -> datetime | None:
+        """When the earliest waiting job not of a `blocked` rule is due (None: nothing waits).
+
+        With `limits` (after a claim at `now`): when the next job not held back by a limit is
+        due, or a held-back group gets its next token, whichever is first.
+        """
+        if limits and now is not None:
+            return self._next_due_limited(blocked, limits, now)
         rows = self._read(
             f"SELECT perform_at FROM jobs INDEXED BY jobs_wake WHERE {_WAITING}"
             f"{_not_in(blocked)} ORDER BY perform_at LIMIT 1",
@@ -275,14 +297,19 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
         limit: int,
         blocked: Collection[str] = (),
         exclusive: Collection[str] = (),
+        limits: LimitsInForce | None = None,
     ) -> list[Job]:
         """Mark up to `limit` due jobs running (highest priority, then earliest) and return them.
 
         Jobs of `blocked` rules are passed over; of an `exclusive` rule, at most one is taken
         (callers pass the exclusive rules that already have a job running as `blocked`).
+        `limits` (rules/limits.py): jobs whose rule or action has no token or no free slot wait,
+        in the same transaction that takes the tokens (limits.py); without, the plain claim.
         """
         if limit <= 0:
             return []
+        if limits:
+            return self._claim_limited(now, limit, blocked, exclusive, limits, _JOB_COLUMNS, _job)
         stamp = to_micros(now)
         claimed: list[Job] = []
         with self._tx() as conn:
@@ -372,6 +399,7 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
                 )
             if verdict.notice is not None:  # on_failure: the notification job, atomically
                 self._insert_jobs(conn, [verdict.notice], now)
+            self._settle(conn, job.id, str(verdict.status), now)  # its chain, atomically
         return self.get_job(job.id)
 
     def running_jobs(self) -> list[Job]:
@@ -383,7 +411,7 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
         """Cancel a waiting job; raise InvalidState if it already ran or is running."""
         with self._tx() as conn:
             job = self.get_job(job_id)
-            if job.status not in (JobStatus.PENDING, JobStatus.RETRYING):
+            if job.status not in (JobStatus.PENDING, JobStatus.RETRYING, JobStatus.BLOCKED):
                 raise InvalidState(
                     f"job {job_id} is {job.status}; only waiting jobs can be cancelled"
                 )
@@ -391,6 +419,7 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
                 "UPDATE jobs SET status = 'cancelled', updated_at = ? WHERE id = ?",
                 (to_micros(now), job_id),
             )
+            self._settle(conn, job_id, "cancelled", now)
         return self.get_job(job_id)
 
     def cancel_many(
@@ -415,7 +444,7 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
                 status = found.get(job_id)
                 if status is None:
                     results.append((job_id, False, None, f"no job with id {job_id!r}"))
-                elif status not in ("pending", "retrying"):
+                elif status not in ("pending", "retrying", "blocked"):
                     error = f"job {job_id} is {status}; only waiting jobs can be cancelled"
                     results.append((job_id, False, status, error))
                 else:
@@ -423,6 +452,7 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
                         "UPDATE jobs SET status = 'cancelled', updated_at = ? WHERE id = ?",
                         (stamp, job_id),
                     )
+                    self._settle(conn, job_id, "cancelled", now)
                     found[job_id] = "cancelled"  # a repeated id is then "already cancelled"
                     results.append((job_id, True, "cancelled", None))
         return results
@@ -448,6 +478,7 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
                 raise InvalidState(
                     f"job {job.id} is {current.status}, not in the dead letter queue"
                 )
+            self._revive(conn, job.id, now)  # the children its death cancelled wait again
         return self.get_job(job.id)
 
     def delete_dead(self, job_id: str) -> None:
@@ -541,10 +572,17 @@ class SqliteStore(Bulk, RuleOverrides, Correlations):
             )
         return ids
 
-    def record_run(self, job: NewJob, occurrence: Occurrence | None, now: datetime) -> str:
-        """Insert a manual run's job and (time-based rules) its occurrence, atomically."""
+    def record_run(
+        self,
+        job: NewJob,
+        occurrence: Occurrence | None,
+        now: datetime,
+        steps: Sequence[NewJob] = (),
+    ) -> str:
+        """Insert a manual run's job, its perform list's blocked `steps` and (time-based rules)
+        its occurrence, atomically."""
         with self._tx() as conn:
-            (job_id,) = self._insert_jobs(conn, [job], now)
+            job_id = self._insert_jobs(conn, [job, *steps], now)[0]
             if job_id is None:
                 raise InvalidState(f"rule {job.rule!r} was already run at this instant")
             if occurrence is not None:
@@ -658,7 +696,8 @@ def _job(row: tuple[Any, ...]) -> Job:
         backoff_base=row[15],
         note=row[16],
         failure_of=row[17],
-        cancelled_by=row[18],
+        depends_on=tuple(json.loads(row[18])) if row[18] else (),
+        cancelled_by=row[19],
     )
 
 
