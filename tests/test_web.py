@@ -1,0 +1,233 @@
+"""The dashboard in process: a Service over a real store and a FakeClock, requests through
+Starlette's test client. Escaping, login, CSRF and Origin refusals, read-only, CSP headers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+from test_service import Rig, _dead_follow_up
+
+from timeos.store.sqlite.store import SqliteStore
+from timeos.web.app import CSP, Dashboard, WithDashboard
+from timeos.web.auth import COOKIE, Credentials, same_origin
+
+TOKEN = b"s3cret-token-for-tests"
+BASE = "http://127.0.0.1:8080"
+ORIGIN = {"origin": BASE}
+HTML_PAGES = ["/ui/", "/ui/jobs", "/ui/dlq", "/ui/events", "/ui/rules", "/ui/rules/nightly"]
+
+
+async def _api(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+def rig(tmp_path) -> Iterator[Rig]:
+    store = SqliteStore(tmp_path / "t.db")
+    yield Rig(store)
+    store.close()
+
+
+def _client(rig: Rig, *, read_only: bool = False, token: bytes | None = TOKEN) -> TestClient:
+    app = WithDashboard(_api, Dashboard(rig.service, token, read_only=read_only))
+    return TestClient(app, base_url=BASE, follow_redirects=False)
+
+
+def _login(client: TestClient) -> TestClient:
+    reply = client.post("/ui/login", data={"token": TOKEN.decode()}, headers={"origin": BASE})
+    assert reply.status_code == 303
+    return client
+
+
+def _csrf(client: TestClient, path: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get(path).text)
+    assert found, f"no CSRF field on {path}"
+    return found.group(1)
+
+
+def test_pages_need_a_login_and_the_cookie_holds_a_derived_value_not_the_token(rig: Rig) -> None:
+    client = _client(rig)
+    reply = client.get("/ui/jobs")
+    assert reply.status_code == 303 and reply.headers["location"] == "/ui/login?next=%2Fui%2Fjobs"
+    wrong = client.post("/ui/login", data={"token": "nope"}, headers={"origin": BASE})
+    assert wrong.status_code == 401 and "wrong token" in wrong.text
+    good = client.post(
+        "/ui/login", data={"token": TOKEN.decode(), "next": "/ui/jobs"}, headers={"origin": BASE}
+    )
+    assert good.status_code == 303 and good.headers["location"] == "/ui/jobs"
+    cookie = good.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    assert TOKEN.decode() not in cookie
+    assert client.cookies[COOKIE] == Credentials(TOKEN).session
+    for path in HTML_PAGES:
+        assert client.get(path).status_code == 200, path
+
+
+def test_login_never_redirects_off_the_dashboard(rig: Rig) -> None:
+    client = _client(rig)
+    for target in ("https://evil.example/", "//evil.example/ui/", "/v1/jobs"):
+        reply = client.post(
+            "/ui/login", data={"token": TOKEN.decode(), "next": target}, headers={"origin": BASE}
+        )
+        assert reply.headers["location"] == "/ui/", target
+
+
+def test_every_page_sends_a_strict_csp_without_unsafe_inline(rig: Rig) -> None:
+    client = _login(_client(rig))
+    for path in [*HTML_PAGES, "/ui/login", "/ui/static/app.js"]:
+        reply = client.get(path)
+        assert reply.headers["content-security-policy"] == CSP, path
+        assert "unsafe" not in reply.headers["content-security-policy"]
+        assert reply.headers["x-content-type-options"] == "nosniff"
+    page = client.get("/ui/").text
+    assert "<script>" not in page and " style=" not in page and "<style" not in page
+    assert re.findall(r"<script[^>]*>", page) == [
+        f'<script src="/ui/static/{name}" defer>'
+        for name in ("vendor/htmx-2.0.11.min.js", "vendor/htmx-ext-sse-2.2.4.min.js", "app.js")
+    ]
+
+
+def test_a_script_payload_is_shown_as_text_on_every_page_it_reaches(rig: Rig) -> None:
+    evil = "<script>alert(1)</script>"
+    result = rig.service.emit("user_signup", {"name": evil, evil: "key"})
+    client = _login(_client(rig))
+    for path in ("/ui/events", f"/ui/events/{result.event_id}", f"/ui/jobs/{result.job_ids[0]}"):
+        page = client.get(path).text
+        assert evil not in page, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page, path
+
+
+def test_a_state_change_without_login_csrf_or_same_origin_is_refused(rig: Rig) -> None:
+    dead = _dead_follow_up(rig)
+    client = _client(rig)
+    form = {"id": dead}
+    no_login = client.post("/ui/dlq/retry", data=form, headers={"origin": BASE})
+    assert no_login.status_code == 401
+    _login(client)
+    csrf = _csrf(client, "/ui/dlq")
+    no_csrf = client.post("/ui/dlq/retry", data=form, headers={"origin": BASE})
+    assert no_csrf.status_code == 403 and "CSRF" in no_csrf.text
+    wrong_csrf = client.post(
+        "/ui/dlq/retry", data={**form, "csrf": "0" * 64}, headers={"origin": BASE}
+    )
+    assert wrong_csrf.status_code == 403
+    elsewhere = client.post(
+        "/ui/dlq/retry", data={**form, "csrf": csrf}, headers={"origin": "http://evil.example"}
+    )
+    assert elsewhere.status_code == 403 and "did not come from" in elsewhere.text
+    no_origin = client.post("/ui/dlq/retry", data={**form, "csrf": csrf})
+    assert no_origin.status_code == 403
+    assert rig.service.get_job(dead).status == "dead"  # none of them did anything
+    ok = client.post("/ui/dlq/retry", data={**form, "csrf": csrf}, headers={"origin": BASE})
+    assert ok.status_code == 303 and ok.headers["location"] == "/ui/dlq?done=retried"
+    assert rig.service.get_job(dead).status == "pending"
+
+
+def test_read_only_hides_the_buttons_and_refuses_state_changes(rig: Rig) -> None:
+    dead = _dead_follow_up(rig)
+    client = _login(_client(rig, read_only=True))
+    page = client.get("/ui/dlq").text
+    assert dead in page and 'action="/ui/dlq/retry"' not in page and "read-only" in page
+    csrf = Credentials(TOKEN).csrf
+    reply = client.post("/ui/dlq/retry", data={"id": dead, "csrf": csrf}, headers={"origin": BASE})
+    assert reply.status_code == 403 and "read-only" in reply.text
+    assert rig.service.get_job(dead).status == "dead"
+    rule_page = client.get("/ui/rules/nightly").text
+    assert "/disable" not in rule_page and "/run" not in rule_page
+
+
+def test_without_a_token_file_the_dashboard_says_how_to_enable_it(rig: Rig) -> None:
+    reply = _client(rig, token=None).get("/ui/")
+    assert reply.status_code == 403 and "--http-token-file" in reply.text
+
+
+def test_the_api_beside_the_dashboard_is_untouched(rig: Rig) -> None:
+    assert _client(rig).get("/v1/jobs").status_code == 204  # went to the API app
+
+
+def test_overview_counts_jobs_by_status(rig: Rig) -> None:
+    _dead_follow_up(rig)
+    rig.service.emit("user_signup", {"user_id": "2"})
+    page = _login(_client(rig)).get("/ui/").text
+    counts = dict(re.findall(r'data-count="(\w+)">(\d+)<', page))
+    assert counts["dead"] == "1" and counts["pending"] == "3"
+
+
+def test_jobs_filter_by_status_rule_and_time_range(rig: Rig) -> None:
+    rig.service.emit("user_signup", {"user_id": "1"})
+    client = _login(_client(rig))
+    both = client.get("/ui/jobs?status=pending").text
+    assert both.count('<tr data-job="') == 2
+    one = client.get("/ui/jobs?rule=follow-up").text
+    assert one.count('<tr data-job="') == 1
+    # welcome is due now (T0), follow-up in two days: the range keeps only the first.
+    early = client.get("/ui/jobs?since=2026-03-02T00:00Z&until=2026-03-03T00:00Z").text
+    assert early.count('<tr data-job="') == 1 and ">welcome<" in early
+    bad = client.get("/ui/jobs?since=yesterday")
+    assert bad.status_code == 400 and "since" in bad.text
+
+
+def test_dry_run_replay_shows_what_would_be_created_and_creates_nothing(rig: Rig) -> None:
+    result = rig.service.emit("user_signup", {"user_id": "1"})
+    client = _login(_client(rig))
+    csrf = _csrf(client, f"/ui/events/{result.event_id}")
+    before = rig.service.count_jobs(status=None, rule=None, event_id=None)
+    reply = client.post(
+        f"/ui/events/{result.event_id}/replay",
+        data={"csrf": csrf, "dry_run": "1"},
+        headers={"origin": BASE},
+    )
+    assert reply.status_code == 200 and "2 job(s) would be created" in reply.text
+    assert rig.service.count_jobs(status=None, rule=None, event_id=None) == before
+    real = client.post(
+        f"/ui/events/{result.event_id}/replay", data={"csrf": csrf}, headers={"origin": BASE}
+    )
+    assert real.status_code == 303
+    assert rig.service.count_jobs(status=None, rule=None, event_id=None) == before + 2
+
+
+def test_rule_buttons_disable_enable_and_run(rig: Rig) -> None:
+    client = _login(_client(rig))
+    csrf = _csrf(client, "/ui/rules/pulse")
+    assert (
+        client.post("/ui/rules/pulse/disable", data={"csrf": csrf}, headers=ORIGIN).status_code
+        == 303
+    )
+    assert not rig.service.rule("pulse").enabled
+    assert (
+        client.post("/ui/rules/pulse/enable", data={"csrf": csrf}, headers=ORIGIN).status_code
+        == 303
+    )
+    assert rig.service.rule("pulse").enabled
+    ran = client.post("/ui/rules/pulse/run", data={"csrf": csrf}, headers=ORIGIN)
+    assert ran.status_code == 303 and ran.headers["location"].startswith("/ui/jobs/")
+
+
+def test_a_missing_job_is_a_404_page(rig: Rig) -> None:
+    reply = _login(_client(rig)).get("/ui/jobs/nope")
+    assert reply.status_code == 404 and "nope" in reply.text
+
+
+def test_rules_page_shows_next_fires_with_the_rule_zone(rig: Rig) -> None:
+    page = _login(_client(rig)).get("/ui/rules/nightly").text
+    assert "America/New_York" in page and "02:30:00-05:00" in page
+
+
+@pytest.mark.parametrize(
+    ("origin", "referer", "host", "ok"),
+    [
+        ("http://127.0.0.1:8080", None, "127.0.0.1:8080", True),
+        (None, "http://127.0.0.1:8080/ui/dlq", "127.0.0.1:8080", True),
+        ("http://127.0.0.1:8081", None, "127.0.0.1:8080", False),
+        ("null", None, "127.0.0.1:8080", False),
+        (None, None, "127.0.0.1:8080", False),
+        ("javascript://127.0.0.1:8080", None, "127.0.0.1:8080", False),
+    ],
+    ids=["origin", "referer-fallback", "other-port", "null-origin", "neither", "odd-scheme"],
+)
+def test_same_origin(origin: str | None, referer: str | None, host: str, ok: bool) -> None:
+    assert same_origin(origin, referer, host) is ok
