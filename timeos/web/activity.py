@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from timeos.daemon.telemetry import Lifecycle
 
 WINDOW_MINUTES = 60
-FAILED_KINDS = frozenset({"job.failed", "job.dead"})
+FAILED_KINDS = frozenset({"job.failed"})  # each failed attempt once (job.dead follows one)
 
 
 @dataclass(slots=True)
