@@ -231,3 +231,36 @@ def test_rules_page_shows_next_fires_with_the_rule_zone(rig: Rig) -> None:
 )
 def test_same_origin(origin: str | None, referer: str | None, host: str, ok: bool) -> None:
     assert same_origin(origin, referer, host) is ok
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "file", "expected"),
+    [
+        (None, None, None, False),
+        (True, None, None, True),
+        (None, "yes", None, True),
+        (None, None, "true", True),
+        (None, "off", "true", False),
+    ],
+    ids=["default", "flag", "env", "file", "env-over-file"],
+)
+def test_read_only_comes_from_the_flag_the_env_or_the_file(
+    tmp_path, flag: bool | None, env: str | None, file: str | None, expected: bool
+) -> None:
+    from timeos.daemon.config import resolve
+
+    config = tmp_path / "timeosd.yaml"
+    config.write_text(f"http-read-only: {file}\n" if file else "")
+    environ = {"TIMEOS_HTTP_READ_ONLY": env} if env else {}
+    settings = resolve({"http_read_only": flag}, environ, (config, True))
+    assert settings["http-read-only"] is expected
+
+
+def test_a_bad_read_only_value_names_where_it_came_from(tmp_path) -> None:
+    from timeos.daemon.config import resolve
+    from timeos.errors import UsageError
+
+    config = tmp_path / "timeosd.yaml"
+    config.write_text("http-read-only: maybe\n")
+    with pytest.raises(UsageError, match=r"timeosd.yaml:1:17: http-read-only 'maybe': use true"):
+        resolve({}, {}, (config, True))

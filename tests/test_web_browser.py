@@ -169,6 +169,21 @@ def test_every_page_loads_without_console_errors(site: Site, page: Any, path: st
         assert "UTC+" in (first.text_content() or "") or "UTC-" in (first.text_content() or "")
 
 
+def test_times_show_in_the_browsers_zone_with_the_offset(site: Site, browser: Any) -> None:
+    job = _emit(site, "signup", {"user": "zone"})["jobs"][0]
+    context = browser.new_context(timezone_id="Asia/Kolkata")
+    try:
+        page = context.new_page()
+        site.login(page)
+        page.goto(f"{site.base}/ui/jobs/{job}")
+        created = page.query_selector("time[data-local]")
+        assert created is not None
+        text = created.text_content() or ""
+        assert text.endswith("UTC+05:30"), text
+    finally:
+        context.close()
+
+
 def test_the_dashboard_is_usable_at_phone_width(site: Site, page: Any) -> None:
     page.set_viewport_size({"width": 375, "height": 740})
     for path in PAGES:
