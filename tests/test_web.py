@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient
@@ -264,3 +265,40 @@ def test_a_bad_read_only_value_names_where_it_came_from(tmp_path) -> None:
     config.write_text("http-read-only: maybe\n")
     with pytest.raises(UsageError, match=r"timeosd.yaml:1:17: http-read-only 'maybe': use true"):
         resolve({}, {}, (config, True))
+
+
+def test_timeosd_serves_the_dashboard_on_tcp_only_and_read_only_when_told(tmp_path) -> None:
+    import http.client
+
+    from browser import TOKEN as REAL_TOKEN
+    from browser import start_site
+
+    site = start_site(tmp_path, ("--http-read-only",))
+    try:
+        host, port = site.base.removeprefix("http://").split(":")
+
+        def call(method: str, path: str, body: str = "", cookie: str = "") -> Any:
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            headers = {"Origin": site.base, "Content-Type": "application/x-www-form-urlencoded"}
+            if cookie:
+                headers["Cookie"] = cookie
+            conn.request(method, path, body=body, headers=headers)
+            reply = conn.getresponse()
+            reply.text = reply.read().decode()  # type: ignore[attr-defined]
+            conn.close()
+            return reply
+
+        login = call("POST", "/ui/login", f"token={REAL_TOKEN}")
+        assert login.status == 303
+        cookie = login.getheader("set-cookie").split(";")[0]
+        page = call("GET", "/ui/dlq", cookie=cookie)
+        assert page.status == 200 and "read-only" in page.text and "/ui/dlq/retry" not in page.text
+        refused = call("POST", "/ui/rules/greet/disable", "csrf=x", cookie=cookie)
+        assert refused.status == 403 and "read-only" in refused.text
+        # The API beside it still wants the bearer token; the socket serves no /ui/.
+        assert call("GET", "/v1/jobs", cookie=cookie).status == 401
+        assert site.daemon.client.call("GET", "/v1/rules")["rules"][0]["enabled"] is True
+        with pytest.raises(Exception, match="no API route GET /ui/"):
+            site.daemon.client.call("GET", "/ui/")
+    finally:
+        site.daemon.stop()
