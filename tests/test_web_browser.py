@@ -190,3 +190,32 @@ def test_the_dashboard_is_usable_at_phone_width(site: Site, page: Any) -> None:
         page.goto(f"{site.base}{path}")
         width = page.evaluate("document.documentElement.scrollWidth")
         assert width <= 375, f"{path} scrolls sideways at phone width ({width}px)"
+
+
+def test_the_keyboard_reaches_the_skip_link_nav_and_buttons(site: Site, page: Any) -> None:
+    page.goto(f"{site.base}/ui/rules/greet")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.textContent") == "Skip to content"
+    page.keyboard.press("Enter")
+    assert page.evaluate("document.activeElement.id") == "main"
+    labels = []
+    for _ in range(12):
+        page.keyboard.press("Tab")
+        labels.append(page.evaluate("document.activeElement.textContent.trim()"))
+    assert "Run now" in labels and "Disable" in labels
+
+
+def test_delete_all_dead_letters_asks_first(site: Site, page: Any) -> None:
+    site.flag.unlink(missing_ok=True)
+    job = _emit(site, "flaky", {})["jobs"][0]
+    site.daemon.wait_job(job, "dead")
+    page.goto(f"{site.base}/ui/dlq")
+    page.once("dialog", lambda dialog: dialog.dismiss())
+    page.click('button:has-text("Delete all")')
+    page.wait_for_timeout(300)
+    assert page.url == f"{site.base}/ui/dlq" and site.daemon.job(job)["status"] == "dead"
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click('button:has-text("Delete all")')
+    page.wait_for_url(f"{site.base}/ui/dlq?done=deleted")
+    assert page.query_selector(f'tr[data-job="{job}"]') is None
+    assert site.daemon.cli_json("dlq", "list") == []

@@ -63,11 +63,12 @@
       setConnection("down", "disconnected, retrying");
     });
     document.body.addEventListener("htmx:beforeRequest", function (e) {
-      // A paused page keeps its content; focus inside a live region (a form being filled in)
-      // also holds the refresh back, so typing is never swapped away.
+      // A paused page keeps its content; so does a region holding the keyboard focus (a field
+      // being filled in, a button tabbed to): a swap would throw the focus back to the top.
       var elt = e.detail && e.detail.elt;
+      var focused = document.activeElement;
       if (elt && elt.hasAttribute("data-live") &&
-          (paused || elt.contains(document.activeElement) && document.activeElement.matches("input, select, textarea"))) {
+          (paused || (focused && focused !== elt && elt.contains(focused)))) {
         e.preventDefault();
       }
     });
