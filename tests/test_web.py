@@ -216,6 +216,8 @@ def test_a_missing_job_is_a_404_page(rig: Rig) -> None:
 def test_rules_page_shows_next_fires_with_the_rule_zone(rig: Rig) -> None:
     page = _login(_client(rig)).get("/ui/rules/nightly").text
     assert "2026-03-03 02:30:00 America/New_York" in page
+    # Sunday 8 March 2026: 02:30 does not exist in New York; the page says where it went.
+    assert "2026-03-08 03:00:00 America/New_York</td><td>moved from 02:30 by the DST gap" in page
 
 
 @pytest.mark.parametrize(
@@ -302,3 +304,15 @@ def test_timeosd_serves_the_dashboard_on_tcp_only_and_read_only_when_told(tmp_pa
             site.daemon.client.call("GET", "/ui/")
     finally:
         site.daemon.stop()
+
+
+def test_jobs_page_in_pages_keeping_the_filters(rig: Rig) -> None:
+    for n in range(6):
+        rig.service.emit("user_signup", {"user_id": str(n)})  # 12 jobs; the rig's pages hold 10
+    client = _login(_client(rig))
+    first = client.get("/ui/jobs?status=pending").text
+    assert first.count('<tr data-job="') == 10 and "1–10 of 12" in first
+    link = re.search(r'href="([^"]+)" rel="next"', first)
+    assert link and "status=pending" in link.group(1) and "offset=10" in link.group(1)
+    second = client.get(link.group(1).replace("&amp;", "&")).text
+    assert second.count('<tr data-job="') == 2 and 'rel="prev"' in second
