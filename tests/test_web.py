@@ -316,3 +316,15 @@ def test_jobs_page_in_pages_keeping_the_filters(rig: Rig) -> None:
     assert link and "status=pending" in link.group(1) and "offset=10" in link.group(1)
     second = client.get(link.group(1).replace("&amp;", "&")).text
     assert second.count('<tr data-job="') == 2 and 'rel="prev"' in second
+
+
+def test_assets_are_compressed_and_pages_are_not(rig: Rig) -> None:
+    client = _login(_client(rig))
+    gzip = {"accept-encoding": "gzip"}
+    htmx = client.get("/ui/static/vendor/htmx-2.0.11.min.js", headers=gzip)
+    assert htmx.status_code == 200 and htmx.headers["content-encoding"] == "gzip"
+    assert (
+        int(htmx.headers["content-length"]) < 20_000 and "max-age" in htmx.headers["cache-control"]
+    )
+    page = client.get("/ui/jobs?rule=x", headers=gzip)
+    assert "content-encoding" not in page.headers and page.headers["cache-control"] == "no-store"
