@@ -328,3 +328,35 @@ def test_assets_are_compressed_and_pages_are_not(rig: Rig) -> None:
     )
     page = client.get("/ui/jobs?rule=x", headers=gzip)
     assert "content-encoding" not in page.headers and page.headers["cache-control"] == "no-store"
+
+
+def test_a_jobs_parents_and_children_show_when_its_json_has_them(rig: Rig) -> None:
+    """Job dependencies come from another branch: shown when job_json has them, absent is fine."""
+    from types import SimpleNamespace
+
+    from timeos.web.app import templates
+
+    base = {
+        "id": "J1", "rule": "r", "action": "a", "status": "blocked", "priority": 0,
+        "perform_at": None, "attempts": 0, "max_attempts": 1, "event_id": None,
+        "last_error": None, "note": None, "scheduled_for": None, "created_at": None,
+        "updated_at": None, "payload": {}, "attempt_history": [],
+    }  # fmt: skip
+    request = SimpleNamespace(url=SimpleNamespace(path="/ui/jobs/J1"))
+    page = templates().get_template("job.html")
+    plain = page.render(
+        request=request, job=base, payload={}, csrf="c", logged_in=True, path="/ui/jobs/J1"
+    )
+    assert "Parents" not in plain and "Children" not in plain
+    linked = {
+        **base,
+        "parents": [{"id": "P<1>", "status": "succeeded"}],
+        "children": ["C1"],
+        "depends_on": ["P<1>"],
+    }
+    html = page.render(
+        request=request, job=linked, payload={}, csrf="c", logged_in=True, path="/ui/jobs/J1"
+    )
+    assert '<a href="/ui/jobs/P%3C1%3E"><code>P&lt;1&gt;</code></a>' in html
+    assert '<a href="/ui/jobs/C1"><code>C1</code></a>' in html
+    assert "Depends on" in html and "Children" in html
