@@ -38,6 +38,7 @@ from timeos.model import (
     occurrence_key,
 )
 from timeos.payload import EVENT_TYPE, nesting_depth, parse_object
+from timeos.rules import chains
 from timeos.time.cron import next_local_time
 
 log = logging.getLogger("timeos.engine")
@@ -138,7 +139,11 @@ def _plan(
 ) -> list[NewJob]:
     jobs: list[NewJob] = []
     context: dict[str, Any] | None = None
-    for rule in listening:
+    chained = any(r.after or r.then for r in listening)
+    ends: dict[str, int] = {}  # rule -> index in `jobs` of its chain's last job (after:)
+    for rule in chains.ordered(listening) if chained else listening:
+        if rule.after is not None and rule.after not in ends:
+            continue  # the rule it waits for made no job for this event: nothing to wait on
         if rule.condition is not None:
             context = context or event_context(event)
             try:
@@ -159,18 +164,30 @@ def _plan(
             max_attempts = effective_retry(rule, rules.actions[rule.action]).max_attempts
             if attempts is not None:
                 attempts[rule.name] = max_attempts
-        jobs.append(
-            NewJob(
-                rule=rule.name,
-                action=rule.action,
-                perform_at=at,
-                priority=rule.priority,
-                max_attempts=max_attempts,
-                payload=event.payload,
-                event_id=event.id,
-                note=note,
-            )
+        head = NewJob(
+            rule=rule.name,
+            action=rule.action,
+            perform_at=at,
+            priority=rule.priority,
+            max_attempts=max_attempts,
+            payload=event.payload,
+            event_id=event.id,
+            note=note,
         )
+        if not chained:
+            jobs.append(head)
+            continue
+        if rule.after is not None:  # due `offset` after its parent succeeded, not the event
+            parent = ends[rule.after]
+            head = replace(
+                head,
+                perform_at=jobs[parent].perform_at + trigger.offset,  # the earliest it can be
+                after=len(jobs) - parent,
+                wait=trigger.offset,
+            )
+        jobs.append(head)
+        jobs.extend(chains.steps(head, rule, rules))
+        ends[rule.name] = len(jobs) - 1
     return jobs
 
 
@@ -197,6 +214,7 @@ class MatchReason(enum.StrEnum):
     CONDITION_FALSE = "condition_false"
     CONDITION_ERROR = "condition_error"
     RULE_DISABLED = "rule_disabled"
+    AFTER_UNMATCHED = "after_unmatched"  # its own test held, but its `after:` rule's did not
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +253,18 @@ def explain_event(event: Event, rules: RuleSet) -> list[Match]:
                 continue
             reason = MatchReason.MATCHED if holds else MatchReason.CONDITION_FALSE
             matches.append(Match(rule.name, bool(holds), reason))
-    return matches
+    return _after_unmatched(matches, rules)
+
+
+def _after_unmatched(matches: list[Match], rules: RuleSet) -> list[Match]:
+    """A matching rule whose `after:` rule made no job makes none either (transitively)."""
+    verdicts = {m.rule: m for m in matches}
+    for rule in chains.ordered([r for r in rules.rules if r.name in verdicts]):
+        own = verdicts[rule.name]
+        parent = verdicts.get(rule.after) if rule.after else None
+        if own.matched and rule.after and (parent is None or not parent.matched):
+            verdicts[rule.name] = Match(rule.name, False, MatchReason.AFTER_UNMATCHED, rule.after)
+    return [verdicts[m.rule] for m in matches]
 
 
 def perform_at(event: Event, rule: Rule, trigger: EventTrigger) -> datetime:

@@ -218,10 +218,20 @@ class Rule:
     # occurrences it held back ("rule disabled") from those missed while the daemon was down.
     disabled_at: datetime | None = field(default=None, compare=False)
     disabled_until: datetime | None = field(default=None, compare=False)
+    # A perform list's actions after the first (`perform: [a, b, c]`: action a, then b, c).
+    then: tuple[str, ...] = ()
+    # `after: other-rule` (event rules): its job waits until that rule's job for the same event
+    # succeeded, its offset counting from then (rules/chains.py).
+    after: str | None = None
 
     @property
     def time_based(self) -> bool:
         return not isinstance(self.trigger, EventTrigger)
+
+    @property
+    def performs(self) -> tuple[str, ...]:
+        """Every action it runs, in order (one job each, each after the previous succeeded)."""
+        return (self.action, *self.then)
 
 
 @dataclass(frozen=True, slots=True)
@@ -306,6 +316,10 @@ class NewJob:
     scheduled_for: datetime | None = None
     note: str | None = None  # what planning could not honour (e.g. a payload's unknown zone)
     failure_of: str | None = None  # an on_failure job: the dead job it reports
+    # Chains: its parent is the job `after` places earlier in the same list (0: none); it is
+    # stored `blocked` and becomes due `wait` after that parent succeeded.
+    after: int = 0
+    wait: timedelta = timedelta(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -328,6 +342,7 @@ class Job:
     backoff_base: int = 0  # attempts made before the budget was last renewed
     note: str | None = None  # see NewJob.note
     failure_of: str | None = None  # see NewJob.failure_of
+    depends_on: tuple[str, ...] = ()  # the parent jobs' ids (chains, after:)
 
 
 @dataclass(frozen=True, slots=True)

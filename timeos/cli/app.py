@@ -25,7 +25,7 @@ from timeos.cli.entry import fail
 from timeos.errors import NotFound, TimeOSError, UsageError
 
 HELP = {"help_option_names": ["-h", "--help"]}
-STATUSES = ("pending", "running", "succeeded", "retrying", "dead", "cancelled")
+STATUSES = ("pending", "blocked", "running", "succeeded", "retrying", "dead", "cancelled")
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -377,7 +377,7 @@ def jobs_list(
         str | None,
         typer.Option(
             "--status",
-            help="pending|running|succeeded|retrying|dead|cancelled",
+            help="pending|blocked|running|succeeded|retrying|dead|cancelled",
             autocompletion=_complete_status,
         ),
     ] = None,
@@ -422,7 +422,8 @@ def jobs_show(
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
-    """Show one job with its attempt history and the tail of the last attempt's output.
+    """Show one job with its attempt history, its chain (the jobs it waits for and the jobs
+    waiting for it) and the tail of the last attempt's output.
 
     Example: timeos jobs show 01JD3Z8W7T0000000000000001
     """
@@ -501,7 +502,8 @@ def jobs_cancel(
     status: Annotated[
         str | None,
         typer.Option(
-            "--status", help="With --rule: only pending, retrying (or running, with --kill)."
+            "--status",
+            help="With --rule: only pending, retrying, blocked (or running, with --kill).",
         ),
     ] = None,
     event: Annotated[
@@ -517,8 +519,9 @@ def jobs_cancel(
     as_json: JsonOpt = False,
     socket_path: SocketOpt = None,
 ) -> None:
-    """Cancel waiting jobs (pending or retrying), by id or every one of a rule. With ids: exit 1
-    if any could not be cancelled. With --rule: asks first on a terminal (elsewhere pass
+    """Cancel waiting jobs (pending, retrying or blocked), by id or every one of a rule; the
+    blocked jobs of their chains are cancelled with them. With ids: exit 1 if any could not
+    be cancelled. With --rule: asks first on a terminal (elsewhere pass
     --yes), prints how many were cancelled; --kill also stops running jobs (their process
     group) and records them cancelled, never retried.
 

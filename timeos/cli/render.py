@@ -21,6 +21,7 @@ STATUS_STYLES = {
     "retrying": "magenta",
     "dead": "bold red",
     "cancelled": "dim",
+    "blocked": "blue",
     "healthy": "green",
     "degraded": "yellow",
     "unhealthy": "bold red",
@@ -109,6 +110,17 @@ def job_panel(job: dict[str, Any]) -> Panel:
         ],
     )
     panel = Panel(f"Job {job['id']}", fields, [attempts])
+    chain = [("parent", j) for j in job.get("parents") or []]
+    chain += [("child", j) for j in job.get("children") or []]
+    if chain:  # chains and after: what it waits for, and what waits for it
+        panel.sheets.insert(
+            0,
+            Sheet(
+                "Chain",
+                CHAIN_COLUMNS,
+                [[link, j["id"], j["rule"], j["action"], j["status"]] for link, j in chain],
+            ),
+        )
     if history and history[-1].get("output"):
         last = history[-1]
         tail, cut = output_tail(last["output"])
@@ -192,6 +204,13 @@ def event_panel(event: dict[str, Any]) -> Panel:
     return Panel(f"Event {event['id']}", fields, sheets)
 
 
+CHAIN_COLUMNS = [
+    Column("link", "link"),
+    Column("id", "job", "id"),
+    Column("rule", "rule", importance=6),
+    Column("action", "action", importance=3),
+    Column("status", "status", "status"),
+]
 EVENT_JOB_COLUMNS = [
     Column("id", "job", "id"),
     Column("rule", "rule", importance=6),
@@ -291,6 +310,8 @@ def rule_panel(rule: dict[str, Any]) -> Panel:
             fields.append((key, "text", control.pop(key)))
             continue
         kind: Kind = "time" if key in ("next_fire", "last_fire", "last_run") else "text"
+        if key == "perform" and isinstance(value, list):  # a perform list, in order
+            value = " -> ".join(map(str, value))
         fields.append((key, "bool" if isinstance(value, bool) else kind, value))
     fields += [(key, "text", text) for key, text in control.items()]
     return Panel(f"Rule {rule['name']}", fields)

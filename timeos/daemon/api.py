@@ -103,6 +103,7 @@ def job_json(job: Job, attempts: list[Attempt] | None = None) -> dict[str, Any]:
         "created_at": iso(job.created_at),
         "updated_at": iso(job.updated_at),
         "payload": job.payload,
+        "depends_on": list(job.depends_on),
     }
     if attempts is not None:
         body["attempt_history"] = [
@@ -149,6 +150,8 @@ def rule_json(rule: Rule) -> dict[str, Any]:
         body["on_event"] = trigger.event_type
         body["offset"] = format_duration(trigger.offset)
         body["at"] = trigger.at.strftime("%H:%M") if trigger.at else None
+        if rule.after is not None:
+            body["after"] = rule.after
     elif isinstance(trigger, CronTrigger):
         body["trigger"] = "cron"
         body["cron"] = trigger.expression
@@ -157,6 +160,8 @@ def rule_json(rule: Rule) -> dict[str, Any]:
     elif isinstance(trigger, IntervalTrigger):
         body["trigger"] = "every"
         body["every"] = format_duration(trigger.every)
+    if rule.then:  # a perform list: every action, in order (`action` is the first)
+        body["perform"] = list(rule.performs)
     if rule.retry:
         body["retry"] = {
             "max_attempts": rule.retry.max_attempts,
@@ -467,7 +472,7 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
 
     async def show_job(request: Request) -> Response:
         job = service.get_job(request.path_params["id"])
-        return JSONResponse(job_json(job, service.attempts(job.id)))
+        return JSONResponse({**job_json(job, service.attempts(job.id)), **service.chain(job.id)})
 
     async def cancel_jobs(request: Request) -> Response:
         body = await _json_body(request, service)

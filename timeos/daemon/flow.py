@@ -40,7 +40,7 @@ MAX_BATCH_EVENTS = 100_000
 # A batch body may be this many times the payload limit (64 MiB by default).
 BATCH_BODY_FACTOR = 64
 MAX_BULK_IDS = 1000  # ids per dlq retry/delete request, as for cancel
-WAITING = ("pending", "retrying")
+WAITING = ("pending", "retrying", "blocked")
 KillRunning = Callable[[Collection[str]], list[str]]  # job ids -> the ones it stopped
 
 
@@ -199,7 +199,8 @@ class FlowControl:
         also stop its running jobs (the scheduler records them cancelled)."""
         if status is not None and status not in (*WAITING, "running"):
             raise UsageError(
-                f"--status {status!r}: only pending, retrying or running jobs can be cancelled"
+                f"--status {status!r}: only pending, retrying, blocked or running jobs can be"
+                " cancelled"
             )
         if status == "running" and not kill:
             raise UsageError("--status running needs --kill: running jobs are stopped, not skipped")

@@ -92,7 +92,7 @@ def _job() -> Schema:
         (
             "id", "rule", "action", "status", "priority", "perform_at", "attempts",
             "max_attempts", "event_id", "last_error", "scheduled_for", "created_at",
-            "updated_at", "payload",
+            "updated_at", "payload", "depends_on",
         ),
         id=STR,
         rule=STR,
@@ -108,7 +108,13 @@ def _job() -> Schema:
         created_at=INSTANT,
         updated_at=INSTANT,
         payload=PAYLOAD,
+        depends_on={"type": "array", "items": STR,
+                    "description": "ids of the jobs it waits for (chains, after:)"},
         attempt_history={"type": "array", "items": ref("Attempt")},
+        parents={"type": "array", "items": ref("ChainJob"),
+                 "description": "GET /v1/jobs/{id}: the jobs it waits for"},
+        children={"type": "array", "items": ref("ChainJob"),
+                  "description": "GET /v1/jobs/{id}: the jobs waiting for it"},
     )  # fmt: skip
 
 
@@ -124,6 +130,12 @@ def _rule() -> Schema:
         where={"type": "string", "description": "file:line:col where the rule is defined"},
         trigger={"type": "string", "enum": ["event", "cron", "every"]},
         on_event=STR,
+        after={**STR, "description": "the event rule whose job this rule's job waits for"},
+        perform={
+            "type": "array",
+            "items": STR,
+            "description": "a perform list's actions in order (action is the first)",
+        },
         offset=DURATION,
         at=nullable({"type": "string", "description": "HH:MM"}),
         cron=STR,
@@ -189,7 +201,16 @@ def _error() -> Schema:
 COMPONENTS: dict[str, Schema] = {
     "Error": _error(),
     "Job": _job(),
-    "JobWithHistory": {"allOf": [ref("Job"), {"required": ["attempt_history"]}]},
+    "JobWithHistory": {
+        "allOf": [ref("Job"), {"required": ["attempt_history", "parents", "children"]}]
+    },
+    "ChainJob": obj(
+        ("id", "rule", "action", "status"),
+        id=STR,
+        rule=STR,
+        action=STR,
+        status={"type": "string", "enum": [str(s) for s in JobStatus]},
+    ),
     "Attempt": obj(
         ("number", "started_at", "ended_at", "outcome", "error", "output", "stderr"),
         number=INT,
@@ -248,9 +269,15 @@ COMPONENTS: dict[str, Schema] = {
                 "condition_false",
                 "condition_error",
                 "rule_disabled",
+                "after_unmatched",
             ],
         },
-        detail=nullable({"type": "string", "description": "condition_error: the error"}),
+        detail=nullable(
+            {
+                "type": "string",
+                "description": "condition_error: the error; after_unmatched: the `after` rule",
+            }
+        ),
     ),
     "Replay": obj(
         ("number", "at", "jobs"),
@@ -475,7 +502,7 @@ REPLAY_BODY = obj((), dry_run={**BOOL, "description": "create nothing; list the 
 CANCEL_MATCHING_BODY = obj(
     ("rule",),
     rule=STR,
-    status={"type": "string", "enum": ["pending", "retrying", "running"],
+    status={"type": "string", "enum": ["pending", "retrying", "blocked", "running"],
             "description": "only jobs in this state (running needs kill)"},
     event={**STR, "description": "only jobs of this event id"},
     kill={**BOOL, "description": "also stop running jobs; they are recorded cancelled"},

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -21,6 +22,7 @@ from timeos.model import (
     effective_retry,
     occurrence_key,
 )
+from timeos.rules import chains
 from timeos.store.protocol import Store
 from timeos.time.planning import Plan, is_due, plan, resume
 from timeos.time.triggers import RuleClock
@@ -118,6 +120,8 @@ class OccurrencePlanner:
             max_attempts=effective_retry(rule, rules.actions[rule.action]).max_attempts,
             disabled=self._window(rule, now),
         )
+        if rule.then:  # a perform list: each fire's job is followed by its blocked steps
+            result = replace(result, jobs=tuple(chains.with_steps(result.jobs, rule, rules)))
         ids = self.store.save_rule_state(result.state, now, result.occurrences, result.jobs)
         self.states[rule.name] = result.state
         self._announce(result, ids)

@@ -17,7 +17,7 @@ from timeos.daemon.logs import fields
 from timeos.engine import manual_run
 from timeos.errors import NotFound
 from timeos.model import Job, Rule, RuleOverride, RuleSet
-from timeos.rules import overrides
+from timeos.rules import chains, overrides
 from timeos.store.protocol import Store
 
 log = logging.getLogger("timeos.service")
@@ -107,7 +107,8 @@ class RuleControl:
             raise NotFound(f"no rule named {name!r} is loaded")
         now = self.clock.now()
         job, occurrence = manual_run(rule, rules, dict(payload) if payload else None, now)
-        job_id = self.store.record_run(job, occurrence, now)
+        steps = chains.steps(job, rule, rules)  # a perform list runs whole; `after:` is not waited
+        job_id = self.store.record_run(job, occurrence, now, steps)
         log.info("rule run by hand", extra=fields(rule=name, job_id=job_id))
         self.on_change()
         return self.store.get_job(job_id)

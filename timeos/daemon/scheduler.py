@@ -97,7 +97,8 @@ class Scheduler:
         self.wake.set()
 
     def recover(self) -> int:
-        """Record jobs left running by a dead daemon as interrupted; retry or dead-letter them."""
+        """Record jobs left running by a dead daemon as interrupted; retry or dead-letter them;
+        settle blocked jobs whose parent already ended."""
         now = self.clock.now()
         jobs = self.store.running_jobs()
         for job in jobs:
@@ -108,6 +109,13 @@ class Scheduler:
         if jobs:
             log.warning(
                 "recovered job(s) left running by a previous daemon", extra=fields(count=len(jobs))
+            )
+        # Chains: a blocked job whose parent already ended (or is gone) is settled now, so no
+        # job waits forever on a parent that will never end again.
+        settled = self.store.settle_blocked(now)
+        if settled:
+            log.warning(
+                "settled blocked job(s) whose parent had ended", extra=fields(count=settled)
             )
         return len(jobs)
 
@@ -358,6 +366,9 @@ class Scheduler:
                 error=result.error,
                 next_at=done.perform_at.isoformat(),
             )
+        if done.status in (JobStatus.DEAD, JobStatus.CANCELLED):  # its chain went with it
+            for child, rule, event_id in self.store.cascaded(job.id):
+                self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
 
     def stop(self) -> None:
         """Stop claiming; run() drains and returns."""

@@ -311,6 +311,8 @@ class Service(RuleControl, FlowControl):
         for outcome in results:
             if outcome.cancelled:
                 self._announce_cancel(outcome.id)
+                for child, rule, event_id in self.store.cascaded(outcome.id):  # its chain
+                    self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
         return results
 
     def _announce_cancel(self, job_id: str) -> None:
@@ -324,6 +326,18 @@ class Service(RuleControl, FlowControl):
             rule=job.rule if job else None,
             event_id=job.event_id if job else None,
         )
+
+    def chain(self, job_id: str) -> dict[str, list[dict[str, str]]]:
+        """A job's `parents` and `children` (chains, after:): id, rule, action and status each."""
+        parents, children = self.store.chain_ids(job_id)
+
+        def brief(ids: list[str]) -> list[dict[str, str]]:
+            jobs = [self.store.get_job(i) for i in ids]
+            return [
+                {"id": j.id, "rule": j.rule, "action": j.action, "status": j.status} for j in jobs
+            ]
+
+        return {"parents": brief(parents), "children": brief(children)}
 
     def attempts(self, job_id: str) -> list[Attempt]:
         """A job's attempt history, oldest first."""

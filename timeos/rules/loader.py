@@ -39,6 +39,7 @@ from timeos.model import (
     Trigger,
 )
 from timeos.payload import EVENT_TYPE
+from timeos.rules import chains
 from timeos.rules.action_specs import DEFAULT_IMPORT_TIMEOUT, Scope, SpecReader
 from timeos.rules.conditions import CelCondition, ConditionSyntax, compile_condition
 from timeos.rules.source import (
@@ -71,7 +72,7 @@ TRIGGER_KEYS = ("on_event", "every", "cron")
 TIME_ONLY_KEYS = ("on_missed", "grace", "overlap")
 RULE_KEYS = (
     "name", *TRIGGER_KEYS, "offset", "at", "when", "timezone", "perform", "priority", "retry",
-    "enabled", "dst", *TIME_ONLY_KEYS, "retention", "on_failure",
+    "enabled", "dst", *TIME_ONLY_KEYS, "retention", "on_failure", "after",
 )  # fmt: skip
 RETRY_KEYS = ("max_attempts", "backoff", "max_backoff", "jitter")
 DST_KEYS = ("gap", "fold")
@@ -120,6 +121,7 @@ class _Collector:
         self.rule_where: dict[str, Loc] = {}
         self.performs: list[tuple[Scope, Scalar]] = []
         self.on_failures: list[tuple[Scope, Scalar]] = []  # checked like performs, at the end
+        self.afters: dict[str, tuple[Scope, Loc]] = {}  # rule -> where its `after:` is
         self.warnings: list[Invalid] = []  # reported, never a reason to refuse the rules
 
     def files_in(self, paths: Sequence[Path]) -> list[Path]:
@@ -192,6 +194,9 @@ class _Collector:
             if node.text not in self.action_where:
                 hint = suggest(node.text, sorted(self.action_where))
                 scope.add(node.loc, f"on_failure: unknown action {node.text!r}{hint}")
+        for name, message in chains.problems(self.rules, self.rule_where):
+            scope, loc = self.afters[name]
+            scope.add(loc, message)
         if self.problems:
             ordered = self._sorted(self.problems)
             raise RulesError([Problem(str(p.loc), p.message) for p in ordered])
@@ -325,12 +330,11 @@ class _Collector:
                     node.key_loc(key), f"{key} only applies to time-based rules (every, cron)"
                 )
 
-        action = scope.read(node, "perform", expect_str)
-        perform = node.get("perform")
-        if perform is None:
-            scope.add(node.loc, "missing `perform:` (the name of the action to run)")
-        elif action is not None and isinstance(perform, Scalar):
-            self.performs.append((scope, perform))
+        performs = self._performs(node, scope)
+        action = performs[0] if performs else None
+        after = scope.read(node, "after", expect_str)
+        if after is not None and name is not None:
+            self.afters[name] = (scope, (node.get("after") or node).loc)
         priority = scope.read(node, "priority", _priority)
         retry = self._retry(node, scope)
         enabled = scope.read(node, "enabled", expect_bool)
@@ -364,8 +368,35 @@ class _Collector:
                 where=str(node.loc),
                 retention=retention,
                 on_failure=on_failure,
+                then=tuple(performs[1:]),
+                after=after,
             )
         )  # fmt: skip
+
+    def _performs(self, rule: Map, scope: Scope) -> list[str]:
+        """`perform:`: one action's name, or a list of them run one after another."""
+        node = rule.get("perform")
+        if node is None:
+            scope.add(rule.loc, "missing `perform:` (the name of the action to run)")
+            return []
+        if not isinstance(node, Seq):
+            action = scope.read(rule, "perform", expect_str)
+            if action is not None and isinstance(node, Scalar):
+                self.performs.append((scope, node))
+            return [action] if action is not None else []
+        if not node.items:
+            scope.add(node.loc, "perform: the list of actions is empty")
+            return []
+        names: list[str] = []
+        for item in node.items:
+            try:
+                names.append(expect_str(item, "perform"))
+            except Invalid as exc:
+                scope.add(exc.loc, exc.message)
+                continue
+            assert isinstance(item, Scalar)  # expect_str accepted it
+            self.performs.append((scope, item))
+        return names if len(names) == len(node.items) else []
 
     def _dst(self, rule: Map, scope: Scope) -> DstPolicy:
         node = scope.read(rule, "dst", expect_map)

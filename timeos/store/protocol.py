@@ -236,8 +236,28 @@ class Store(Protocol):
         """Advance a rule's schedule, record its occurrences and insert their jobs, atomically."""
         ...
 
-    def record_run(self, job: NewJob, occurrence: Occurrence | None, now: datetime) -> str:
-        """Insert a manual run's job and (time-based rules) its occurrence, atomically."""
+    def record_run(
+        self,
+        job: NewJob,
+        occurrence: Occurrence | None,
+        now: datetime,
+        steps: Sequence[NewJob] = (),
+    ) -> str:
+        """Insert a manual run's job, its perform list's `steps` and its occurrence, atomically."""
+        ...
+
+    # ---- chains (job dependencies) ----
+
+    def settle_blocked(self, now: datetime) -> int:
+        """Release or cancel blocked jobs whose parent already ended or is gone (recovery)."""
+        ...
+
+    def cascaded(self, parent: str) -> list[tuple[str, str, str | None]]:
+        """(id, rule, event id) of the jobs cancelled because `parent` ended, transitively."""
+        ...
+
+    def chain_ids(self, job_id: str) -> tuple[list[str], list[str]]:
+        """(parent ids, child ids) of one job."""
         ...
 
     def history(self, rule: str, limit: int = 50, offset: int = 0) -> list[Occurrence]:

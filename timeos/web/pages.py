@@ -191,7 +191,8 @@ class Pages:
 
     async def job(self, request: Request) -> Response:
         job = self.service.get_job(request.path_params["id"])
-        body = job_json(job, self.service.attempts(job.id))
+        # The same body as GET /v1/jobs/{id}: the job, its attempts, its chain's parents/children.
+        body = {**job_json(job, self.service.attempts(job.id)), **self.service.chain(job.id)}
         return self.page(
             request,
             "job.html",

@@ -16,6 +16,7 @@ from timeos.errors import IdempotencyConflict, NotFound
 from timeos.model import EmitResult, Event, Job, NewJob, Replay, Verdict, new_ids, payload_hash
 from timeos.payload import compact_json
 from timeos.store.sqlite.connection import translated
+from timeos.store.sqlite.deps import Deps, depends_on, links
 from timeos.store.sqlite.pruning import Pruning
 from timeos.timefmt import from_micros, to_micros
 
@@ -23,9 +24,10 @@ BIG_WRITE_ROWS = 5_000
 BIG_CACHE_KIB = -65_536  # 64 MiB (negative: KiB, as PRAGMA cache_size takes it)
 _CHUNK = 500  # bound variables per IN (...) list, under SQLite's limit
 _INSERT_JOB = (
-    "INSERT INTO jobs (id, rule, action, event_id, status, priority, perform_at, attempts,"
+    "INSERT INTO jobs (id, rule, action, event_id, priority, perform_at, attempts,"
     " max_attempts, payload, created_at, updated_at, scheduled_for, occurrence_key, note,"
-    " failure_of) VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " failure_of, status, depends_on)"
+    " VALUES (?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -37,7 +39,7 @@ def _marks(values: Sequence[Any]) -> str:
     return ", ".join("?" * len(values))
 
 
-class Bulk(Pruning):
+class Bulk(Pruning, Deps):
     """Writes of many rows at once (mixed into SqliteStore)."""
 
     def find_idempotent_many(self, keys: Collection[str]) -> dict[str, tuple[str, str]]:
@@ -111,14 +113,18 @@ class Bulk(Pruning):
             dumped = {e.id: t for e, t in zip(events, texts, strict=True)}
             created: dict[str, list[str]] = {}
             job_rows: list[tuple[Any, ...]] = []
-            for job_id, job in zip(new_ids(now, len(jobs)), jobs, strict=True):
+            ids: list[str | None] = []
+            for index, (job_id, job) in enumerate(zip(new_ids(now, len(jobs)), jobs, strict=True)):
                 event_id = job.event_id or ""
-                if event_id in duplicates:
+                if event_id in duplicates:  # a chain's jobs are all of one event: all dropped
+                    ids.append(None)
                     continue
+                ids.append(job_id)
                 text = dumped.get(event_id) or _dumps(job.payload)
-                job_rows.append(_job_row(job_id, job, text, stamp, micros))
+                job_rows.append(_job_row(job_id, job, text, stamp, micros, index, ids))
                 created.setdefault(event_id, []).append(job_id)
             conn.executemany(_INSERT_JOB, job_rows)
+            self._link(conn, links(jobs, ids))
         return [
             EmitResult(duplicates[e.id], True, ())
             if e.id in duplicates
@@ -159,7 +165,10 @@ class Bulk(Pruning):
             sql += " AND event_id = ?"
             args.append(event_id)
         with self._tx() as conn:
-            return [str(r[0]) for r in conn.execute(sql + " RETURNING id", args).fetchall()]
+            ids = [str(r[0]) for r in conn.execute(sql + " RETURNING id", args).fetchall()]
+            for job_id in ids:  # their chains' blocked jobs go with them
+                self._settle(conn, job_id, "cancelled", now)
+            return ids
 
     def requeue_dead_many(
         self, renewals: Sequence[tuple[Job, Verdict]], now: datetime
@@ -183,6 +192,8 @@ class Bulk(Pruning):
                         job.attempts,
                     ),
                 )
+                if cur.rowcount == 1:
+                    self._revive(conn, job.id, now)  # its chain's cancelled jobs wait again
                 outcomes.append(
                     None
                     if cur.rowcount == 1
@@ -239,8 +250,12 @@ class Bulk(Pruning):
             ids = new_ids(now, len(jobs))
             conn.executemany(
                 _INSERT_JOB,
-                [_job_row(i, j, _dumps(j.payload), stamp) for i, j in zip(ids, jobs, strict=True)],
+                [
+                    _job_row(i, j, _dumps(j.payload), stamp, to_micros, n, ids)
+                    for n, (i, j) in enumerate(zip(ids, jobs, strict=True))
+                ],
             )
+            self._link(conn, links(jobs, ids))
         return Replay(event_id, number, now, len(jobs)), ids
 
     def replays(self, event_id: str) -> list[Replay]:
@@ -266,7 +281,13 @@ class _Micros:
 
 
 def _job_row(
-    job_id: str, job: NewJob, payload: str, stamp: int, micros: Any = to_micros
+    job_id: str,
+    job: NewJob,
+    payload: str,
+    stamp: int,
+    micros: Any,
+    index: int,
+    ids: Sequence[str | None],
 ) -> tuple[Any, ...]:
     return (
         job_id,
@@ -283,4 +304,6 @@ def _job_row(
         job.occurrence_key,
         job.note,
         job.failure_of,
+        "blocked" if job.after else "pending",
+        depends_on(job, index, ids) if job.after else None,
     )

@@ -20,14 +20,14 @@ from timeos.timefmt import from_micros, to_micros
 # jobs_finished's WHERE clause, verbatim: SQLite uses a partial index only for a query that
 # repeats its condition.
 _FINISHED = "status IN ('succeeded', 'cancelled', 'dead')"
-_LIVE = "('pending', 'retrying', 'running')"
+_LIVE = "('pending', 'retrying', 'running', 'blocked')"
 _NOT_REPORTED = (
     f"NOT EXISTS (SELECT 1 FROM jobs AS w WHERE w.failure_of = jobs.id AND w.status IN {_LIVE})"
 )
 # Dead jobs count as needing their event too: `dlq retry` may send them back to run.
 _EVENT_UNNEEDED = (
     "NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_id = events.id"
-    " AND jobs.status IN ('pending', 'retrying', 'running', 'dead'))"
+    " AND jobs.status IN ('pending', 'retrying', 'running', 'blocked', 'dead'))"
 )
 _ORPHAN = "(job_id IS NULL OR NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = occurrences.job_id))"
 
@@ -143,7 +143,7 @@ class Pruning(Connection):
             kept_dead = f" AND NOT ({' OR '.join(removed)})" if removed else ""
             unneeded = (
                 "NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_id = events.id AND"
-                " (jobs.status IN ('pending', 'retrying', 'running')"
+                " (jobs.status IN ('pending', 'retrying', 'running', 'blocked')"
                 f" OR (jobs.status = 'dead'{kept_dead})))"
             )
             events = self._count(

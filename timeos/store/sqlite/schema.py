@@ -187,6 +187,18 @@ def _v7(db: sqlite_utils.Database) -> None:
 
 def _v8(db: sqlite_utils.Database) -> None:
     """Chains and dependencies (perform lists, after:, the blocked status)."""
+    # A job waits (status 'blocked') until each of its parents succeeded, then runs `wait`
+    # microseconds after the parent's end. Edges go with either job when it is removed.
+    db.execute(
+        "CREATE TABLE job_deps (parent TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        " child TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,"
+        " wait INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (parent, child)) WITHOUT ROWID"
+    )
+    db.execute("CREATE INDEX job_deps_child ON job_deps(child)")
+    # The parents' ids (JSON list), on the job row itself so every job read carries them.
+    db.table("jobs").add_column("depends_on", str)
+    # Crash recovery finds the blocked jobs without a scan.
+    db.execute("CREATE INDEX jobs_blocked ON jobs(id) WHERE status = 'blocked'")
 
 
 # ----------------------------------------------------------------------------------------------

@@ -27,18 +27,19 @@ from timeos.model import (
     Outcome,
     RuleState,
     Verdict,
-    new_id,
+    new_ids,
     occurrence_key,
     payload_hash,
 )
 from timeos.store.sqlite.bulk import Bulk
+from timeos.store.sqlite.deps import depends_on, links
 from timeos.store.sqlite.overrides import RuleOverrides
 from timeos.timefmt import from_micros, to_micros
 
 _JOB_COLUMNS = (
     "id, rule, action, event_id, status, priority, perform_at, attempts, max_attempts, payload,"
     " last_error, created_at, updated_at, scheduled_for, occurrence_key, backoff_base, note,"
-    " failure_of"
+    " failure_of, depends_on"
 )
 _WAITING = "status IN ('pending', 'retrying')"
 
@@ -94,18 +95,21 @@ class SqliteStore(Bulk, RuleOverrides):
     ) -> list[str | None]:
         stamp = to_micros(now)
         ids: list[str | None] = []
-        for job in jobs:
-            job_id = new_id(now)
+        for index, (job_id, job) in enumerate(zip(new_ids(now, len(jobs)), jobs, strict=True)):
+            if job.after and ids[index - job.after] is None:
+                ids.append(None)  # its parent was not inserted (a duplicate occurrence)
+                continue
             cur = conn.execute(
                 "INSERT OR IGNORE INTO jobs (id, rule, action, event_id, status, priority,"
                 " perform_at, attempts, max_attempts, payload, created_at, updated_at,"
-                " scheduled_for, occurrence_key, note, failure_of)"
-                " VALUES (?, ?, ?, ?, 'pending', ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " scheduled_for, occurrence_key, note, failure_of, depends_on)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     job.rule,
                     job.action,
                     job.event_id,
+                    "blocked" if job.after else "pending",
                     job.priority,
                     to_micros(job.perform_at),
                     job.max_attempts,
@@ -116,10 +120,12 @@ class SqliteStore(Bulk, RuleOverrides):
                     job.occurrence_key,
                     job.note,
                     job.failure_of,
+                    depends_on(job, index, ids),
                 ),
             )
             # An occurrence key already present means another path created this job: keep one.
             ids.append(job_id if cur.rowcount == 1 else None)
+        self._link(conn, links(jobs, ids))
         return ids
 
     def get_event(self, event_id: str) -> Event:
@@ -196,7 +202,8 @@ class SqliteStore(Bulk, RuleOverrides):
         if waiting_first:
             order = (
                 "CASE status WHEN 'running' THEN 0 WHEN 'pending' THEN 1 WHEN 'retrying' THEN 1"
-                " ELSE 2 END, CASE WHEN status IN ('running', 'pending', 'retrying')"
+                " WHEN 'blocked' THEN 2 ELSE 3 END,"
+                " CASE WHEN status IN ('running', 'pending', 'retrying', 'blocked')"
                 " THEN perform_at ELSE -updated_at END, id"
             )
         rows = self._read(
@@ -351,6 +358,7 @@ class SqliteStore(Bulk, RuleOverrides):
                 )
             if verdict.notice is not None:  # on_failure: the notification job, atomically
                 self._insert_jobs(conn, [verdict.notice], now)
+            self._settle(conn, job.id, str(verdict.status), now)  # its chain, atomically
         return self.get_job(job.id)
 
     def running_jobs(self) -> list[Job]:
@@ -362,7 +370,7 @@ class SqliteStore(Bulk, RuleOverrides):
         """Cancel a waiting job; raise InvalidState if it already ran or is running."""
         with self._tx() as conn:
             job = self.get_job(job_id)
-            if job.status not in (JobStatus.PENDING, JobStatus.RETRYING):
+            if job.status not in (JobStatus.PENDING, JobStatus.RETRYING, JobStatus.BLOCKED):
                 raise InvalidState(
                     f"job {job_id} is {job.status}; only waiting jobs can be cancelled"
                 )
@@ -370,6 +378,7 @@ class SqliteStore(Bulk, RuleOverrides):
                 "UPDATE jobs SET status = 'cancelled', updated_at = ? WHERE id = ?",
                 (to_micros(now), job_id),
             )
+            self._settle(conn, job_id, "cancelled", now)
         return self.get_job(job_id)
 
     def cancel_many(
@@ -394,7 +403,7 @@ class SqliteStore(Bulk, RuleOverrides):
                 status = found.get(job_id)
                 if status is None:
                     results.append((job_id, False, None, f"no job with id {job_id!r}"))
-                elif status not in ("pending", "retrying"):
+                elif status not in ("pending", "retrying", "blocked"):
                     error = f"job {job_id} is {status}; only waiting jobs can be cancelled"
                     results.append((job_id, False, status, error))
                 else:
@@ -402,6 +411,7 @@ class SqliteStore(Bulk, RuleOverrides):
                         "UPDATE jobs SET status = 'cancelled', updated_at = ? WHERE id = ?",
                         (stamp, job_id),
                     )
+                    self._settle(conn, job_id, "cancelled", now)
                     found[job_id] = "cancelled"  # a repeated id is then "already cancelled"
                     results.append((job_id, True, "cancelled", None))
         return results
@@ -427,6 +437,7 @@ class SqliteStore(Bulk, RuleOverrides):
                 raise InvalidState(
                     f"job {job.id} is {current.status}, not in the dead letter queue"
                 )
+            self._revive(conn, job.id, now)  # the children its death cancelled wait again
         return self.get_job(job.id)
 
     def delete_dead(self, job_id: str) -> None:
@@ -520,10 +531,17 @@ class SqliteStore(Bulk, RuleOverrides):
             )
         return ids
 
-    def record_run(self, job: NewJob, occurrence: Occurrence | None, now: datetime) -> str:
-        """Insert a manual run's job and (time-based rules) its occurrence, atomically."""
+    def record_run(
+        self,
+        job: NewJob,
+        occurrence: Occurrence | None,
+        now: datetime,
+        steps: Sequence[NewJob] = (),
+    ) -> str:
+        """Insert a manual run's job, its perform list's blocked `steps` and (time-based rules)
+        its occurrence, atomically."""
         with self._tx() as conn:
-            (job_id,) = self._insert_jobs(conn, [job], now)
+            job_id = self._insert_jobs(conn, [job, *steps], now)[0]
             if job_id is None:
                 raise InvalidState(f"rule {job.rule!r} was already run at this instant")
             if occurrence is not None:
@@ -637,6 +655,7 @@ def _job(row: tuple[Any, ...]) -> Job:
         backoff_base=row[15],
         note=row[16],
         failure_of=row[17],
+        depends_on=tuple(json.loads(row[18])) if row[18] else (),
     )
 
 
