@@ -365,3 +365,31 @@ def test_a_jobs_parents_and_children_show_when_its_json_has_them(rig: Rig) -> No
         logged_in=True, path="/ui/jobs/J1",
     )  # fmt: skip
     assert "Depends on" in only_ids and '<a href="/ui/jobs/P2">' in only_ids
+
+
+def test_a_chained_jobs_page_links_its_parent_and_child(tmp_path) -> None:
+    from dataclasses import replace
+
+    from test_service import ACT, RULES
+
+    from timeos.daemon.service import Service
+    from timeos.engine import Limits
+    from timeos.model import Rule, RuleSet
+
+    chained = Rule("pair", replace(RULES.rules[0].trigger), "act", then=("act",))
+    store = SqliteStore(tmp_path / "c.db")
+    try:
+        rig = Rig(store)
+        rig.service = Service(
+            store=store, clock=rig.clock, rules=RuleSet((chained,), {"act": ACT}),
+            rule_paths=[], loader=lambda paths: RuleSet((), {}), limits=Limits(),
+        )  # fmt: skip
+        first, second = rig.service.emit("user_signup", {}).job_ids
+        client = _login(_client(rig))
+        parent_page = client.get(f"/ui/jobs/{first}").text
+        assert "Children" in parent_page and f'<a href="/ui/jobs/{second}">' in parent_page
+        child_page = client.get(f"/ui/jobs/{second}").text
+        assert "Parents" in child_page and f'<a href="/ui/jobs/{first}">' in child_page
+        assert "badge-blocked" in child_page
+    finally:
+        store.close()
