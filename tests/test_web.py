@@ -393,3 +393,14 @@ def test_a_chained_jobs_page_links_its_parent_and_child(tmp_path) -> None:
         assert "badge-blocked" in child_page
     finally:
         store.close()
+
+
+def test_rule_page_shows_the_limits_in_force_and_their_source(rig: Rig) -> None:
+    client = _login(_client(rig))
+    page = client.get("/ui/rules/pulse").text
+    assert '<dt>Rate limit</dt><dd><span class="muted">none</span>' in page
+    rig.service.set_rule("pulse", rate_limit="3/minute", concurrency=2)
+    page = client.get("/ui/rules/pulse").text
+    assert '3/minute, burst 3 <span class="muted">(override)</span>' in page
+    assert '<dt>Concurrency</dt><dd>2 <span class="muted">(override)</span>' in page
+    assert "3/minute; ≤2 at once" in client.get("/ui/rules").text
