@@ -20,7 +20,7 @@ PACKAGE = ROOT / "timeos"
 GROUND = ("timeos.errors", "timeos.clock", "timeos.model", "timeos.timefmt", "timeos.payload")
 CORE = ("timeos.time", "timeos.rules", "timeos.engine")
 ADAPTERS = ("timeos.store", "timeos.actions")
-ENTRY = ("timeos.daemon", "timeos.cli", "timeos.paths", "timeos.__main__")
+ENTRY = ("timeos.daemon", "timeos.cli", "timeos.web", "timeos.paths", "timeos.__main__")
 
 # What each layer may import from inside timeos (besides itself).
 ALLOWED: dict[str, tuple[str, ...]] = {
@@ -152,6 +152,16 @@ def test_the_cli_never_imports_the_store_the_daemon_or_the_actions():
         for module, line, target in _edges()
         if _within(module, ("timeos.cli",))
         and _within(target, ("timeos.store", "timeos.daemon", "timeos.actions"))
+    ]
+    assert offenders == []
+
+
+def test_the_dashboard_reads_through_the_service_never_the_store_or_the_actions():
+    offenders = [
+        f"{module}:{line} imports {target}"
+        for module, line, target in _edges()
+        if _within(module, ("timeos.web",))
+        and _within(target, ("timeos.store", "timeos.actions", "timeos.cli"))
     ]
     assert offenders == []
 

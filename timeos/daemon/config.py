@@ -67,6 +67,15 @@ def _keep(text: str) -> timedelta:
     return FOREVER if text.strip().lower() == "never" else _duration(text)
 
 
+def _flag(text: str) -> bool:
+    word = text.strip().lower()
+    if word in ("1", "true", "yes", "on"):
+        return True
+    if word in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("use true or false")
+
+
 def _listen(text: str) -> ListenAddress:
     return parse_listen(text)
 
@@ -100,6 +109,7 @@ class Setting:
     path: bool = False  # relative paths in the file are relative to the file's directory
     unset: str = "none"  # the word that means "no value" (where the default is None)
     metavar: str = "TEXT"
+    switch: bool = False  # a switch: `--name` alone on the command line, true/false elsewhere
 
     def read(self, text: str) -> Any:
         """Parse one value as written in a flag, a variable or the file."""
@@ -173,6 +183,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("http-token-file", _path, _const(None), "TIMEOS_HTTP_TOKEN_FILE",
             "File holding the bearer token the TCP listener requires.",
             path=True, metavar="PATH"),
+    Setting("http-read-only", _flag, _const(False), "TIMEOS_HTTP_READ_ONLY",
+            "Serve the web dashboard (/ui/ on --http) view-only: its buttons are hidden and "
+            "state-changing requests refused.", switch=True, metavar="true|false"),
     Setting("keep-events", _keep, _const(timedelta(days=90)), "TIMEOS_KEEP_EVENTS",
             "Keep events this long (never: for good).", metavar="DURATION|never"),
     Setting("keep-jobs", _keep, _const(timedelta(days=30)), "TIMEOS_KEEP_JOBS",

@@ -54,6 +54,7 @@ from timeos.model import JobStatus, RuleSet
 from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
 from timeos.timefmt import parse_duration, parse_instant
+from timeos.web.app import Dashboard, WithDashboard
 
 log = logging.getLogger("timeos.daemon")
 
@@ -183,6 +184,7 @@ class Daemon:
         request_timeout: float = DEFAULT_REQUEST_TIMEOUT,
         http: ListenAddress | None = None,
         http_token: bytes | None = None,
+        http_read_only: bool = False,
         notifier: Notifier | None = None,
         listen_socket: socket.socket | None = None,
         retention: Retention | None = None,
@@ -190,6 +192,7 @@ class Daemon:
         self.environ = dict(environ)
         self.http = http  # the optional TCP listener; its port once bound (port 0 picks one)
         self.http_token = http_token
+        self.http_read_only = http_read_only
         self.rule_paths = list(rule_paths)
         self.notifier = notifier or Notifier()
         # Socket activation: serve on systemd's socket, named by what it is bound to.
@@ -373,7 +376,11 @@ class Daemon:
         if tcp is not None and self.http is not None:
             # The same app (and connection guard) on TCP, behind the bearer-token gate.
             self.http = ListenAddress(self.http.host, tcp.getsockname()[1])
-            self.http_server = _Server(self._server_config(TokenGate(app, self.http_token)))
+            # /ui/ (the dashboard, its own login) beside it: on TCP only, the Unix socket is
+            # for the CLI.
+            dashboard = Dashboard(self.service, self.http_token, read_only=self.http_read_only)
+            tcp_app = WithDashboard(TokenGate(app, self.http_token), dashboard)
+            self.http_server = _Server(self._server_config(tcp_app))
             serving.append(self.http_server.serve(sockets=[tcp]))
         loop.add_signal_handler(signal.SIGTERM, self.stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self.stop, "SIGINT")
@@ -392,6 +399,7 @@ class Daemon:
                 http_token=("required" if self.http_token else "writes refused")
                 if self.http
                 else None,
+                http_read_only=self.http_read_only or None,
                 max_connections=self.connections.max_connections,
                 request_timeout_s=self.connections.request_timeout,
             ),
@@ -510,6 +518,7 @@ def serve(**given: Any) -> None:
             request_timeout=settings["request-timeout"].total_seconds(),
             http=address,
             http_token=token,
+            http_read_only=settings["http-read-only"],
             notifier=notifier,
             listen_socket=listen_socket,
             retention=Retention(events=settings["keep-events"], jobs=settings["keep-jobs"]),
@@ -527,6 +536,10 @@ def _options() -> inspect.Signature:
     for setting in config.SETTINGS:
         kind: Any = list[str] | None if setting.many else str | None
         env = f" Env: {setting.env}." if setting.env else ""
+        if setting.switch:  # a switch: absent is None (not False), so the env and file still count
+            option = typer.Option(f"{setting.flag}/", help=f"{setting.help}{env}")
+            params.append((setting.attr, Annotated[bool | None, option], None))
+            continue
         option = typer.Option(setting.flag, help=f"{setting.help}{env}", metavar=setting.metavar)
         params.append((setting.attr, Annotated[kind, option], None))
     params += [

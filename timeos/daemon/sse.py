@@ -31,11 +31,17 @@ class EventStream(Response):
 
     media_type = MEDIA_TYPE
 
-    def __init__(self, watcher: Watcher, on_end: Callable[[Watcher], None]) -> None:
+    def __init__(
+        self,
+        watcher: Watcher,
+        on_end: Callable[[Watcher], None],
+        framer: Callable[[Lifecycle], bytes] = frame,
+    ) -> None:
         # Not Response.__init__: that would declare a body (content-length: 0); this one is
         # sent chunk by chunk for as long as the watcher lives.
         self.watcher = watcher
         self.on_end = on_end
+        self.framer = framer  # the dashboard sends its own, smaller frames
         self.status_code = 200
         self.background = None
         self.init_headers({"cache-control": "no-store"})
@@ -49,7 +55,9 @@ class EventStream(Response):
             # and counts drops. At shutdown its connection is cut (connections.py), which ends
             # the send, and the closed watcher ends the loop.
             while (event := await self.watcher.next()) is not None:
-                await send({"type": "http.response.body", "body": frame(event), "more_body": True})
+                await send(
+                    {"type": "http.response.body", "body": self.framer(event), "more_body": True}
+                )
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             listener.cancel()

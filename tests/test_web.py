@@ -1,0 +1,434 @@
+"""The dashboard in process: a Service over a real store and a FakeClock, requests through
+Starlette's test client. Escaping, login, CSRF and Origin refusals, read-only, CSP headers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+from test_service import Rig, _dead_follow_up
+
+from timeos.store.sqlite.store import SqliteStore
+from timeos.web.app import CSP, Dashboard, WithDashboard
+from timeos.web.auth import COOKIE, Credentials, same_origin
+
+TOKEN = b"s3cret-token-for-tests"
+BASE = "http://127.0.0.1:8080"
+ORIGIN = {"origin": BASE}
+HTML_PAGES = ["/ui/", "/ui/jobs", "/ui/dlq", "/ui/events", "/ui/rules", "/ui/rules/nightly"]
+
+
+async def _api(scope, receive, send) -> None:
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+@pytest.fixture
+def rig(tmp_path) -> Iterator[Rig]:
+    store = SqliteStore(tmp_path / "t.db")
+    yield Rig(store)
+    store.close()
+
+
+def _client(rig: Rig, *, read_only: bool = False, token: bytes | None = TOKEN) -> TestClient:
+    app = WithDashboard(_api, Dashboard(rig.service, token, read_only=read_only))
+    return TestClient(app, base_url=BASE, follow_redirects=False)
+
+
+def _login(client: TestClient) -> TestClient:
+    reply = client.post("/ui/login", data={"token": TOKEN.decode()}, headers={"origin": BASE})
+    assert reply.status_code == 303
+    return client
+
+
+def _csrf(client: TestClient, path: str) -> str:
+    found = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get(path).text)
+    assert found, f"no CSRF field on {path}"
+    return found.group(1)
+
+
+def test_pages_need_a_login_and_the_cookie_holds_a_derived_value_not_the_token(rig: Rig) -> None:
+    client = _client(rig)
+    reply = client.get("/ui/jobs")
+    assert reply.status_code == 303 and reply.headers["location"] == "/ui/login?next=%2Fui%2Fjobs"
+    wrong = client.post("/ui/login", data={"token": "nope"}, headers={"origin": BASE})
+    assert wrong.status_code == 401 and "wrong token" in wrong.text
+    good = client.post(
+        "/ui/login", data={"token": TOKEN.decode(), "next": "/ui/jobs"}, headers={"origin": BASE}
+    )
+    assert good.status_code == 303 and good.headers["location"] == "/ui/jobs"
+    cookie = good.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
+    assert TOKEN.decode() not in cookie
+    assert client.cookies[COOKIE] == Credentials(TOKEN).session
+    for path in HTML_PAGES:
+        assert client.get(path).status_code == 200, path
+
+
+def test_login_never_redirects_off_the_dashboard(rig: Rig) -> None:
+    client = _client(rig)
+    for target in ("https://evil.example/", "//evil.example/ui/", "/v1/jobs"):
+        reply = client.post(
+            "/ui/login", data={"token": TOKEN.decode(), "next": target}, headers={"origin": BASE}
+        )
+        assert reply.headers["location"] == "/ui/", target
+
+
+def test_every_page_sends_a_strict_csp_without_unsafe_inline(rig: Rig) -> None:
+    client = _login(_client(rig))
+    for path in [*HTML_PAGES, "/ui/login", "/ui/static/app.js"]:
+        reply = client.get(path)
+        assert reply.headers["content-security-policy"] == CSP, path
+        assert "unsafe" not in reply.headers["content-security-policy"]
+        assert reply.headers["x-content-type-options"] == "nosniff"
+    page = client.get("/ui/").text
+    assert "<script>" not in page and " style=" not in page and "<style" not in page
+    assert re.findall(r"<script[^>]*>", page) == [
+        f'<script src="/ui/static/{name}" defer>'
+        for name in ("vendor/htmx-2.0.11.min.js", "vendor/htmx-ext-sse-2.2.4.min.js", "app.js")
+    ]
+
+
+def test_a_script_payload_is_shown_as_text_on_every_page_it_reaches(rig: Rig) -> None:
+    evil = "<script>alert(1)</script>"
+    result = rig.service.emit("user_signup", {"name": evil, evil: "key"})
+    client = _login(_client(rig))
+    for path in ("/ui/events", f"/ui/events/{result.event_id}", f"/ui/jobs/{result.job_ids[0]}"):
+        page = client.get(path).text
+        assert evil not in page, path
+        assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page, path
+
+
+def test_a_state_change_without_login_csrf_or_same_origin_is_refused(rig: Rig) -> None:
+    dead = _dead_follow_up(rig)
+    client = _client(rig)
+    form = {"id": dead}
+    no_login = client.post("/ui/dlq/retry", data=form, headers={"origin": BASE})
+    assert no_login.status_code == 401
+    _login(client)
+    csrf = _csrf(client, "/ui/dlq")
+    no_csrf = client.post("/ui/dlq/retry", data=form, headers={"origin": BASE})
+    assert no_csrf.status_code == 403 and "CSRF" in no_csrf.text
+    wrong_csrf = client.post(
+        "/ui/dlq/retry", data={**form, "csrf": "0" * 64}, headers={"origin": BASE}
+    )
+    assert wrong_csrf.status_code == 403
+    elsewhere = client.post(
+        "/ui/dlq/retry", data={**form, "csrf": csrf}, headers={"origin": "http://evil.example"}
+    )
+    assert elsewhere.status_code == 403 and "did not come from" in elsewhere.text
+    no_origin = client.post("/ui/dlq/retry", data={**form, "csrf": csrf})
+    assert no_origin.status_code == 403
+    assert rig.service.get_job(dead).status == "dead"  # none of them did anything
+    ok = client.post("/ui/dlq/retry", data={**form, "csrf": csrf}, headers={"origin": BASE})
+    assert ok.status_code == 303 and ok.headers["location"] == "/ui/dlq?done=retried"
+    assert rig.service.get_job(dead).status == "pending"
+
+
+def test_read_only_hides_the_buttons_and_refuses_state_changes(rig: Rig) -> None:
+    dead = _dead_follow_up(rig)
+    client = _login(_client(rig, read_only=True))
+    page = client.get("/ui/dlq").text
+    assert dead in page and 'action="/ui/dlq/retry"' not in page and "read-only" in page
+    csrf = Credentials(TOKEN).csrf
+    reply = client.post("/ui/dlq/retry", data={"id": dead, "csrf": csrf}, headers={"origin": BASE})
+    assert reply.status_code == 403 and "read-only" in reply.text
+    assert rig.service.get_job(dead).status == "dead"
+    rule_page = client.get("/ui/rules/nightly").text
+    assert "/disable" not in rule_page and "/run" not in rule_page
+
+
+def test_without_a_token_file_the_dashboard_says_how_to_enable_it(rig: Rig) -> None:
+    reply = _client(rig, token=None).get("/ui/")
+    assert reply.status_code == 403 and "--http-token-file" in reply.text
+
+
+def test_the_api_beside_the_dashboard_is_untouched(rig: Rig) -> None:
+    assert _client(rig).get("/v1/jobs").status_code == 204  # went to the API app
+
+
+def test_overview_counts_jobs_by_status(rig: Rig) -> None:
+    _dead_follow_up(rig)
+    rig.service.emit("user_signup", {"user_id": "2"})
+    page = _login(_client(rig)).get("/ui/").text
+    counts = dict(re.findall(r'data-count="(\w+)">(\d+)<', page))
+    assert counts["dead"] == "1" and counts["pending"] == "3"
+
+
+def test_jobs_filter_by_status_rule_and_time_range(rig: Rig) -> None:
+    rig.service.emit("user_signup", {"user_id": "1"})
+    client = _login(_client(rig))
+    both = client.get("/ui/jobs?status=pending").text
+    assert both.count('<tr data-job="') == 2
+    one = client.get("/ui/jobs?rule=follow-up").text
+    assert one.count('<tr data-job="') == 1
+    # welcome is due now (T0), follow-up in two days: the range keeps only the first.
+    early = client.get("/ui/jobs?since=2026-03-02T00:00Z&until=2026-03-03T00:00Z").text
+    assert early.count('<tr data-job="') == 1 and ">welcome<" in early
+    bad = client.get("/ui/jobs?since=yesterday")
+    assert bad.status_code == 400 and "since" in bad.text
+
+
+def test_dry_run_replay_shows_what_would_be_created_and_creates_nothing(rig: Rig) -> None:
+    result = rig.service.emit("user_signup", {"user_id": "1"})
+    client = _login(_client(rig))
+    csrf = _csrf(client, f"/ui/events/{result.event_id}")
+    before = rig.service.count_jobs(status=None, rule=None, event_id=None)
+    reply = client.post(
+        f"/ui/events/{result.event_id}/replay",
+        data={"csrf": csrf, "dry_run": "1"},
+        headers={"origin": BASE},
+    )
+    assert reply.status_code == 200 and "2 job(s) would be created" in reply.text
+    assert rig.service.count_jobs(status=None, rule=None, event_id=None) == before
+    real = client.post(
+        f"/ui/events/{result.event_id}/replay", data={"csrf": csrf}, headers={"origin": BASE}
+    )
+    assert real.status_code == 303
+    assert rig.service.count_jobs(status=None, rule=None, event_id=None) == before + 2
+
+
+def test_rule_buttons_disable_enable_and_run(rig: Rig) -> None:
+    client = _login(_client(rig))
+    csrf = _csrf(client, "/ui/rules/pulse")
+    assert (
+        client.post("/ui/rules/pulse/disable", data={"csrf": csrf}, headers=ORIGIN).status_code
+        == 303
+    )
+    assert not rig.service.rule("pulse").enabled
+    assert (
+        client.post("/ui/rules/pulse/enable", data={"csrf": csrf}, headers=ORIGIN).status_code
+        == 303
+    )
+    assert rig.service.rule("pulse").enabled
+    ran = client.post("/ui/rules/pulse/run", data={"csrf": csrf}, headers=ORIGIN)
+    assert ran.status_code == 303 and ran.headers["location"].startswith("/ui/jobs/")
+
+
+def test_a_missing_job_is_a_404_page(rig: Rig) -> None:
+    reply = _login(_client(rig)).get("/ui/jobs/nope")
+    assert reply.status_code == 404 and "nope" in reply.text
+
+
+def test_rules_page_shows_next_fires_with_the_rule_zone(rig: Rig) -> None:
+    page = _login(_client(rig)).get("/ui/rules/nightly").text
+    assert "2026-03-03 02:30:00 America/New_York" in page
+    # Sunday 8 March 2026: 02:30 does not exist in New York; the page says where it went.
+    assert "2026-03-08 03:00:00 America/New_York</td><td>moved from 02:30 by the DST gap" in page
+
+
+@pytest.mark.parametrize(
+    ("origin", "referer", "host", "ok"),
+    [
+        ("http://127.0.0.1:8080", None, "127.0.0.1:8080", True),
+        (None, "http://127.0.0.1:8080/ui/dlq", "127.0.0.1:8080", True),
+        ("http://127.0.0.1:8081", None, "127.0.0.1:8080", False),
+        ("null", None, "127.0.0.1:8080", False),
+        (None, None, "127.0.0.1:8080", False),
+        ("javascript://127.0.0.1:8080", None, "127.0.0.1:8080", False),
+    ],
+    ids=["origin", "referer-fallback", "other-port", "null-origin", "neither", "odd-scheme"],
+)
+def test_same_origin(origin: str | None, referer: str | None, host: str, ok: bool) -> None:
+    assert same_origin(origin, referer, host) is ok
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "file", "expected"),
+    [
+        (None, None, None, False),
+        (True, None, None, True),
+        (None, "yes", None, True),
+        (None, None, "true", True),
+        (None, "off", "true", False),
+    ],
+    ids=["default", "flag", "env", "file", "env-over-file"],
+)
+def test_read_only_comes_from_the_flag_the_env_or_the_file(
+    tmp_path, flag: bool | None, env: str | None, file: str | None, expected: bool
+) -> None:
+    from timeos.daemon.config import resolve
+
+    config = tmp_path / "timeosd.yaml"
+    config.write_text(f"http-read-only: {file}\n" if file else "")
+    environ = {"TIMEOS_HTTP_READ_ONLY": env} if env else {}
+    settings = resolve({"http_read_only": flag}, environ, (config, True))
+    assert settings["http-read-only"] is expected
+
+
+def test_a_bad_read_only_value_names_where_it_came_from(tmp_path) -> None:
+    from timeos.daemon.config import resolve
+    from timeos.errors import UsageError
+
+    config = tmp_path / "timeosd.yaml"
+    config.write_text("http-read-only: maybe\n")
+    with pytest.raises(UsageError, match=r"timeosd.yaml:1:17: http-read-only 'maybe': use true"):
+        resolve({}, {}, (config, True))
+
+
+def test_timeosd_serves_the_dashboard_on_tcp_only_and_read_only_when_told(tmp_path) -> None:
+    import http.client
+
+    from browser import TOKEN as REAL_TOKEN
+    from browser import start_site
+
+    site = start_site(tmp_path, ("--http-read-only",))
+    try:
+        host, port = site.base.removeprefix("http://").split(":")
+
+        def call(method: str, path: str, body: str = "", cookie: str = "") -> Any:
+            conn = http.client.HTTPConnection(host, int(port), timeout=10)
+            headers = {"Origin": site.base, "Content-Type": "application/x-www-form-urlencoded"}
+            if cookie:
+                headers["Cookie"] = cookie
+            conn.request(method, path, body=body, headers=headers)
+            reply = conn.getresponse()
+            reply.text = reply.read().decode()  # type: ignore[attr-defined]
+            conn.close()
+            return reply
+
+        login = call("POST", "/ui/login", f"token={REAL_TOKEN}")
+        assert login.status == 303
+        cookie = login.getheader("set-cookie").split(";")[0]
+        page = call("GET", "/ui/dlq", cookie=cookie)
+        assert page.status == 200 and "read-only" in page.text and "/ui/dlq/retry" not in page.text
+        refused = call("POST", "/ui/rules/greet/disable", "csrf=x", cookie=cookie)
+        assert refused.status == 403 and "read-only" in refused.text
+        # The API beside it still wants the bearer token; the socket serves no /ui/.
+        assert call("GET", "/v1/jobs", cookie=cookie).status == 401
+        assert site.daemon.client.call("GET", "/v1/rules")["rules"][0]["enabled"] is True
+        with pytest.raises(Exception, match="no API route GET /ui/"):
+            site.daemon.client.call("GET", "/ui/")
+    finally:
+        site.daemon.stop()
+
+
+def test_jobs_page_in_pages_keeping_the_filters(rig: Rig) -> None:
+    for n in range(6):
+        rig.service.emit("user_signup", {"user_id": str(n)})  # 12 jobs; the rig's pages hold 10
+    client = _login(_client(rig))
+    first = client.get("/ui/jobs?status=pending").text
+    assert first.count('<tr data-job="') == 10 and "1–10 of 12" in first
+    link = re.search(r'href="([^"]+)" rel="next"', first)
+    assert link and "status=pending" in link.group(1) and "offset=10" in link.group(1)
+    second = client.get(link.group(1).replace("&amp;", "&")).text
+    assert second.count('<tr data-job="') == 2 and 'rel="prev"' in second
+
+
+def test_assets_are_compressed_and_pages_are_not(rig: Rig) -> None:
+    client = _login(_client(rig))
+    gzip = {"accept-encoding": "gzip"}
+    htmx = client.get("/ui/static/vendor/htmx-2.0.11.min.js", headers=gzip)
+    assert htmx.status_code == 200 and htmx.headers["content-encoding"] == "gzip"
+    assert (
+        int(htmx.headers["content-length"]) < 20_000 and "max-age" in htmx.headers["cache-control"]
+    )
+    page = client.get("/ui/jobs?rule=x", headers=gzip)
+    assert "content-encoding" not in page.headers and page.headers["cache-control"] == "no-store"
+
+
+def test_a_jobs_parents_and_children_show_when_its_json_has_them(rig: Rig) -> None:
+    """Job dependencies come from another branch: shown when job_json has them, absent is fine."""
+    from types import SimpleNamespace
+
+    from timeos.web.app import templates
+
+    base = {
+        "id": "J1", "rule": "r", "action": "a", "status": "blocked", "priority": 0,
+        "perform_at": None, "attempts": 0, "max_attempts": 1, "event_id": None,
+        "last_error": None, "note": None, "scheduled_for": None, "created_at": None,
+        "updated_at": None, "payload": {}, "attempt_history": [],
+    }  # fmt: skip
+    request = SimpleNamespace(url=SimpleNamespace(path="/ui/jobs/J1"))
+    page = templates().get_template("job.html")
+    plain = page.render(
+        request=request, job=base, payload={}, csrf="c", logged_in=True, path="/ui/jobs/J1"
+    )
+    assert "Parents" not in plain and "Children" not in plain
+    linked = {
+        **base,
+        "parents": [{"id": "P<1>", "status": "succeeded"}],
+        "children": ["C1"],
+        "depends_on": ["P<1>"],
+    }
+    html = page.render(
+        request=request, job=linked, payload={}, csrf="c", logged_in=True, path="/ui/jobs/J1"
+    )
+    assert '<a href="/ui/jobs/P%3C1%3E"><code>P&lt;1&gt;</code></a>' in html
+    assert '<a href="/ui/jobs/C1"><code>C1</code></a>' in html
+    assert "Depends on" not in html and "Children" in html  # parents say more than ids
+    only_ids = page.render(
+        request=request, job={**base, "depends_on": ["P2"]}, payload={}, csrf="c",
+        logged_in=True, path="/ui/jobs/J1",
+    )  # fmt: skip
+    assert "Depends on" in only_ids and '<a href="/ui/jobs/P2">' in only_ids
+
+
+def test_a_chained_jobs_page_links_its_parent_and_child(tmp_path) -> None:
+    from dataclasses import replace
+
+    from test_service import ACT, RULES
+
+    from timeos.daemon.service import Service
+    from timeos.engine import Limits
+    from timeos.model import Rule, RuleSet
+
+    chained = Rule("pair", replace(RULES.rules[0].trigger), "act", then=("act",))
+    store = SqliteStore(tmp_path / "c.db")
+    try:
+        rig = Rig(store)
+        rig.service = Service(
+            store=store, clock=rig.clock, rules=RuleSet((chained,), {"act": ACT}),
+            rule_paths=[], loader=lambda paths: RuleSet((), {}), limits=Limits(),
+        )  # fmt: skip
+        first, second = rig.service.emit("user_signup", {}).job_ids
+        client = _login(_client(rig))
+        parent_page = client.get(f"/ui/jobs/{first}").text
+        assert "Children" in parent_page and f'<a href="/ui/jobs/{second}">' in parent_page
+        child_page = client.get(f"/ui/jobs/{second}").text
+        assert "Parents" in child_page and f'<a href="/ui/jobs/{first}">' in child_page
+        assert "badge-blocked" in child_page
+    finally:
+        store.close()
+
+
+def test_rule_page_shows_the_limits_in_force_and_their_source(rig: Rig) -> None:
+    client = _login(_client(rig))
+    page = client.get("/ui/rules/pulse").text
+    assert '<dt>Rate limit</dt><dd><span class="muted">none</span>' in page
+    rig.service.set_rule("pulse", rate_limit="3/minute", concurrency=2)
+    page = client.get("/ui/rules/pulse").text
+    assert '3/minute, burst 3 <span class="muted">(override)</span>' in page
+    assert '<dt>Concurrency</dt><dd>2 <span class="muted">(override)</span>' in page
+    assert "3/minute; ≤2 at once" in client.get("/ui/rules").text
+
+
+def test_a_job_cancelled_by_an_event_links_to_it_escaped(rig: Rig) -> None:
+    from types import SimpleNamespace
+
+    from timeos.web.app import templates
+
+    job = {
+        "id": "J1", "rule": "r", "action": "a", "status": "cancelled", "priority": 0,
+        "perform_at": None, "attempts": 0, "max_attempts": 1, "event_id": None,
+        "last_error": None, "note": None, "scheduled_for": None, "created_at": None,
+        "updated_at": None, "payload": {}, "attempt_history": [], "cancelled_by": "E<1>",
+    }  # fmt: skip
+    request = SimpleNamespace(url=SimpleNamespace(path="/ui/jobs/J1"))
+    page = templates().get_template("job.html")
+    html = page.render(
+        request=request, job=job, payload={}, csrf="c", logged_in=True, path="/ui/jobs/J1"
+    )
+    assert '<a href="/ui/events/E%3C1%3E"><code>E&lt;1&gt;</code></a> (cancel_on)' in html
+    plain = page.render(
+        request=request,
+        job={**job, "cancelled_by": None},
+        payload={},
+        csrf="c",
+        logged_in=True,
+        path="/ui/jobs/J1",
+    )
+    assert "Cancelled by" not in plain

@@ -1,0 +1,299 @@
+"""The dashboard's ASGI application: the /ui/ routes, their gate, and how they mount beside the API.
+
+Every page reads through Service and every button calls a Service method, the same ones the
+HTTP API calls; the JSON shapes (job_json, event_json, ...) are the API's, so a page shows what
+`timeos ... --json` shows.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.applications import Starlette
+from starlette.middleware.gzip import GZipMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from timeos.daemon.service import Service
+from timeos.daemon.sse import EventStream
+from timeos.daemon.telemetry import Lifecycle
+from timeos.errors import TimeOSError
+from timeos.web.activity import Activity
+from timeos.web.auth import COOKIE, COOKIE_PATH, Credentials, same_origin
+from timeos.web.pages import Pages, read_form
+
+log = logging.getLogger("timeos.web")
+
+PREFIX = "/ui"
+HERE = Path(str(files("timeos.web")))
+# No inline script or style anywhere; htmx is told not to add its indicator <style> (base.html).
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+SECURITY_HEADERS = {
+    "content-security-policy": CSP,
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "same-origin",
+    "x-frame-options": "DENY",
+}
+OPEN = frozenset({f"{PREFIX}/login"})  # pages that need no login (and /ui/static/)
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def templates() -> Environment:
+    """The Jinja2 environment: every value HTML-escaped unless a template says otherwise."""
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"),
+        autoescape=select_autoescape(default=True, default_for_string=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    # Not Jinja's tojson (markup, with <>& as \u003c...): here JSON is text, escaped like any.
+    env.filters["tojson_text"] = lambda value: json.dumps(value, ensure_ascii=False)
+    return env
+
+
+def live_frame(event: Lifecycle) -> bytes:
+    """One SSE frame for the dashboard: `event: update`, the kind and ids as data."""
+    data = " ".join(str(v) for v in (event.kind, event.fields.get("job_id") or "") if v)
+    return f"event: update\ndata: {data}\n\n".encode()
+
+
+class Dashboard:
+    """The /ui/ application for one daemon: its service, token and read-only switch."""
+
+    def __init__(self, service: Service, token: bytes | None, *, read_only: bool = False) -> None:
+        self.service = service
+        self.credentials = Credentials(token) if token is not None else None
+        self.read_only = read_only
+        self.activity = Activity()
+        service.bus.subscribe(self.activity.observe)
+        self.env = templates()
+        self.pages = Pages(service, self.activity, self.render)
+        self.app = Starlette(routes=self._routes())
+        self.app.router.redirect_slashes = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        refusal = self.gate(request)
+        if refusal is not None:
+            await _secured(refusal)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    # ---- the gate -----------------------------------------------------------------------------
+
+    def gate(self, request: Request) -> Response | None:
+        """The response refusing this request, or None when it may go on."""
+        path = request.url.path
+        if path.startswith(f"{PREFIX}/static/"):
+            return None
+        if self.credentials is None:
+            return self.render(
+                request,
+                "message.html",
+                {
+                    "title": "Dashboard needs a token",
+                    "message": "Start timeosd with --http-token-file: the dashboard shows jobs, "
+                    "events and payloads, which this listener serves only to holders of the token.",
+                },
+                status=403,
+            )
+        writes = request.method not in ("GET", "HEAD")
+        if writes and not same_origin(
+            request.headers.get("origin"),
+            request.headers.get("referer"),
+            request.headers.get("host"),
+        ):
+            return self.refuse(request, "this request did not come from a page of this dashboard")
+        if path in OPEN:
+            return None
+        if not self.credentials.session_valid(request.cookies.get(COOKIE)):
+            if writes:
+                return self.refuse(request, "log in with the token first", status=401)
+            query = urlencode({"next": path}) if path.startswith(f"{PREFIX}/") else ""
+            return RedirectResponse(f"{PREFIX}/login?{query}", status_code=303)
+        if writes and path != f"{PREFIX}/logout":
+            if self.read_only:
+                return self.refuse(request, "this dashboard is read-only (--http-read-only)")
+            # Forms are read here and again by the route; Starlette caches the parsed form.
+            return None
+        return None
+
+    def refuse(self, request: Request, why: str, status: int = 403) -> Response:
+        return self.render(request, "message.html", {"title": "Refused", "message": why}, status)
+
+    # ---- rendering ----------------------------------------------------------------------------
+
+    def render(
+        self, request: Request, name: str, context: dict[str, Any], status: int = 200
+    ) -> Response:
+        """A page from its template, with what every page needs (CSRF token, read-only, nav)."""
+        logged_in = self.credentials is not None and self.credentials.session_valid(
+            request.cookies.get(COOKIE)
+        )
+        html = self.env.get_template(name).render(
+            request=request,
+            path=request.url.path,
+            csrf=self.credentials.csrf if self.credentials and logged_in else "",
+            read_only=self.read_only,
+            logged_in=logged_in,
+            **context,
+        )
+        return _secured(HTMLResponse(html, status_code=status))
+
+    # ---- routes -------------------------------------------------------------------------------
+
+    def _routes(self) -> list[Route | Mount]:
+        pages = self.pages
+        get = [
+            ("/", pages.overview),
+            ("/jobs", pages.jobs),
+            ("/jobs/{id}", pages.job),
+            ("/dlq", pages.dlq),
+            ("/events", pages.events),
+            ("/events/{id}", pages.event),
+            ("/rules", pages.rules),
+            ("/rules/{name}", pages.rule),
+        ]
+        post = [
+            ("/jobs/{id}/cancel", pages.cancel_job),
+            ("/jobs/{id}/retry", pages.retry_job),
+            ("/dlq/retry", pages.dlq_retry),
+            ("/dlq/delete", pages.dlq_delete),
+            ("/events/{id}/replay", pages.replay),
+            ("/rules/{name}/enable", pages.enable_rule),
+            ("/rules/{name}/disable", pages.disable_rule),
+            ("/rules/{name}/run", pages.run_rule),
+        ]
+        routes: list[Route | Mount] = [
+            Route(f"{PREFIX}/login", self.login_page, methods=["GET"]),
+            Route(f"{PREFIX}/login", self.login, methods=["POST"]),
+            Route(f"{PREFIX}/logout", self.logout, methods=["POST"]),
+            Route(f"{PREFIX}/live", self.live, methods=["GET"]),
+            Route(PREFIX, lambda r: RedirectResponse(f"{PREFIX}/", 308), methods=["GET"]),
+            *(Route(f"{PREFIX}{p}", self._guard(h), methods=["POST"]) for p, h in post),
+            *(Route(f"{PREFIX}{p}", self._guard(h), methods=["GET"]) for p, h in get),
+            # Assets only are compressed (htmx: 52 KB -> 16 KB): pages hold the CSRF token next
+            # to reflected query text, which compression would expose to a BREACH-style probe.
+            Mount(
+                f"{PREFIX}/static",
+                app=_Static(GZipMiddleware(StaticFiles(directory=HERE / "static"), 500)),
+            ),
+        ]
+        return routes
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            try:
+                if request.method == "POST":
+                    form = await read_form(request)
+                    creds = self.credentials
+                    if creds is None or not creds.csrf_valid(form.get("csrf")):
+                        return self.refuse(request, "the form's CSRF token is missing or wrong")
+                return await handler(request)
+            except TimeOSError as exc:
+                return self.render(
+                    request,
+                    "message.html",
+                    {"title": type(exc).__name__, "message": exc.message},
+                    status=exc.http_status,
+                )
+            except Exception as exc:  # one bad page must not take the daemon down
+                log.exception("dashboard %s %s failed", request.method, request.url.path)
+                return self.render(
+                    request,
+                    "message.html",
+                    {"title": "Internal error", "message": f"{type(exc).__name__}: {exc}"},
+                    status=500,
+                )
+
+        return guarded
+
+    async def login_page(self, request: Request) -> Response:
+        return self.render(request, "login.html", {"next": _next(request), "error": None})
+
+    async def login(self, request: Request) -> Response:
+        form = await read_form(request)
+        given = form.get("token")
+        creds = self.credentials
+        assert creds is not None  # the gate refused every request without one
+        if not isinstance(given, str) or not creds.token_matches(given):
+            context = {"next": _next(request, form.get("next")), "error": "wrong token"}
+            return self.render(request, "login.html", context, status=401)
+        response = RedirectResponse(_next(request, form.get("next")), status_code=303)
+        response.set_cookie(
+            COOKIE, creds.session, path=COOKIE_PATH, httponly=True, samesite="strict"
+        )
+        return _secured(response)
+
+    async def logout(self, request: Request) -> Response:
+        response = RedirectResponse(f"{PREFIX}/login", status_code=303)
+        response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
+        return _secured(response)
+
+    async def live(self, request: Request) -> Response:
+        watcher = self.service.watch(None, None)
+        return EventStream(watcher, self.service.unwatch, framer=live_frame)
+
+
+def _next(request: Request, given: Any = None) -> str:
+    """Where to go after logging in: a dashboard path only (never another site)."""
+    target = given if isinstance(given, str) else request.query_params.get("next", "")
+    if target.startswith(f"{PREFIX}/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return f"{PREFIX}/"
+
+
+def _secured(response: Response) -> Response:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers[name] = value
+    response.headers.setdefault("cache-control", "no-store")
+    return response
+
+
+class _Static:
+    """Static assets with the dashboard's security headers and a day of caching."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def send_secured(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+                headers.append((b"cache-control", b"max-age=86400"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, send_secured)
+
+
+class WithDashboard:
+    """The TCP listener's application: /ui/... to the dashboard, everything else to `api`."""
+
+    def __init__(self, api: ASGIApp, dashboard: Dashboard) -> None:
+        self.api = api
+        self.dashboard = dashboard
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path == PREFIX or path.startswith(f"{PREFIX}/"):
+            await self.dashboard(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
