@@ -21,7 +21,7 @@ from timeos.rules.source import Invalid, Map, Node, Scalar, describe, expect_int
 LIMIT_KEYS = ("rate_limit", "burst", "concurrency")
 RATE_UNITS = ("second", "minute", "hour", "day")
 UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-_RATE = re.compile(r"^\s*(\d{1,9})\s*/\s*(second|minute|hour|day)s?\s*$")
+_RATE = re.compile(r"^\s*([0-9]{1,9})\s*/\s*(second|minute|hour|day)s?\s*$", re.ASCII)
 MAX_CONCURRENCY = 10_000
 MAX_BURST = 1_000_000_000
 # A float bucket that refilled to 0.9999999999 tokens has a token: the arithmetic is exact to

@@ -1,0 +1,241 @@
+"""Attacks on rate limits and concurrency (issue 8 part 1) beyond the feature tests: bad values in
+rule files and overrides, and the scheduler driven pass by pass at the instants it asks for."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from timeos.actions import ActionRunner
+from timeos.clock import FakeClock
+from timeos.daemon import scheduler as scheduler_module
+from timeos.daemon.scheduler import Scheduler
+from timeos.daemon.service import Service
+from timeos.engine import Limits
+from timeos.errors import RulesError, TimeOSError
+from timeos.model import (
+    Action,
+    ActionKind,
+    Event,
+    EventTrigger,
+    NewJob,
+    PythonSpec,
+    RateLimit,
+    Rule,
+    RuleSet,
+    new_id,
+)
+from timeos.rules.limits import limits_in_force
+from timeos.rules.loader import load_rules
+from timeos.store.sqlite.store import SqliteStore
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+HEAD = "actions:\n  mail: {command: [/bin/true]}\nrules:\n"
+
+
+def _load(tmp_path: Path, text: str):
+    path = tmp_path / "rules.yaml"
+    path.write_text(HEAD + text)
+    return load_rules([path], {}, import_python=False)
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ("rate_limit: 0/minute", "rate_limit"),
+        ("rate_limit: -1", "rate_limit"),
+        ("rate_limit: '-1/minute'", "rate_limit"),
+        ("rate_limit: 1e9/second", "rate_limit"),
+        ("rate_limit: 1e9", "rate_limit"),
+        ("rate_limit: 10000000000/second", "rate_limit"),
+        ("rate_limit: 10/minute, burst: 0", "burst"),
+        ("rate_limit: 10/minute, burst: -3", "burst"),
+        ("rate_limit: 10/minute, burst: 1.5", "burst"),
+        ("rate_limit: 10/minute, burst: true", "burst"),
+        ("rate_limit: 10/minute, burst: 10000000000000000000000", "burst"),
+        ("concurrency: 0", "concurrency"),
+        ("concurrency: -1", "concurrency"),
+        ("concurrency: 100000000000000000000", "concurrency"),
+        ("concurrency: .inf", "concurrency"),
+        ("concurrency: '2'", "concurrency"),
+        ("concurrency: true", "concurrency"),
+        ("rate_limit: [10, minute]", "rate_limit"),
+        ("rate_limit: {count: 10}", "rate_limit"),
+        ("rate_limit: '10/minute/x'", "rate_limit"),
+        ("rate_limit: '١٠/minute'", "rate_limit"),
+        ("after: a", "itself"),
+        ("after: [b]", "after"),
+        ("after: 5", "after"),
+        ("after: ''", "after"),
+    ],
+)
+def test_bad_limit_and_after_values_are_clear_load_errors(tmp_path, extra, needle) -> None:
+    with pytest.raises(RulesError) as caught:
+        _load(
+            tmp_path,
+            f"  - {{name: a, on_event: x, perform: mail, {extra}}}\n"
+            "  - {name: b, on_event: x, perform: mail}\n",
+        )
+    message = str(caught.value)
+    assert message.startswith(f"{tmp_path / 'rules.yaml'}:4:"), message
+    assert needle in message, message
+
+
+def test_the_largest_accepted_rate_loads_and_claims_without_overflow(tmp_path) -> None:
+
+    rules = _load(
+        tmp_path, "  - {name: a, on_event: x, perform: mail, rate_limit: 999999999/second}\n"
+    )
+    store = SqliteStore(tmp_path / "t.db")
+    event = Event("01E", "x", {}, T0, T0)
+    store.emit(event, [NewJob("a", "mail", T0, 0, 1, {}, event.id)] * 5, T0)
+    assert len(store.claim_due(T0, 10, limits=limits_in_force(rules))) == 5
+    store.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"rate_limit": "0/minute"},
+        {"rate_limit": "-1/minute"},
+        {"rate_limit": "1e9/second"},
+        {"rate_limit": ""},
+        {"concurrency": 0},
+        {"concurrency": -5},
+        {"concurrency": 10**12},
+        {"priority": 10**30},
+    ],
+)
+def test_bad_overrides_are_usage_errors_not_crashes(tmp_path, kwargs) -> None:
+
+    rules = _load(tmp_path, "  - {name: a, on_event: x, perform: mail}\n")
+    store = SqliteStore(tmp_path / "t.db")
+    service = Service(
+        store=store,
+        clock=FakeClock(T0),
+        rules=rules,
+        rule_paths=[tmp_path / "rules.yaml"],
+        loader=lambda paths: rules,
+        limits=Limits(),
+    )
+    with pytest.raises(TimeOSError):
+        service.set_rule("a", **kwargs)
+    assert service.rule("a").rate_limit is None and service.rule("a").concurrency is None
+    store.close()
+
+
+# ---- the scheduler under limits, driven pass by pass -------------------------------------------
+
+
+class Runs:
+    def __init__(self, clock: FakeClock) -> None:
+        self.clock = clock
+        self.log: list[tuple[str, str, datetime]] = []
+        self.running = 0
+        self.most = 0
+
+    def action(self, name: str, **limits) -> Action:
+        async def run(payload, ctx) -> None:
+            self.log.append((ctx.rule, ctx.job_id, self.clock.now()))
+            self.running += 1
+            self.most = max(self.most, self.running)
+            await asyncio.sleep(0)
+            self.running -= 1
+
+        return Action(name, ActionKind.PYTHON, PythonSpec("t:run", run), **limits)
+
+
+def _put(store, rule, count, *, action="act", priority=0, at=T0) -> None:
+    event = Event(new_id(at), "e", {}, at, at)
+    store.emit(event, [NewJob(rule, action, at, priority, 1, {}, event.id)] * count, at)
+
+
+def _drive(store, clock: FakeClock, rules: RuleSet, until: datetime, workers: int = 4) -> int:
+    """Run the scheduler's passes at exactly the instants it asks for, up to `until`; assert it
+    never asks for an instant not after the pass (a spin). Returns the number of passes."""
+    runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+    scheduler = Scheduler(
+        store=store, clock=clock, runner=runner, rules=lambda: rules, workers=workers
+    )
+    passes = 0
+
+    async def go() -> None:
+        nonlocal passes
+        while clock.now() <= until:
+            passes += 1
+            deadline = scheduler._tick(clock.now())
+            if scheduler.running:
+                await asyncio.gather(*scheduler.running.values())
+            if deadline is not None and deadline is not scheduler_module._AGAIN:
+                assert deadline > clock.now(), (deadline, clock.now())
+                clock.set(deadline)
+            elif deadline is None:
+                return
+
+    asyncio.run(go())
+    return passes
+
+
+def test_an_uneven_rate_gives_exactly_its_count_in_every_window_with_no_wasted_pass(store):
+    clock = FakeClock(T0)
+    runs = Runs(clock)
+    rules = RuleSet(
+        (Rule("mail", EventTrigger("e"), "act", rate_limit=RateLimit(7, "minute", 7)),),
+        {"act": runs.action("act")},
+    )
+    _put(store, "mail", 7 + 70 + 5)
+    passes = _drive(store, clock, rules, T0 + timedelta(minutes=10, seconds=-1))
+    windows = [0] * 10
+    for _, _, at in runs.log:
+        windows[(at - T0) // timedelta(minutes=1)] += 1
+    assert windows == [7 + 6] + [7] * 9
+    for n, (_, _, at) in enumerate(runs.log[7:], start=1):  # the nth token, to the microsecond
+        ideal = T0 + timedelta(microseconds=n * 60_000_000 / 7)
+        assert abs(at - ideal) <= timedelta(microseconds=1), (n, at, ideal)
+    assert passes <= len(runs.log) - 7 + 3  # one pass per token, not a spin
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = SqliteStore(tmp_path / "t.db")
+    yield s
+    s.close()
+
+
+def test_priority_decides_who_gets_a_freed_token_even_if_due_later(store):
+    clock = FakeClock(T0)
+    runs = Runs(clock)
+    rules = RuleSet(
+        (
+            Rule("low", EventTrigger("e"), "act", rate_limit=RateLimit(1, "minute", 1)),
+            Rule("high", EventTrigger("e"), "act", priority=5),
+        ),
+        {"act": runs.action("act", rate_limit=RateLimit(1, "minute", 1))},
+    )
+    _put(store, "low", 3)
+    _put(store, "high", 2, priority=5, at=T0 + timedelta(seconds=10))
+    _drive(store, clock, rules, T0 + timedelta(minutes=4, seconds=30))
+    assert [r for r, _, _ in runs.log] == ["low", "high", "high", "low", "low"]
+
+
+def test_a_changed_limit_reinterprets_the_bucket_without_a_fresh_full_one(store):
+    clock = FakeClock(T0)
+    runs = Runs(clock)
+    hourly = RuleSet(
+        (Rule("r", EventTrigger("e"), "act", rate_limit=RateLimit(1, "hour", 1)),),
+        {"act": runs.action("act")},
+    )
+    _put(store, "r", 50)
+    _drive(store, clock, hourly, T0 + timedelta(minutes=1))
+    assert len(runs.log) == 1
+    faster = RuleSet(
+        (Rule("r", EventTrigger("e"), "act", rate_limit=RateLimit(10, "minute", 10)),),
+        hourly.actions,
+    )
+    clock.set(T0 + timedelta(minutes=1))
+    _drive(store, clock, faster, T0 + timedelta(minutes=2))
+    # Empty at 09:00; a minute at 10/minute refills 10 (capped at burst 10), then one per 6 s.
+    assert len(runs.log) == 1 + 10 + 10
