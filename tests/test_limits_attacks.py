@@ -205,6 +205,28 @@ def store(tmp_path):
     s.close()
 
 
+def test_an_unlimited_rule_runs_on_time_beside_a_saturated_rule_sharing_nothing(store):
+    clock = FakeClock(T0)
+    runs = Runs(clock)
+    rules = RuleSet(
+        (
+            Rule(
+                "slow", EventTrigger("e"), "act", priority=9, rate_limit=RateLimit(1, "minute", 1)
+            ),
+            Rule("busy", EventTrigger("e"), "other"),
+        ),
+        {"act": runs.action("act"), "other": runs.action("other")},
+    )
+    _put(store, "slow", 100, priority=9)
+    for k in range(30):
+        _put(store, "busy", 1, action="other", at=T0 + timedelta(seconds=7 * k + 3))
+    _drive(store, clock, rules, T0 + timedelta(minutes=5))
+    busy = [at for rule, _, at in runs.log if rule == "busy"]
+    assert busy == [T0 + timedelta(seconds=7 * k + 3) for k in range(30)]
+    slow = [at for rule, _, at in runs.log if rule == "slow"]
+    assert slow == [T0 + timedelta(minutes=m) for m in range(6)]
+
+
 def test_priority_decides_who_gets_a_freed_token_even_if_due_later(store):
     clock = FakeClock(T0)
     runs = Runs(clock)
@@ -239,3 +261,16 @@ def test_a_changed_limit_reinterprets_the_bucket_without_a_fresh_full_one(store)
     _drive(store, clock, faster, T0 + timedelta(minutes=2))
     # Empty at 09:00; a minute at 10/minute refills 10 (capped at burst 10), then one per 6 s.
     assert len(runs.log) == 1 + 10 + 10
+
+
+@pytest.mark.parametrize(
+    ("count", "unit", "seen"), [(1, "minute", 59), (7, "minute", 8), (3, "second", 0.25)]
+)
+def test_the_next_token_is_the_first_microsecond_a_token_is_there(count, unit, seen):
+    from timeos.rules.limits import Bucket, has_token, next_token_at, refilled
+
+    rate = RateLimit(count, unit, 1)
+    bucket = refilled(Bucket(0.0, T0), rate, T0 + timedelta(seconds=seen))
+    at = next_token_at(bucket, rate)
+    assert has_token(refilled(bucket, rate, at))
+    assert not has_token(refilled(bucket, rate, at - timedelta(microseconds=1)))

@@ -176,6 +176,9 @@ def next_token_at(bucket: Bucket, rate: RateLimit) -> datetime:
     """When the bucket (as of bucket.at) next holds a whole token: now, if it does."""
     if has_token(bucket):
         return bucket.at
-    need = 1 - bucket.tokens
+    # Aim half an EPSILON short of a whole token, as has_token counts it: aiming at exactly 1
+    # lands a float hair past the microsecond (59/60 of a token at 59 s asked for 60.000001 s
+    # at 1/minute), and each late wake pushed every later token a microsecond further.
+    need = 1 - EPSILON / 2 - bucket.tokens
     micros = math.ceil(need * UNIT_SECONDS[rate.unit] * 1_000_000 / rate.count)
     return bucket.at + timedelta(microseconds=max(1, micros))
