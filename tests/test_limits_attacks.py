@@ -148,9 +148,9 @@ class Runs:
         return Action(name, ActionKind.PYTHON, PythonSpec("t:run", run), **limits)
 
 
-def _put(store, rule, count, *, action="act", priority=0, at=T0) -> None:
+def _put(store, rule, count, *, action="act", priority=0, at=T0, attempts=1) -> None:
     event = Event(new_id(at), "e", {}, at, at)
-    store.emit(event, [NewJob(rule, action, at, priority, 1, {}, event.id)] * count, at)
+    store.emit(event, [NewJob(rule, action, at, priority, attempts, {}, event.id)] * count, at)
 
 
 def _drive(store, clock: FakeClock, rules: RuleSet, until: datetime, workers: int = 4) -> int:
@@ -274,3 +274,59 @@ def test_the_next_token_is_the_first_microsecond_a_token_is_there(count, unit, s
     at = next_token_at(bucket, rate)
     assert has_token(refilled(bucket, rate, at))
     assert not has_token(refilled(bucket, rate, at - timedelta(microseconds=1)))
+
+
+async def _until(predicate, what: str) -> None:
+    for _ in range(2000):
+        if predicate():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_timed_out_python_thread_still_holds_its_concurrency_slot(store):
+    """A plain function's thread cannot be killed: after its attempt timed out it still runs,
+    and a singleton must not start the retry beside it; it starts when the thread ends."""
+    import threading
+
+    from timeos.model import JobStatus, RetryPolicy
+
+    clock = FakeClock(T0)
+    lock, release = threading.Lock(), threading.Event()
+    seen = {"running": 0, "most": 0, "calls": 0}
+
+    def work(payload, ctx) -> None:
+        with lock:
+            seen["calls"] += 1
+            seen["running"] += 1
+            seen["most"] = max(seen["most"], seen["running"])
+        release.wait(10)
+        with lock:
+            seen["running"] -= 1
+
+    act = Action(
+        "act",
+        ActionKind.PYTHON,
+        PythonSpec("t:work", work),
+        timeout=timedelta(seconds=0.05),
+        retry=RetryPolicy(max_attempts=3, backoff=timedelta(seconds=1), jitter=0),
+    )
+    rules = RuleSet((Rule("one", EventTrigger("e"), "act", concurrency=1),), {"act": act})
+    _put(store, "one", 1, attempts=3)
+    (job,) = store.list_jobs()
+    runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+    scheduler = Scheduler(store=store, clock=clock, runner=runner, rules=lambda: rules)
+
+    async def go() -> None:
+        task = asyncio.create_task(scheduler.run())
+        await _until(lambda: store.get_job(job.id).status is JobStatus.RETRYING, "a timeout")
+        clock.advance(timedelta(seconds=5))  # the retry is due; the first thread still runs
+        await _until(lambda: scheduler.last_tick == clock.now(), "a pass")
+        assert seen["calls"] == 1
+        release.set()  # the thread ends: its slot frees and the retry runs
+        await _until(lambda: store.get_job(job.id).status is JobStatus.SUCCEEDED, "the retry")
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    assert (seen["calls"], seen["most"]) == (2, 1)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from timeos.errors import UsageError
@@ -95,6 +95,7 @@ class Limit:
     key: str
     rate: RateLimit | None
     concurrency: int | None
+    busy: int = 0  # slots held by runs the store no longer sees running (a timed-out thread)
 
     def describe(self) -> str:
         """`rule 'hook' (rate_limit 10/minute, burst 10)`: for a delayed attempt's history."""
@@ -133,6 +134,23 @@ def limits_in_force(rules: RuleSet) -> dict[str, Limit]:
 
 
 LimitsInForce = Mapping[str, Limit]
+
+
+def with_busy(limits: LimitsInForce, busy: Mapping[tuple[str, str], int]) -> LimitsInForce:
+    """`limits` with the concurrency slots that runs outside the store hold, by (rule, action):
+    a python function's thread outlives its timed-out attempt, and still runs."""
+    if not busy or not limits:
+        return limits
+    held: dict[str, int] = {}
+    for (rule, action), count in busy.items():
+        for key in (rule_key(rule), action_key(action)):
+            held[key] = held.get(key, 0) + count
+    return {
+        key: replace(limit, busy=held[key])
+        if key in held and limit.concurrency is not None
+        else limit
+        for key, limit in limits.items()
+    }
 
 
 # ---- token buckets ------------------------------------------------------------------------------
