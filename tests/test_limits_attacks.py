@@ -154,29 +154,34 @@ def _put(store, rule, count, *, action="act", priority=0, at=T0, attempts=1) -> 
 
 
 def _drive(store, clock: FakeClock, rules: RuleSet, until: datetime, workers: int = 4) -> int:
-    """Run the scheduler's passes at exactly the instants it asks for, up to `until`; assert it
-    never asks for an instant not after the pass (a spin). Returns the number of passes."""
+    """Run the scheduler's passes at exactly the instants it asks for, up to `until`, and again
+    at once after jobs ended (as their end wakes the real loop); assert it never asks for an
+    instant not after the pass (a spin). Returns how many of its wake-ups started nothing."""
     runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
     scheduler = Scheduler(
         store=store, clock=clock, runner=runner, rules=lambda: rules, workers=workers
     )
-    passes = 0
+    idle = 0
 
     async def go() -> None:
-        nonlocal passes
+        nonlocal idle
+        woken = False
         while clock.now() <= until:
-            passes += 1
             deadline = scheduler._tick(clock.now())
             if scheduler.running:
                 await asyncio.gather(*scheduler.running.values())
-            if deadline is not None and deadline is not scheduler_module._AGAIN:
-                assert deadline > clock.now(), (deadline, clock.now())
-                clock.set(deadline)
-            elif deadline is None:
+                woken = False
+                continue  # a finished job wakes the loop: look again at this instant
+            idle += woken
+            if deadline is None:
                 return
+            assert deadline is not scheduler_module._AGAIN
+            assert deadline > clock.now(), (deadline, clock.now())
+            clock.set(deadline)
+            woken = True
 
     asyncio.run(go())
-    return passes
+    return idle
 
 
 def test_an_uneven_rate_gives_exactly_its_count_in_every_window_with_no_wasted_pass(store):
@@ -187,7 +192,7 @@ def test_an_uneven_rate_gives_exactly_its_count_in_every_window_with_no_wasted_p
         {"act": runs.action("act")},
     )
     _put(store, "mail", 7 + 70 + 5)
-    passes = _drive(store, clock, rules, T0 + timedelta(minutes=10, seconds=-1))
+    idle = _drive(store, clock, rules, T0 + timedelta(minutes=10, seconds=-1))
     windows = [0] * 10
     for _, _, at in runs.log:
         windows[(at - T0) // timedelta(minutes=1)] += 1
@@ -195,7 +200,7 @@ def test_an_uneven_rate_gives_exactly_its_count_in_every_window_with_no_wasted_p
     for n, (_, _, at) in enumerate(runs.log[7:], start=1):  # the nth token, to the microsecond
         ideal = T0 + timedelta(microseconds=n * 60_000_000 / 7)
         assert abs(at - ideal) <= timedelta(microseconds=1), (n, at, ideal)
-    assert passes <= len(runs.log) - 7 + 3  # one pass per token, not a spin
+    assert idle == 0  # every wake-up was a token's instant: none early, none wasted
 
 
 @pytest.fixture
@@ -220,7 +225,7 @@ def test_an_unlimited_rule_runs_on_time_beside_a_saturated_rule_sharing_nothing(
     _put(store, "slow", 100, priority=9)
     for k in range(30):
         _put(store, "busy", 1, action="other", at=T0 + timedelta(seconds=7 * k + 3))
-    _drive(store, clock, rules, T0 + timedelta(minutes=5))
+    assert _drive(store, clock, rules, T0 + timedelta(minutes=5)) == 0
     busy = [at for rule, _, at in runs.log if rule == "busy"]
     assert busy == [T0 + timedelta(seconds=7 * k + 3) for k in range(30)]
     slow = [at for rule, _, at in runs.log if rule == "slow"]
@@ -330,3 +335,41 @@ def test_a_timed_out_python_thread_still_holds_its_concurrency_slot(store):
 
     asyncio.run(go())
     assert (seen["calls"], seen["most"]) == (2, 1)
+
+
+def test_a_chain_under_limits_keeps_both_its_order_and_the_limits(store):
+    """A perform list whose second step's action is rate-limited, and an `after:` rule with a
+    limit of its own: no child starts before its parent succeeded, and no limit is exceeded."""
+    clock = FakeClock(T0)
+    runs = Runs(clock)
+    minute = RateLimit(1, "minute", 1)
+    rules = RuleSet(
+        (
+            Rule("pay", EventTrigger("paid"), "charge", then=("receipt",)),
+            Rule("thank", EventTrigger("paid"), "mail", after="pay", rate_limit=minute),
+        ),
+        {
+            "charge": runs.action("charge"),
+            "receipt": runs.action("receipt", rate_limit=RateLimit(2, "minute", 2)),
+            "mail": runs.action("mail"),
+        },
+    )
+    service = Service(
+        store=store,
+        clock=clock,
+        rules=rules,
+        rule_paths=[Path("rules.yaml")],
+        loader=lambda paths: rules,
+        limits=Limits(),
+    )
+    chains = [service.emit("paid", {}).job_ids for _ in range(4)]
+    _drive(store, clock, rules, T0 + timedelta(minutes=10))
+    started = {job_id: at for _, job_id, at in runs.log}
+    assert len(started) == 12  # every job of every chain ran
+    for charge, receipt, thank in chains:
+        assert started[charge] <= started[receipt] <= started[thank]
+        assert store.get_job(receipt).depends_on == (charge,)
+    receipts = sorted(started[r] for _, r, _ in chains)
+    thanks = sorted(started[t] for _, _, t in chains)
+    assert receipts == [T0, T0, T0 + timedelta(seconds=30), T0 + timedelta(seconds=60)]
+    assert thanks == [T0 + timedelta(minutes=m) for m in range(4)]
