@@ -151,3 +151,25 @@ def test_a_deleted_dead_parent_lets_its_cancelled_chain_be_pruned(rig) -> None:
     for _ in range(3):  # one generation of the chain per pass
         rig.store.prune_batch(plan, 500)
     assert rig.store.count_jobs() == 0
+
+
+def test_after_itself_and_a_cross_file_cycle_are_each_reported_once(tmp_path) -> None:
+    from timeos.errors import RulesError
+    from timeos.rules.loader import load_rules
+
+    one, two = tmp_path / "one.yaml", tmp_path / "two.yaml"
+    one.write_text(
+        "actions:\n  m: {command: [/bin/true]}\nrules:\n"
+        "  - {name: a, on_event: x, perform: m, after: b}\n"
+    )
+    two.write_text(
+        "rules:\n"
+        "  - {name: b, on_event: x, perform: m, after: a}\n"
+        "  - {name: c, on_event: x, perform: m, after: c}\n"
+    )
+    with pytest.raises(RulesError) as caught:
+        load_rules([one, two], {}, import_python=False)
+    assert str(caught.value).splitlines() == [
+        f"{one}:4:47: rule 'a': after: cycle a -> b -> a",
+        f"{two}:3:47: rule 'c': after names the rule itself",
+    ]
