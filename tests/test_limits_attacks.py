@@ -373,3 +373,47 @@ def test_a_chain_under_limits_keeps_both_its_order_and_the_limits(store):
     thanks = sorted(started[t] for _, _, t in chains)
     assert receipts == [T0, T0, T0 + timedelta(seconds=30), T0 + timedelta(seconds=60)]
     assert thanks == [T0 + timedelta(minutes=m) for m in range(4)]
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_random_arrivals_start_exactly_when_an_ideal_token_bucket_allows(store, seed):
+    """Jobs of a limited rule arriving at random: each starts at the later of its due time and
+    the instant an ideal bucket (refilled continuously, capped at burst) next holds a token, in
+    due order; an unlimited rule's jobs start exactly when due."""
+    import random
+
+    rng = random.Random(seed)
+    clock = FakeClock(T0)
+    runs = Runs(clock)
+    rate = RateLimit(rng.choice([1, 3, 7]), "minute", rng.choice([1, 2, 5]))
+    rules = RuleSet(
+        (
+            Rule("lim", EventTrigger("e"), "act", rate_limit=rate),
+            Rule("free", EventTrigger("e"), "other"),
+        ),
+        {"act": runs.action("act"), "other": runs.action("other")},
+    )
+    due = sorted(T0 + timedelta(seconds=rng.randrange(0, 600)) for _ in range(25))
+    for at in due:
+        _put(store, "lim", 1, at=at)
+    free = sorted(T0 + timedelta(seconds=rng.randrange(0, 600)) for _ in range(10))
+    for at in free:
+        _put(store, "free", 1, action="other", at=at)
+    _drive(store, clock, rules, T0 + timedelta(hours=2), workers=8)
+    started = [at for rule, _, at in runs.log if rule == "lim"]
+    # The ideal bucket, in exact microseconds: a token every `period`, at most `burst` saved.
+    period = timedelta(seconds=60) / rate.count
+    expected: list[datetime] = []
+    tokens, at = float(rate.burst), T0
+    for when in due:
+        when = max(when, at)
+        tokens = min(rate.burst, tokens + (when - at) / period)
+        if tokens < 1:
+            when += (1 - tokens) * period
+            tokens = 1.0
+        expected.append(when)
+        tokens, at = tokens - 1, when
+    assert len(started) == len(expected)
+    for got, want in zip(started, expected, strict=True):
+        assert abs(got - want) <= timedelta(microseconds=1), (got, want)
+    assert [at for rule, _, at in runs.log if rule == "free"] == free
