@@ -173,3 +173,31 @@ def test_after_itself_and_a_cross_file_cycle_are_each_reported_once(tmp_path) ->
         f"{one}:4:47: rule 'a': after: cycle a -> b -> a",
         f"{two}:3:47: rule 'c': after names the rule itself",
     ]
+
+
+def test_a_chain_whose_rule_and_action_a_reload_removed_still_ends(rig) -> None:
+    """Jobs are snapshots: after a reload drops `thank` and its action, the blocked job is still
+    released by its parent, then ends dead (its action is gone), never waiting forever."""
+    import asyncio
+
+    from timeos.actions import ActionRunner
+    from timeos.daemon.scheduler import Scheduler
+
+    charge, receipt, ledger, thank = rig.service.emit("paid", {}).job_ids
+    pay_only = RuleSet(
+        (CHAIN.rules[0],), {n: CHAIN.actions[n] for n in ("charge", "receipt", "ledger")}
+    )
+    runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+    scheduler = Scheduler(store=rig.store, clock=rig.clock, runner=runner, rules=lambda: pay_only)
+
+    async def go() -> None:
+        for _ in range(20):
+            rig.clock.advance(timedelta(minutes=1))
+            scheduler._tick(rig.clock.now())
+            if scheduler.running:
+                await asyncio.gather(*scheduler.running.values())
+
+    asyncio.run(go())
+    statuses = [rig.store.get_job(i).status for i in (charge, receipt, ledger, thank)]
+    assert statuses == [JobStatus.SUCCEEDED] * 3 + [JobStatus.DEAD]
+    assert "not defined" in (rig.store.get_job(thank).last_error or "")
