@@ -14,7 +14,7 @@ from timeos.actions.command import run_command
 from timeos.actions.context import ActionContext, Emitter, describe, timeout_message
 from timeos.actions.emit import run_emit
 from timeos.actions.http import new_client, run_http
-from timeos.actions.python import run_python
+from timeos.actions.python import Lingering, run_python
 from timeos.model import (
     Action,
     ActionKind,
@@ -51,6 +51,8 @@ class ActionRunner:
         self.pause_slack = pause_slack
         self._http_client = http_client
         self._owns_http_client = http_client is None  # a client passed in is the caller's to close
+        # Timed-out python threads still running, by (rule, action): concurrency counts them.
+        self.lingering = Lingering()
 
     async def run(self, action: Action, ctx: ActionContext) -> ActionResult:
         """Run `action` once within `action.timeout`; never raises for the action's failures."""
@@ -107,7 +109,7 @@ class ActionRunner:
                 self._client(), spec, ctx, output_cap=self.output_cap, timeout=action.timeout
             )
         if action.kind is ActionKind.PYTHON and isinstance(spec, PythonSpec):
-            return await run_python(spec, ctx, output_cap=self.output_cap)
+            return await run_python(spec, ctx, output_cap=self.output_cap, lingering=self.lingering)
         if action.kind is ActionKind.EMIT and isinstance(spec, EmitSpec):
             return await run_emit(spec, ctx, emitter=self.emitter)
         return ActionResult(

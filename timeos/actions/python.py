@@ -1,7 +1,8 @@
 """The `python` action: call an already-imported `function(payload, ctx)`.
 
 Plain functions run in a worker thread so they cannot stall the daemon's event loop; coroutine
-functions are awaited on the loop itself.
+functions are awaited on the loop itself. A thread outliving its run (timed out) is counted in
+Lingering until it ends, so a concurrency limit still counts it as running.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -16,7 +18,29 @@ from timeos.actions.context import ActionContext, describe
 from timeos.model import ActionResult, Outcome, PythonSpec
 
 
-async def run_python(spec: PythonSpec, ctx: ActionContext, *, output_cap: int) -> ActionResult:
+class Lingering:
+    """Threads of plain functions still running after their run ended (timed out, cancelled),
+    by (rule, action): a thread cannot be killed, so a concurrency limit counts them until they
+    end. `on_end` is told when one does (the scheduler: a slot may be free)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[tuple[str, str]] = Counter()
+        self.on_end: Callable[[], None] | None = None
+
+    def begin(self, key: tuple[str, str]) -> None:
+        self.counts[key] += 1
+
+    def end(self, key: tuple[str, str]) -> None:
+        self.counts[key] -= 1
+        if self.counts[key] <= 0:
+            del self.counts[key]
+        if self.on_end is not None:
+            self.on_end()
+
+
+async def run_python(
+    spec: PythonSpec, ctx: ActionContext, *, output_cap: int, lingering: Lingering | None = None
+) -> ActionResult:
     """Call the function once; a returned str becomes the output, an exception a FAILED result.
 
     On timeout the caller stops waiting, but a thread cannot be killed: a plain function keeps
@@ -29,7 +53,8 @@ async def run_python(spec: PythonSpec, ctx: ActionContext, *, output_cap: int) -
         if inspect.iscoroutinefunction(function):
             result = await function(ctx.payload, ctx)
         else:
-            result = await _in_daemon_thread(function, ctx.payload, ctx)
+            key = (ctx.rule, ctx.action)
+            result = await _in_daemon_thread(function, lingering, key, ctx.payload, ctx)
             if inspect.isawaitable(result):  # e.g. a functools.partial of a coroutine function
                 result = await result
     except (Exception, SystemExit, KeyboardInterrupt) as exc:
@@ -42,12 +67,22 @@ async def run_python(spec: PythonSpec, ctx: ActionContext, *, output_cap: int) -
     return ActionResult(Outcome.SUCCEEDED, None, output)
 
 
-async def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> Any:
+async def _in_daemon_thread(
+    function: Callable[..., Any],
+    lingering: Lingering | None,
+    key: tuple[str, str],
+    *args: Any,
+) -> Any:
     loop = asyncio.get_running_loop()
     future: asyncio.Future[Any] = loop.create_future()
+    state = {"ended": False, "lingering": False}
 
     def settle(ok: bool, value: Any) -> None:
-        if not future.done():
+        state["ended"] = True
+        if future.cancelled():  # the run was given up on: its thread ends only now
+            if state["lingering"] and lingering is not None:
+                lingering.end(key)
+        elif not future.done():
             if ok:
                 future.set_result(value)
             else:
@@ -66,4 +101,10 @@ async def _in_daemon_thread(function: Callable[..., Any], *args: Any) -> Any:
             pass  # the loop is gone (daemon shut down): nobody waits for this result
 
     threading.Thread(target=work, name=f"timeos-python-{function.__name__}", daemon=True).start()
-    return await future
+    try:
+        return await future
+    except asyncio.CancelledError:
+        if future.cancelled() and not state["ended"] and lingering is not None:
+            state["lingering"] = True  # timed out or shut down: the thread runs on
+            lingering.begin(key)
+        raise

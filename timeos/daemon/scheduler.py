@@ -21,7 +21,7 @@ from timeos.daemon.telemetry import Publish, no_publish
 from timeos.engine import AttemptEnd, after_attempt, failure_action_for, killed, retry_policy_for
 from timeos.errors import NotFound, StoreError
 from timeos.model import ActionResult, Job, JobStatus, Outcome, OverlapPolicy, RuleSet, Verdict
-from timeos.rules.limits import LimitsInForce, limits_in_force
+from timeos.rules.limits import LimitsInForce, limits_in_force, with_busy
 from timeos.store.protocol import Store
 
 log = logging.getLogger("timeos.scheduler")
@@ -94,6 +94,8 @@ class Scheduler:
         self._beat_at: float | None = None
         # The limits in force, with the rules they were computed from (rules/limits.py).
         self._limits: tuple[RuleSet, LimitsInForce] | None = None
+        # A timed-out python thread that ends frees a concurrency slot: look again then.
+        runner.lingering.on_end = self.poke
 
     def poke(self) -> None:
         """Wake the loop now (a job was inserted, a rule reloaded, the clock moved)."""
@@ -202,7 +204,7 @@ class Scheduler:
         rules = self.rules()
         if self._limits is None or self._limits[0] is not rules:
             self._limits = (rules, limits_in_force(rules))
-        return self._limits[1]
+        return with_busy(self._limits[1], self.runner.lingering.counts)
 
     def _start(self, job: Job) -> None:
         now = self.clock.now()

@@ -68,7 +68,7 @@ def _cycles(by_name: dict[str, Rule]) -> list[tuple[str, str]]:
         while name is not None and name in by_name and name not in seen and name not in path:
             path.append(name)
             name = by_name[name].after
-        if name is not None and name in path:
+        if name is not None and name in path and path[-1] != name:  # self: reported above
             loop = path[path.index(name) :]
             first = min(loop, key=list(by_name).index)
             turn = loop[loop.index(first) :] + loop[: loop.index(first)] + [first]

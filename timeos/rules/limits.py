@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from timeos.errors import UsageError
@@ -21,7 +21,7 @@ from timeos.rules.source import Invalid, Map, Node, Scalar, describe, expect_int
 LIMIT_KEYS = ("rate_limit", "burst", "concurrency")
 RATE_UNITS = ("second", "minute", "hour", "day")
 UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
-_RATE = re.compile(r"^\s*(\d{1,9})\s*/\s*(second|minute|hour|day)s?\s*$")
+_RATE = re.compile(r"^\s*([0-9]{1,9})\s*/\s*(second|minute|hour|day)s?\s*$", re.ASCII)
 MAX_CONCURRENCY = 10_000
 MAX_BURST = 1_000_000_000
 # A float bucket that refilled to 0.9999999999 tokens has a token: the arithmetic is exact to
@@ -95,6 +95,7 @@ class Limit:
     key: str
     rate: RateLimit | None
     concurrency: int | None
+    busy: int = 0  # slots held by runs the store no longer sees running (a timed-out thread)
 
     def describe(self) -> str:
         """`rule 'hook' (rate_limit 10/minute, burst 10)`: for a delayed attempt's history."""
@@ -133,6 +134,23 @@ def limits_in_force(rules: RuleSet) -> dict[str, Limit]:
 
 
 LimitsInForce = Mapping[str, Limit]
+
+
+def with_busy(limits: LimitsInForce, busy: Mapping[tuple[str, str], int]) -> LimitsInForce:
+    """`limits` with the concurrency slots that runs outside the store hold, by (rule, action):
+    a python function's thread outlives its timed-out attempt, and still runs."""
+    if not busy or not limits:
+        return limits
+    held: dict[str, int] = {}
+    for (rule, action), count in busy.items():
+        for key in (rule_key(rule), action_key(action)):
+            held[key] = held.get(key, 0) + count
+    return {
+        key: replace(limit, busy=held[key])
+        if key in held and limit.concurrency is not None
+        else limit
+        for key, limit in limits.items()
+    }
 
 
 # ---- token buckets ------------------------------------------------------------------------------
@@ -176,6 +194,9 @@ def next_token_at(bucket: Bucket, rate: RateLimit) -> datetime:
     """When the bucket (as of bucket.at) next holds a whole token: now, if it does."""
     if has_token(bucket):
         return bucket.at
-    need = 1 - bucket.tokens
+    # Aim half an EPSILON short of a whole token, as has_token counts it: aiming at exactly 1
+    # lands a float hair past the microsecond (59/60 of a token at 59 s asked for 60.000001 s
+    # at 1/minute), and each late wake pushed every later token a microsecond further.
+    need = 1 - EPSILON / 2 - bucket.tokens
     micros = math.ceil(need * UNIT_SECONDS[rate.unit] * 1_000_000 / rate.count)
     return bucket.at + timedelta(microseconds=max(1, micros))

@@ -64,7 +64,7 @@ class LimitState:
 
     def slot_open(self, key: str) -> bool:
         limit = self.limits[key]
-        return limit.concurrency is None or self.running[key] < limit.concurrency
+        return limit.concurrency is None or self.running[key] + limit.busy < limit.concurrency
 
     def is_open(self, key: str) -> bool:
         return key not in self.limits or (self.rate_open(key) and self.slot_open(key))

@@ -29,6 +29,14 @@ _EVENT_UNNEEDED = (
     "NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.event_id = events.id"
     " AND jobs.status IN ('pending', 'retrying', 'running', 'blocked', 'dead'))"
 )
+# A job a dead parent's end cancelled (or its cascade's, transitively) comes back with `dlq retry`
+# of that parent (deps.py): it stays while its parent does. Once the dead job is deleted or pruned,
+# its edges go with it and the chain is pruned after it, one generation per pass.
+_NOT_REVIVABLE = (
+    "NOT EXISTS (SELECT 1 FROM job_deps AS d JOIN jobs AS p ON p.id = d.parent"
+    " WHERE d.child = jobs.id AND jobs.last_error = 'parent job ' || p.id || ' ended ' || p.status"
+    " AND (p.status = 'dead' OR p.last_error LIKE 'parent job % ended %'))"
+)
 _ORPHAN = "(job_id IS NULL OR NOT EXISTS (SELECT 1 FROM jobs WHERE jobs.id = occurrences.job_id))"
 
 
@@ -58,7 +66,7 @@ def _jobs_where(cut: Cutoff) -> tuple[str, list[Any]]:
     clauses = [_FINISHED, f"status IN ({_marks(statuses)})", "updated_at < ?"]
     args: list[Any] = [*statuses, to_micros(cut.before)]
     more, more_args = _rule_filter(cut)
-    return " AND ".join([*clauses, *more, _NOT_REPORTED]), [*args, *more_args]
+    return " AND ".join([*clauses, *more, _NOT_REPORTED, _NOT_REVIVABLE]), [*args, *more_args]
 
 
 def _orphans_where(cut: Cutoff) -> tuple[str, list[Any]]:
