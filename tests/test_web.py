@@ -404,3 +404,9 @@ def test_rule_page_shows_the_limits_in_force_and_their_source(rig: Rig) -> None:
     assert '3/minute, burst 3 <span class="muted">(override)</span>' in page
     assert '<dt>Concurrency</dt><dd>2 <span class="muted">(override)</span>' in page
     assert "3/minute; ≤2 at once" in client.get("/ui/rules").text
+
+
+def test_a_login_that_is_not_a_form_is_a_400_saying_so(rig: Rig) -> None:
+    reply = _client(rig).post("/ui/login", json={"token": TOKEN.decode()}, headers=ORIGIN)
+    assert reply.status_code == 400 and "urlencoded" in reply.text
+    assert reply.headers["content-security-policy"] == CSP

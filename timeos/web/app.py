@@ -228,7 +228,11 @@ class Dashboard:
         return self.render(request, "login.html", {"next": _next(request), "error": None})
 
     async def login(self, request: Request) -> Response:
-        form = await read_form(request)
+        try:
+            form = await read_form(request)
+        except TimeOSError as exc:  # not a form, or too big: say so (the gate let it through)
+            context = {"next": _next(request), "error": exc.message}
+            return self.render(request, "login.html", context, status=exc.http_status)
         given = form.get("token")
         creds = self.credentials
         assert creds is not None  # the gate refused every request without one
