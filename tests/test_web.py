@@ -3,8 +3,9 @@ Starlette's test client. Escaping, login, CSRF and Origin refusals, read-only, C
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -404,6 +405,47 @@ def test_rule_page_shows_the_limits_in_force_and_their_source(rig: Rig) -> None:
     assert '3/minute, burst 3 <span class="muted">(override)</span>' in page
     assert '<dt>Concurrency</dt><dd>2 <span class="muted">(override)</span>' in page
     assert "3/minute; ≤2 at once" in client.get("/ui/rules").text
+
+
+def test_a_huge_login_body_is_refused_as_it_arrives_not_buffered_whole(rig: Rig) -> None:
+    # /ui/login takes a body from anyone who can reach the port (a forged Origin is one header):
+    # a 300 MB body once made timeosd hold 600 MB. It must stop reading past the form limit.
+    app = WithDashboard(_api, Dashboard(rig.service, TOKEN))
+    chunk, chunks = 65536, 100
+    read = []
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        read.append(1)
+        return {"type": "http.request", "body": b"x" * chunk, "more_body": len(read) < chunks}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/ui/login",
+        "raw_path": b"/ui/login",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8080),
+        "headers": [
+            (b"host", b"127.0.0.1:8080"),
+            (b"origin", BASE.encode()),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+        ],
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400 and b"over the limit" in sent[1]["body"]
+    assert len(read) < chunks
+    declared = _client(rig).post(
+        "/ui/login",
+        content=b"x" * 70000,
+        headers={**ORIGIN, "content-type": "application/x-www-form-urlencoded"},
+    )
+    assert declared.status_code == 400
 
 
 def test_a_login_that_is_not_a_form_is_a_400_saying_so(rig: Rig) -> None:

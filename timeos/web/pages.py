@@ -15,14 +15,14 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from timeos.daemon.api import _rule_view, event_json, job_json
+from timeos.daemon.api import _capped_body, _rule_view, event_json, job_json
 from timeos.daemon.flow import describe_matches
 from timeos.daemon.service import Service
 from timeos.errors import UsageError
 from timeos.model import JobStatus
 from timeos.timefmt import parse_duration, parse_instant
 from timeos.web.activity import Activity
-from timeos.web.auth import parse_form
+from timeos.web.auth import FORM_LIMIT, parse_form
 from timeos.web.charts import bar_chart
 
 PAGE_SIZE = 25
@@ -61,7 +61,9 @@ async def read_form(request: Request) -> dict[str, str]:
     """The request's urlencoded form, read once (the CSRF check and the handler share it)."""
     cached = request.scope.get(FORM_KEY)
     if cached is None:
-        body = await request.body()
+        # Read as it arrives and refused past the limit: the login form takes a body from anyone
+        # who can reach the port, so it must never be buffered whole first.
+        body = await _capped_body(request, FORM_LIMIT)
         try:
             cached = parse_form(body, request.headers.get("content-type", ""))
         except ValueError as exc:
