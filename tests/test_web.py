@@ -452,3 +452,26 @@ def test_a_login_that_is_not_a_form_is_a_400_saying_so(rig: Rig) -> None:
     reply = _client(rig).post("/ui/login", json={"token": TOKEN.decode()}, headers=ORIGIN)
     assert reply.status_code == 400 and "urlencoded" in reply.text
     assert reply.headers["content-security-policy"] == CSP
+
+
+def test_every_dashboard_answer_has_the_security_headers_and_no_store(rig: Rig) -> None:
+    # Not only rendered pages: a button's redirect, Starlette's own 404 and 405 as well.
+    dead = _dead_follow_up(rig)
+    client = _login(_client(rig))
+    csrf = _csrf(client, "/ui/dlq")
+    answers = {
+        "retry": client.post("/ui/dlq/retry", data={"id": dead, "csrf": csrf}, headers=ORIGIN),
+        "404": client.get("/ui/no-such-page"),
+        "405": client.post("/ui/jobs", data={"csrf": csrf}, headers=ORIGIN),
+        "slash": client.get("/ui"),
+    }
+    assert answers["retry"].status_code == 303 and answers["404"].status_code == 404
+    assert answers["405"].status_code == 405
+    for name, reply in answers.items():
+        assert reply.headers.get("content-security-policy") == CSP, name
+        assert reply.headers.get("x-frame-options") == "DENY", name
+        assert reply.headers.get("cache-control") == "no-store", name
+    asset = client.get("/ui/static/app.js")
+    assert asset.headers["cache-control"] == "max-age=86400"
+    assert asset.headers["content-security-policy"] == CSP
+    assert len(asset.headers.get_list("content-security-policy")) == 1

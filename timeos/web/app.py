@@ -93,7 +93,12 @@ class Dashboard:
         if refusal is not None:
             await _secured(refusal)(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if request.url.path.startswith(f"{PREFIX}/static/"):
+            await self.app(scope, receive, send)  # _Static adds the headers and its caching
+            return
+        # Every other answer (a button's 303, Starlette's own 404 and 405 too) carries the
+        # security headers and no-store, not only the pages rendered here.
+        await self.app(scope, receive, _adding_headers(send, "no-store"))
 
     # ---- the gate -----------------------------------------------------------------------------
 
@@ -277,15 +282,26 @@ class _Static:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_secured(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-                headers.append((b"cache-control", b"max-age=86400"))
-                message = {**message, "headers": headers}
-            await send(message)
+        await self.app(scope, receive, _adding_headers(send, "max-age=86400"))
 
-        await self.app(scope, receive, send_secured)
+
+def _adding_headers(send: Send, cache_control: str) -> Send:
+    """`send`, adding the security headers (and `cache_control` unless set) to the response."""
+
+    async def send_secured(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (k, v)
+                for k, v in message.get("headers", [])
+                if k.decode("latin-1").lower() not in SECURITY_HEADERS
+            ]
+            headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+            if not any(k.lower() == b"cache-control" for k, _ in headers):
+                headers.append((b"cache-control", cache_control.encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_secured
 
 
 class WithDashboard:
