@@ -475,3 +475,17 @@ def test_every_dashboard_answer_has_the_security_headers_and_no_store(rig: Rig) 
     assert asset.headers["cache-control"] == "max-age=86400"
     assert asset.headers["content-security-policy"] == CSP
     assert len(asset.headers.get_list("content-security-policy")) == 1
+
+
+def test_a_dry_run_pages_live_region_refreshes_from_the_event_page(rig: Rig) -> None:
+    # The dry run is rendered in answer to POST .../replay; its live region once re-fetched that
+    # URL with GET on every update: a 405 (and a console error) instead of fresh jobs.
+    result = rig.service.emit("user_signup", {"user_id": "1"})
+    client = _login(_client(rig))
+    csrf = _csrf(client, f"/ui/events/{result.event_id}")
+    page = client.post(
+        f"/ui/events/{result.event_id}/replay", data={"csrf": csrf, "dry_run": "1"}, headers=ORIGIN
+    ).text
+    targets = re.findall(r'hx-get="([^"]+)"', page)
+    assert targets == [f"/ui/events/{result.event_id}"]
+    assert client.get(targets[0]).status_code == 200
