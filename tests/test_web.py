@@ -489,3 +489,18 @@ def test_a_dry_run_pages_live_region_refreshes_from_the_event_page(rig: Rig) -> 
     targets = re.findall(r'hx-get="([^"]+)"', page)
     assert targets == [f"/ui/events/{result.event_id}"]
     assert client.get(targets[0]).status_code == 200
+
+
+def test_live_regions_refresh_from_a_relative_url_keeping_the_query(rig: Rig) -> None:
+    # An absolute hx-get (request.url) names uvicorn's scheme and the Host header: http://
+    # behind a TLS proxy, which the browser blocks as mixed content and by connect-src 'self'.
+    client = _login(_client(rig))
+    for path in [*HTML_PAGES, "/ui/jobs?status=dead&offset=0", "/ui/dlq?rule=nightly"]:
+        targets = re.findall(r'hx-get="([^"]+)"', client.get(path).text)
+        assert targets, path
+        for target in targets:
+            assert target.startswith("/ui/"), (path, target)
+    assert (
+        'hx-get="/ui/jobs?status=dead&amp;offset=0"'
+        in client.get("/ui/jobs?status=dead&offset=0").text
+    )

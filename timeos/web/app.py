@@ -154,6 +154,10 @@ class Dashboard:
         html = self.env.get_template(name).render(
             request=request,
             path=request.url.path,
+            # The live regions' refresh URL: path and query only. request.url is absolute, built
+            # from the Host header and uvicorn's scheme: http:// behind a TLS proxy, which the
+            # browser blocks (mixed content, and CSP connect-src 'self').
+            here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
             csrf=self.credentials.csrf if self.credentials and logged_in else "",
             read_only=self.read_only,
             logged_in=logged_in,
