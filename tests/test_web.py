@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Iterator, MutableMapping
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -504,3 +505,21 @@ def test_live_regions_refresh_from_a_relative_url_keeping_the_query(rig: Rig) ->
         'hx-get="/ui/jobs?status=dead&amp;offset=0"'
         in client.get("/ui/jobs?status=dead&offset=0").text
     )
+
+
+def test_time_filters_take_minus_a_duration_as_the_readme_and_placeholders_say(rig: Rig) -> None:
+    # README: "since/until: ISO 8601 or -1h", and the fields' placeholders say "-1h": it was
+    # refused as "not an ISO 8601 date-time".
+    rig.service.emit("user_signup", {"user_id": "1"})  # welcome due now, follow-up in 2 days
+    client = _login(_client(rig))
+    recent = client.get("/ui/jobs?since=-1h")
+    assert recent.status_code == 200 and recent.text.count('<tr data-job="') == 2
+    assert client.get("/ui/jobs?until=-1m").text.count('<tr data-job="') == 0
+    assert client.get("/ui/events?since=-1h").text.count('<tr data-event="') == 1
+    rig.clock.advance(timedelta(hours=2))
+    assert client.get("/ui/events?since=-1h").text.count('<tr data-event="') == 0
+    assert client.get("/ui/events?since=-3h").text.count('<tr data-event="') == 1
+    bad = client.get("/ui/jobs?since=-1x")
+    assert bad.status_code == 400 and "since" in bad.text and "-DURATION" in bad.text
+    iso = client.get("/ui/jobs?since=yesterday")
+    assert iso.status_code == 400 and "-1h" in iso.text

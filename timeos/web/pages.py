@@ -47,9 +47,14 @@ def _offset(request: Request) -> int:
     return int(raw)
 
 
-def _instant(request: Request, name: str) -> datetime | None:
+def _instant(request: Request, name: str, now: datetime) -> datetime | None:
+    """A time filter: an ISO 8601 instant, or `-DURATION` before `now` (`-1h`, `-2d`)."""
     raw = request.query_params.get(name, "").strip()
-    return parse_instant(raw, name) if raw else None
+    if not raw:
+        return None
+    if raw.startswith("-"):
+        return now - parse_duration(raw[1:], f"{name} (-DURATION before now)")
+    return parse_instant(raw, f"{name} (ISO 8601, or -DURATION such as -1h)")
 
 
 def _opt(request: Request, name: str) -> str | None:
@@ -149,7 +154,8 @@ class Pages:
 
     async def jobs(self, request: Request) -> Response:
         status, rule, event = _opt(request, "status"), _opt(request, "rule"), _opt(request, "event")
-        since, until = _instant(request, "since"), _instant(request, "until")
+        now = self.service.clock.now()
+        since, until = _instant(request, "since", now), _instant(request, "until", now)
         offset = _offset(request)
         service = self.service
         capped = False
@@ -256,7 +262,8 @@ class Pages:
 
     async def events(self, request: Request) -> Response:
         event_type = _opt(request, "type")
-        since, until = _instant(request, "since"), _instant(request, "until")
+        now = self.service.clock.now()
+        since, until = _instant(request, "since", now), _instant(request, "until", now)
         offset = _offset(request)
         service = self.service
         events = service.list_events(event_type, self.size, offset, since=since, until=until)
