@@ -15,7 +15,7 @@ from test_service import Rig, _dead_follow_up
 
 from timeos.store.sqlite.store import SqliteStore
 from timeos.web.app import CSP, Dashboard, WithDashboard
-from timeos.web.auth import COOKIE, Credentials, same_origin
+from timeos.web.auth import COOKIE, MAX_SESSIONS, Credentials, same_origin
 
 TOKEN = b"s3cret-token-for-tests"
 BASE = "http://127.0.0.1:8080"
@@ -35,9 +35,15 @@ def rig(tmp_path) -> Iterator[Rig]:
     store.close()
 
 
-def _client(rig: Rig, *, read_only: bool = False, token: bytes | None = TOKEN) -> TestClient:
-    app = WithDashboard(_api, Dashboard(rig.service, token, read_only=read_only))
-    return TestClient(app, base_url=BASE, follow_redirects=False)
+def _client(
+    rig: Rig,
+    *,
+    read_only: bool = False,
+    token: bytes | None = TOKEN,
+    dashboard: Dashboard | None = None,
+) -> TestClient:
+    dashboard = dashboard or Dashboard(rig.service, token, read_only=read_only)
+    return TestClient(WithDashboard(_api, dashboard), base_url=BASE, follow_redirects=False)
 
 
 def _login(client: TestClient) -> TestClient:
@@ -65,7 +71,7 @@ def test_pages_need_a_login_and_the_cookie_holds_a_derived_value_not_the_token(r
     cookie = good.headers["set-cookie"]
     assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/ui" in cookie
     assert TOKEN.decode() not in cookie
-    assert client.cookies[COOKIE] == Credentials(TOKEN).session
+    assert "Max-Age=43200" in cookie  # a login lasts 12 hours
     for path in HTML_PAGES:
         assert client.get(path).status_code == 200, path
 
@@ -132,10 +138,14 @@ def test_a_state_change_without_login_csrf_or_same_origin_is_refused(rig: Rig) -
 
 def test_read_only_hides_the_buttons_and_refuses_state_changes(rig: Rig) -> None:
     dead = _dead_follow_up(rig)
-    client = _login(_client(rig, read_only=True))
+    dashboard = Dashboard(rig.service, TOKEN, read_only=True)
+    client = _login(
+        TestClient(WithDashboard(_api, dashboard), base_url=BASE, follow_redirects=False)
+    )
     page = client.get("/ui/dlq").text
     assert dead in page and 'action="/ui/dlq/retry"' not in page and "read-only" in page
-    csrf = Credentials(TOKEN).csrf
+    assert dashboard.credentials is not None
+    csrf = dashboard.credentials.csrf(client.cookies[COOKIE])
     reply = client.post("/ui/dlq/retry", data={"id": dead, "csrf": csrf}, headers={"origin": BASE})
     assert reply.status_code == 403 and "read-only" in reply.text
     assert rig.service.get_job(dead).status == "dead"
@@ -523,3 +533,48 @@ def test_time_filters_take_minus_a_duration_as_the_readme_and_placeholders_say(r
     assert bad.status_code == 400 and "since" in bad.text and "-DURATION" in bad.text
     iso = client.get("/ui/jobs?since=yesterday")
     assert iso.status_code == 400 and "-1h" in iso.text
+
+
+def test_log_out_ends_the_session_for_every_copy_of_the_cookie(rig: Rig) -> None:
+    # The cookie was HMAC(token, "session"): the same for every login, never expiring, and Log
+    # out only asked the browser to forget it. Cookies ignore the port, so any server on
+    # 127.0.0.1 the admin visits receives it; a copy must die with Log out.
+    dashboard = Dashboard(rig.service, TOKEN)
+    client = _login(_client(rig, dashboard=dashboard))
+    stolen = client.cookies[COOKIE]
+    thief = _client(rig, dashboard=dashboard)
+    thief.cookies.set(COOKIE, stolen, path="/ui")
+    assert thief.get("/ui/jobs").status_code == 200
+    out = client.post("/ui/logout", headers=ORIGIN)
+    assert out.status_code == 303 and out.headers["location"] == "/ui/login"
+    assert thief.get("/ui/jobs").status_code == 303  # back to the login page
+
+
+def test_a_session_expires_after_twelve_hours(rig: Rig) -> None:
+    client = _login(_client(rig))
+    rig.clock.advance(timedelta(hours=11, minutes=59))
+    assert client.get("/ui/").status_code == 200
+    rig.clock.advance(timedelta(minutes=2))
+    reply = client.get("/ui/")
+    assert reply.status_code == 303 and reply.headers["location"].startswith("/ui/login")
+
+
+def test_each_login_gets_its_own_session_and_csrf_token(rig: Rig) -> None:
+    dead = _dead_follow_up(rig)
+    dashboard = Dashboard(rig.service, TOKEN)
+    first = _login(_client(rig, dashboard=dashboard))
+    second = _login(_client(rig, dashboard=dashboard))
+    assert first.cookies[COOKIE] != second.cookies[COOKIE]
+    csrf_first, csrf_second = _csrf(first, "/ui/dlq"), _csrf(second, "/ui/dlq")
+    assert csrf_first != csrf_second
+    crossed = second.post("/ui/dlq/retry", data={"id": dead, "csrf": csrf_first}, headers=ORIGIN)
+    assert crossed.status_code == 403 and rig.service.get_job(dead).status == "dead"
+
+
+def test_sessions_held_at_once_are_capped(rig: Rig) -> None:
+    creds = Credentials(TOKEN)
+    now = rig.clock.now()
+    first = creds.open_session(now)
+    for _ in range(MAX_SESSIONS):
+        creds.open_session(now)
+    assert len(creds.sessions) == MAX_SESSIONS and not creds.session_valid(first, now)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -127,7 +128,7 @@ class Dashboard:
             return self.refuse(request, "this request did not come from a page of this dashboard")
         if path in OPEN:
             return None
-        if not self.credentials.session_valid(request.cookies.get(COOKIE)):
+        if not self.credentials.session_valid(request.cookies.get(COOKIE), self._now()):
             if writes:
                 return self.refuse(request, "log in with the token first", status=401)
             query = urlencode({"next": path}) if path.startswith(f"{PREFIX}/") else ""
@@ -139,6 +140,9 @@ class Dashboard:
             return None
         return None
 
+    def _now(self) -> datetime:
+        return self.service.clock.now()
+
     def refuse(self, request: Request, why: str, status: int = 403) -> Response:
         return self.render(request, "message.html", {"title": "Refused", "message": why}, status)
 
@@ -148,9 +152,9 @@ class Dashboard:
         self, request: Request, name: str, context: dict[str, Any], status: int = 200
     ) -> Response:
         """A page from its template, with what every page needs (CSRF token, read-only, nav)."""
-        logged_in = self.credentials is not None and self.credentials.session_valid(
-            request.cookies.get(COOKIE)
-        )
+        session = request.cookies.get(COOKIE)
+        creds = self.credentials
+        logged_in = creds is not None and creds.session_valid(session, self._now())
         html = self.env.get_template(name).render(
             request=request,
             path=request.url.path,
@@ -158,7 +162,7 @@ class Dashboard:
             # from the Host header and uvicorn's scheme: http:// behind a TLS proxy, which the
             # browser blocks (mixed content, and CSP connect-src 'self').
             here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
-            csrf=self.credentials.csrf if self.credentials and logged_in else "",
+            csrf=creds.csrf(session) if creds and session and logged_in else "",
             read_only=self.read_only,
             logged_in=logged_in,
             **context,
@@ -212,7 +216,8 @@ class Dashboard:
                 if request.method == "POST":
                     form = await read_form(request)
                     creds = self.credentials
-                    if creds is None or not creds.csrf_valid(form.get("csrf")):
+                    session = request.cookies.get(COOKIE)
+                    if creds is None or not creds.csrf_valid(session, form.get("csrf")):
                         return self.refuse(request, "the form's CSRF token is missing or wrong")
                 return await handler(request)
             except TimeOSError as exc:
@@ -250,11 +255,18 @@ class Dashboard:
             return self.render(request, "login.html", context, status=401)
         response = RedirectResponse(_next(request, form.get("next")), status_code=303)
         response.set_cookie(
-            COOKIE, creds.session, path=COOKIE_PATH, httponly=True, samesite="strict"
+            COOKIE,
+            creds.open_session(self._now()),
+            max_age=int(creds.ttl.total_seconds()),
+            path=COOKIE_PATH,
+            httponly=True,
+            samesite="strict",
         )
         return _secured(response)
 
     async def logout(self, request: Request) -> Response:
+        if self.credentials is not None:
+            self.credentials.close_session(request.cookies.get(COOKIE))
         response = RedirectResponse(f"{PREFIX}/login", status_code=303)
         response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
         return _secured(response)
