@@ -578,3 +578,19 @@ def test_sessions_held_at_once_are_capped(rig: Rig) -> None:
     for _ in range(MAX_SESSIONS):
         creds.open_session(now)
     assert len(creds.sessions) == MAX_SESSIONS and not creds.session_valid(first, now)
+
+
+def test_logging_in_lands_on_the_page_asked_for_with_its_query(rig: Rig) -> None:
+    client = _client(rig)
+    asked = client.get("/ui/jobs?status=dead&rule=nightly")
+    assert (
+        asked.headers["location"] == "/ui/login?next=%2Fui%2Fjobs%3Fstatus%3Ddead%26rule%3Dnightly"
+    )
+    form = client.get(asked.headers["location"]).text
+    assert 'name="next" value="/ui/jobs?status=dead&amp;rule=nightly"' in form
+    reply = client.post(
+        "/ui/login",
+        data={"token": TOKEN.decode(), "next": "/ui/jobs?status=dead&rule=nightly"},
+        headers=ORIGIN,
+    )
+    assert reply.headers["location"] == "/ui/jobs?status=dead&rule=nightly"

@@ -131,7 +131,9 @@ class Dashboard:
         if not self.credentials.session_valid(request.cookies.get(COOKIE), self._now()):
             if writes:
                 return self.refuse(request, "log in with the token first", status=401)
-            query = urlencode({"next": path}) if path.startswith(f"{PREFIX}/") else ""
+            # The query too: a link to /ui/jobs?status=dead lands there after logging in.
+            target = path + (f"?{request.url.query}" if request.url.query else "")
+            query = urlencode({"next": target}) if path.startswith(f"{PREFIX}/") else ""
             return RedirectResponse(f"{PREFIX}/login?{query}", status_code=303)
         if writes and path != f"{PREFIX}/logout":
             if self.read_only:
