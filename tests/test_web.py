@@ -594,3 +594,12 @@ def test_logging_in_lands_on_the_page_asked_for_with_its_query(rig: Rig) -> None
         headers=ORIGIN,
     )
     assert reply.headers["location"] == "/ui/jobs?status=dead&rule=nightly"
+
+
+def test_the_login_page_sends_a_logged_in_browser_on(rig: Rig) -> None:
+    # Not a second session for nothing: a logged-in browser (the back button, a bookmark of
+    # the login page) goes where `next` says.
+    client = _login(_client(rig))
+    reply = client.get("/ui/login?next=/ui/rules")
+    assert reply.status_code == 303 and reply.headers["location"] == "/ui/rules"
+    assert client.get("/ui/login?next=https://evil.example/").headers["location"] == "/ui/"

@@ -241,6 +241,9 @@ class Dashboard:
         return guarded
 
     async def login_page(self, request: Request) -> Response:
+        creds = self.credentials
+        if creds is not None and creds.session_valid(request.cookies.get(COOKIE), self._now()):
+            return RedirectResponse(_next(request), status_code=303)  # already logged in
         return self.render(request, "login.html", {"next": _next(request), "error": None})
 
     async def login(self, request: Request) -> Response:
