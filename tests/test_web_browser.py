@@ -221,3 +221,20 @@ def test_delete_all_dead_letters_asks_first(site: Site, page: Any) -> None:
     page.wait_for_url(f"{site.base}/ui/dlq?done=deleted")
     assert page.query_selector(f'tr[data-job="{job}"]') is None
     assert site.daemon.cli_json("dlq", "list") == []
+
+
+def test_a_replay_dry_run_page_keeps_updating_live_without_errors(site: Site, page: Any) -> None:
+    # The dry run is the answer to a POST; its live region must refresh from the event's page
+    # (a GET of .../replay was a 405 on every update: a console error, nothing refreshed).
+    event = _emit(site, "signup", {"user": "dry-run"})
+    page.goto(f"{site.base}/ui/events/{event['id']}")
+    page.click('button:has-text("Replay (dry run first)")')
+    page.wait_for_selector("#h-dry")
+    page.wait_for_selector("#connection.conn-live")
+    with page.expect_response(
+        lambda r: "/ui/events/" in r.url and r.request.method == "GET"
+    ) as got:
+        other = _emit(site, "signup", {"user": "update"})  # pushes an update to the page
+    assert got.value.status == 200
+    site.daemon.wait_job(other["jobs"][0], "succeeded")
+    assert page.query_selector("#h-dry") is not None  # the dry run stays on screen
