@@ -603,3 +603,15 @@ def test_the_login_page_sends_a_logged_in_browser_on(rig: Rig) -> None:
     reply = client.get("/ui/login?next=/ui/rules")
     assert reply.status_code == 303 and reply.headers["location"] == "/ui/rules"
     assert client.get("/ui/login?next=https://evil.example/").headers["location"] == "/ui/"
+
+
+def test_a_live_refresh_after_the_session_ended_sends_the_page_to_log_in(rig: Rig) -> None:
+    # htmx follows a 303 inside its XHR and swaps the login page's (missing) #live in: the
+    # region went blank when the session expired. HX-Redirect moves the whole page instead.
+    client = _login(_client(rig))
+    rig.clock.advance(timedelta(hours=13))
+    reply = client.get("/ui/jobs?status=dead", headers={"hx-request": "true"})
+    assert reply.status_code == 204
+    assert reply.headers["hx-redirect"] == "/ui/login?next=%2Fui%2Fjobs%3Fstatus%3Ddead"
+    plain = client.get("/ui/jobs")
+    assert plain.status_code == 303 and "hx-redirect" not in plain.headers

@@ -238,3 +238,18 @@ def test_a_replay_dry_run_page_keeps_updating_live_without_errors(site: Site, pa
     assert got.value.status == 200
     site.daemon.wait_job(other["jobs"][0], "succeeded")
     assert page.query_selector("#h-dry") is not None  # the dry run stays on screen
+
+
+def test_a_page_whose_session_ended_goes_to_log_in_on_the_next_update(
+    site: Site, page: Any
+) -> None:
+    # Before, the live refresh followed the 303 inside htmx's XHR and swapped the login page's
+    # (missing) #live in: the jobs table silently vanished.
+    page.goto(f"{site.base}/ui/jobs?status=succeeded")
+    page.wait_for_selector("#connection.conn-live")
+    assert page.query_selector("table.jobs") is not None
+    out = page.request.post(f"{site.base}/ui/logout", headers={"Origin": site.base})
+    assert out.ok  # followed to the login page
+    job = _emit(site, "signup", {"user": "after-logout"})["jobs"][0]
+    page.wait_for_url(f"{site.base}/ui/login?next=%2Fui%2Fjobs%3Fstatus%3Dsucceeded")
+    site.daemon.wait_job(job, "succeeded")

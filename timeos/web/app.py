@@ -134,6 +134,10 @@ class Dashboard:
             # The query too: a link to /ui/jobs?status=dead lands there after logging in.
             target = path + (f"?{request.url.query}" if request.url.query else "")
             query = urlencode({"next": target}) if path.startswith(f"{PREFIX}/") else ""
+            if request.headers.get("hx-request") == "true":
+                # A live region's refresh: a 303 would be followed inside the XHR and the login
+                # page's missing #live swapped in, blanking the region. Send the page there.
+                return Response(status_code=204, headers={"hx-redirect": f"{PREFIX}/login?{query}"})
             return RedirectResponse(f"{PREFIX}/login?{query}", status_code=303)
         if writes and path != f"{PREFIX}/logout":
             if self.read_only:
