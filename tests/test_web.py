@@ -4,6 +4,7 @@ Starlette's test client. Escaping, login, CSRF and Origin refusals, read-only, C
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
 from collections.abc import Iterator, MutableMapping
 from datetime import timedelta
@@ -14,7 +15,7 @@ from starlette.testclient import TestClient
 from test_service import Rig, _dead_follow_up
 
 from timeos.store.sqlite.store import SqliteStore
-from timeos.web.app import CSP, Dashboard, WithDashboard
+from timeos.web.app import CSP, HERE, Dashboard, WithDashboard, asset_url
 from timeos.web.auth import COOKIE, MAX_SESSIONS, Credentials, same_origin
 
 TOKEN = b"s3cret-token-for-tests"
@@ -95,7 +96,7 @@ def test_every_page_sends_a_strict_csp_without_unsafe_inline(rig: Rig) -> None:
     page = client.get("/ui/").text
     assert "<script>" not in page and " style=" not in page and "<style" not in page
     assert re.findall(r"<script[^>]*>", page) == [
-        f'<script src="/ui/static/{name}" defer>'
+        f'<script src="{asset_url(name)}" defer>'
         for name in ("vendor/htmx-2.0.11.min.js", "vendor/htmx-ext-sse-2.2.4.min.js", "app.js")
     ]
 
@@ -615,3 +616,13 @@ def test_a_live_refresh_after_the_session_ended_sends_the_page_to_log_in(rig: Ri
     assert reply.headers["hx-redirect"] == "/ui/login?next=%2Fui%2Fjobs%3Fstatus%3Ddead"
     plain = client.get("/ui/jobs")
     assert plain.status_code == 303 and "hx-redirect" not in plain.headers
+
+
+def test_asset_urls_carry_a_hash_of_their_contents(rig: Rig) -> None:
+    # Assets are cached for a day: an upgraded daemon's app.js must not meet yesterday's copy.
+    page = _login(_client(rig)).get("/ui/").text
+    for name in ("app.css", "app.js", "vendor/htmx-2.0.11.min.js"):
+        digest = hashlib.sha256((HERE / "static" / name).read_bytes()).hexdigest()[:12]
+        assert f'"/ui/static/{name}?v={digest}"' in page, name
+    assert 'src="/ui/static/app.js"' not in page
+    assert _client(rig).get(asset_url("app.js")).status_code == 200

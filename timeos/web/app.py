@@ -7,6 +7,8 @@ HTTP API calls; the JSON shapes (job_json, event_json, ...) are the API's, so a 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -63,7 +65,16 @@ def templates() -> Environment:
     )
     # Not Jinja's tojson (markup, with <>& as \u003c...): here JSON is text, escaped like any.
     env.filters["tojson_text"] = lambda value: json.dumps(value, ensure_ascii=False)
+    env.globals["asset"] = asset_url
     return env
+
+
+@functools.cache
+def asset_url(name: str) -> str:
+    """An asset's URL with a hash of its contents: browsers cache assets for a day, and an
+    upgraded daemon's app.js or app.css must not be paired with yesterday's copy."""
+    digest = hashlib.sha256((HERE / "static" / name).read_bytes()).hexdigest()[:12]
+    return f"{PREFIX}/static/{name}?v={digest}"
 
 
 def live_frame(event: Lifecycle) -> bytes:
