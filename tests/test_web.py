@@ -626,3 +626,50 @@ def test_asset_urls_carry_a_hash_of_their_contents(rig: Rig) -> None:
         assert f'"/ui/static/{name}?v={digest}"' in page, name
     assert 'src="/ui/static/app.js"' not in page
     assert _client(rig).get(asset_url("app.js")).status_code == 200
+
+
+def test_the_live_stream_ends_once_its_session_is_logged_out(rig: Rig) -> None:
+    # The session was checked only when /ui/live opened: a stream from a cookie logged out (or
+    # expired) since kept pushing every job id and event kind.
+    dashboard = Dashboard(rig.service, TOKEN)
+    client = _login(_client(rig, dashboard=dashboard))
+    cookie = client.cookies[COOKIE]
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/ui/live",
+        "raw_path": b"/ui/live",
+        "query_string": b"",
+        "root_path": "",
+        "scheme": "http",
+        "server": ("127.0.0.1", 8080),
+        "headers": [(b"host", b"127.0.0.1:8080"), (b"cookie", f"{COOKIE}={cookie}".encode())],
+    }
+    bodies: list[bytes] = []
+    ended = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await ended.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            bodies.append(message.get("body", b""))
+            if not message.get("more_body"):
+                ended.set()
+
+    async def run() -> None:
+        stream = asyncio.ensure_future(WithDashboard(_api, dashboard)(scope, receive, send))
+        while not bodies:
+            await asyncio.sleep(0)
+        rig.service.bus.publish("job.succeeded", job_id="J1")
+        while not any(b"J1" in b for b in bodies):
+            await asyncio.sleep(0)
+        assert dashboard.credentials is not None
+        dashboard.credentials.close_session(cookie)  # Log out, from another tab
+        rig.service.bus.publish("job.succeeded", job_id="J2")
+        await asyncio.wait_for(stream, 5)
+
+    asyncio.run(run())
+    assert ended.is_set()
+    assert any(b"J2" in b for b in bodies)  # that last update still went: its refresh logs out

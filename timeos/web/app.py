@@ -293,7 +293,16 @@ class Dashboard:
 
     async def live(self, request: Request) -> Response:
         watcher = self.service.watch(None, None)
-        return EventStream(watcher, self.service.unwatch, framer=live_frame)
+        session, creds = request.cookies.get(COOKIE), self.credentials
+
+        def framer(event: Lifecycle) -> bytes:
+            # The gate checked the session when the stream opened; it may since have been logged
+            # out or expired. Send this update (its refresh takes the page to the login) and end.
+            if creds is None or not creds.session_valid(session, self._now()):
+                watcher.close()
+            return live_frame(event)
+
+        return EventStream(watcher, self.service.unwatch, framer=framer)
 
 
 def _next(request: Request, given: Any = None) -> str:
