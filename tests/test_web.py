@@ -673,3 +673,19 @@ def test_the_live_stream_ends_once_its_session_is_logged_out(rig: Rig) -> None:
     asyncio.run(run())
     assert ended.is_set()
     assert any(b"J2" in b for b in bodies)  # that last update still went: its refresh logs out
+
+
+def test_dashboard_settings_without_http_are_named_in_a_warning(tmp_path) -> None:
+    # --http-token-file and --http-read-only without --http did nothing, silently: the user
+    # who set them waited for a dashboard that was never served.
+    from timeos.daemon.config import needing_http, resolve
+
+    config = tmp_path / "timeosd.yaml"
+    config.write_text("http-token-file: tok\n")
+    settings = resolve({"http_read_only": True}, {}, (config, True))
+    [warning] = needing_http(settings)
+    assert "http-token-file (from file" in warning and "timeosd.yaml:1:" in warning
+    assert "http-read-only (from flag --http-read-only)" in warning and "--http" in warning
+    served = resolve({"http_read_only": True, "http": "127.0.0.1:0"}, {}, (config, True))
+    assert needing_http(served) == []
+    assert needing_http(resolve({}, {}, (tmp_path / "none.yaml", False))) == []
