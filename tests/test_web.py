@@ -673,6 +673,7 @@ def test_the_live_stream_ends_once_its_session_is_logged_out(rig: Rig) -> None:
     asyncio.run(run())
     assert ended.is_set()
     assert any(b"J2" in b for b in bodies)  # that last update still went: its refresh logs out
+    assert b"event: end\n" in b"".join(bodies)  # the page's sse-close: closed, not cut
 
 
 def test_dashboard_settings_without_http_are_named_in_a_warning(tmp_path) -> None:

@@ -77,6 +77,9 @@ def asset_url(name: str) -> str:
     return f"{PREFIX}/static/{name}?v={digest}"
 
 
+END_FRAME = b"event: end\ndata: session ended\n\n"
+
+
 def live_frame(event: Lifecycle) -> bytes:
     """One SSE frame for the dashboard: `event: update`, the kind and ids as data."""
     data = " ".join(str(v) for v in (event.kind, event.fields.get("job_id") or "") if v)
@@ -300,6 +303,9 @@ class Dashboard:
             # out or expired. Send this update (its refresh takes the page to the login) and end.
             if creds is None or not creds.session_valid(session, self._now()):
                 watcher.close()
+                # `end` is the body's sse-close event: the browser closes the stream itself
+                # instead of seeing it cut (an error, and a reconnect to a login page).
+                return live_frame(event) + END_FRAME
             return live_frame(event)
 
         return EventStream(watcher, self.service.unwatch, framer=framer)
