@@ -690,3 +690,28 @@ def test_dashboard_settings_without_http_are_named_in_a_warning(tmp_path) -> Non
     served = resolve({"http_read_only": True, "http": "127.0.0.1:0"}, {}, (config, True))
     assert needing_http(served) == []
     assert needing_http(resolve({}, {}, (tmp_path / "none.yaml", False))) == []
+
+
+def _luminance(hex_colour: str) -> float:
+    digits = hex_colour[1:]
+    if len(digits) == 3:  # #fff
+        digits = "".join(d * 2 for d in digits)
+    channels = [int(digits[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+    linear = [c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+def _contrast(a: str, b: str) -> float:
+    high, low = sorted((_luminance(a), _luminance(b)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
+
+
+def test_the_focus_outline_contrasts_3_to_1_with_the_page(rig: Rig) -> None:
+    # WCAG 2.1 AA 1.4.11: a focus indicator needs 3:1 against what surrounds it. The amber
+    # #f59e0b outline was 2.1:1 on white, so keyboard users could barely see where they were.
+    css = (HERE / "static" / "app.css").read_text()
+    found = re.search(r":focus-visible[^{]*\{[^}]*outline: \d+px solid (#[0-9a-fA-F]{6})", css)
+    assert found, "no focus-visible outline in app.css"
+    variables = dict(re.findall(r"--(\w+): (#[0-9a-fA-F]{6}|#[0-9a-fA-F]{3})\b", css))
+    for background in (variables["bg"], variables["soft"]):
+        assert _contrast(found.group(1), background) >= 3, (found.group(1), background)
