@@ -20,9 +20,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tests"))
 
-from browser import TOKEN, launch, missing, start_site, watch_console  # noqa: E402
+from browser import launch, missing, start_site, watch_console  # noqa: E402
 
-from timeos.web.auth import COOKIE, Credentials  # noqa: E402
+from timeos.web.auth import COOKIE  # noqa: E402
 
 SHOTS = REPO / "docs" / "screenshots"
 ZONE = "Europe/Berlin"  # the screenshots show times converted to the browser's zone
@@ -68,9 +68,13 @@ def weigh_and_shoot(shots: Path) -> dict[str, dict[str, int]]:
         site = start_site(Path(tmp))
         try:
             ids = _seed(site)
-            session = Credentials(TOKEN.encode()).session
             with sync_playwright() as playwright:
                 browser = launch(playwright)
+                # Log in once in a throwaway context; its session cookie opens the others.
+                first = browser.new_context()
+                site.login(first.new_page())
+                session = next(c["value"] for c in first.cookies() if c["name"] == COOKIE)
+                first.close()
                 for name, path in pages(ids):
                     # A fresh context per page: a cold cache, so every asset counts.
                     context = browser.new_context(

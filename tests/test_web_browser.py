@@ -221,3 +221,35 @@ def test_delete_all_dead_letters_asks_first(site: Site, page: Any) -> None:
     page.wait_for_url(f"{site.base}/ui/dlq?done=deleted")
     assert page.query_selector(f'tr[data-job="{job}"]') is None
     assert site.daemon.cli_json("dlq", "list") == []
+
+
+def test_a_replay_dry_run_page_keeps_updating_live_without_errors(site: Site, page: Any) -> None:
+    # The dry run is the answer to a POST; its live region must refresh from the event's page
+    # (a GET of .../replay was a 405 on every update: a console error, nothing refreshed).
+    event = _emit(site, "signup", {"user": "dry-run"})
+    page.goto(f"{site.base}/ui/events/{event['id']}")
+    page.click('button:has-text("Replay (dry run first)")')
+    page.wait_for_selector("#h-dry")
+    page.wait_for_selector("#connection.conn-live")
+    with page.expect_response(
+        lambda r: "/ui/events/" in r.url and r.request.method == "GET"
+    ) as got:
+        other = _emit(site, "signup", {"user": "update"})  # pushes an update to the page
+    assert got.value.status == 200
+    site.daemon.wait_job(other["jobs"][0], "succeeded")
+    assert page.query_selector("#h-dry") is not None  # the dry run stays on screen
+
+
+def test_a_page_whose_session_ended_goes_to_log_in_on_the_next_update(
+    site: Site, page: Any
+) -> None:
+    # Before, the live refresh followed the 303 inside htmx's XHR and swapped the login page's
+    # (missing) #live in: the jobs table silently vanished.
+    page.goto(f"{site.base}/ui/jobs?status=succeeded")
+    page.wait_for_selector("#connection.conn-live")
+    assert page.query_selector("table.jobs") is not None
+    out = page.request.post(f"{site.base}/ui/logout", headers={"Origin": site.base})
+    assert out.ok  # followed to the login page
+    job = _emit(site, "signup", {"user": "after-logout"})["jobs"][0]
+    page.wait_for_url(f"{site.base}/ui/login?next=%2Fui%2Fjobs%3Fstatus%3Dsucceeded")
+    site.daemon.wait_job(job, "succeeded")

@@ -238,6 +238,23 @@ class Config:
         return "\n".join([head, *(f"{a:<{width[0]}}  {b:<{width[1]}}  {c}" for a, b, c in rows)])
 
 
+def needing_http(config: Config) -> list[str]:
+    """Warnings for TCP-listener settings given while --http is off (they do nothing then)."""
+    if config["http"] is not None:
+        return []
+    given = [
+        f"{name} (from {r.source}{' ' + r.origin if r.origin else ''})"
+        for name in ("http-token-file", "http-read-only")
+        if (r := config.values[name]).source != "default" and r.value
+    ]
+    if not given:
+        return []
+    return [
+        f"{', '.join(given)} set but --http is off: no TCP listener and no dashboard is "
+        "served; add --http 127.0.0.1:PORT (TIMEOS_HTTP, http:) to serve them"
+    ]
+
+
 def config_path(flag: Path | None, environ: Mapping[str, str]) -> tuple[Path, bool]:
     """The config file to read and whether it was asked for (then it must exist)."""
     if flag is not None:

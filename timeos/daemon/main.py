@@ -499,6 +499,8 @@ def serve(**given: Any) -> None:
         notifier = Notifier.from_environ(environ, os.getpid())
         listen_socket = inherited_socket(environ, os.getpid())
         address: ListenAddress | None = settings["http"]
+        for warning in config.needing_http(settings):
+            log.warning(warning)
         token = listener(address, settings["http-token-file"]) if address else None
         daemon = Daemon(
             rule_paths=settings["rules"],

@@ -7,9 +7,12 @@ HTTP API calls; the JSON shapes (job_json, event_json, ...) are the API's, so a 
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -62,7 +65,19 @@ def templates() -> Environment:
     )
     # Not Jinja's tojson (markup, with <>& as \u003c...): here JSON is text, escaped like any.
     env.filters["tojson_text"] = lambda value: json.dumps(value, ensure_ascii=False)
+    env.globals["asset"] = asset_url
     return env
+
+
+@functools.cache
+def asset_url(name: str) -> str:
+    """An asset's URL with a hash of its contents: browsers cache assets for a day, and an
+    upgraded daemon's app.js or app.css must not be paired with yesterday's copy."""
+    digest = hashlib.sha256((HERE / "static" / name).read_bytes()).hexdigest()[:12]
+    return f"{PREFIX}/static/{name}?v={digest}"
+
+
+END_FRAME = b"event: end\ndata: session ended\n\n"
 
 
 def live_frame(event: Lifecycle) -> bytes:
@@ -93,7 +108,12 @@ class Dashboard:
         if refusal is not None:
             await _secured(refusal)(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        if request.url.path.startswith(f"{PREFIX}/static/"):
+            await self.app(scope, receive, send)  # _Static adds the headers and its caching
+            return
+        # Every other answer (a button's 303, Starlette's own 404 and 405 too) carries the
+        # security headers and no-store, not only the pages rendered here.
+        await self.app(scope, receive, _adding_headers(send, "no-store"))
 
     # ---- the gate -----------------------------------------------------------------------------
 
@@ -122,10 +142,16 @@ class Dashboard:
             return self.refuse(request, "this request did not come from a page of this dashboard")
         if path in OPEN:
             return None
-        if not self.credentials.session_valid(request.cookies.get(COOKIE)):
+        if not self.credentials.session_valid(request.cookies.get(COOKIE), self._now()):
             if writes:
                 return self.refuse(request, "log in with the token first", status=401)
-            query = urlencode({"next": path}) if path.startswith(f"{PREFIX}/") else ""
+            # The query too: a link to /ui/jobs?status=dead lands there after logging in.
+            target = path + (f"?{request.url.query}" if request.url.query else "")
+            query = urlencode({"next": target}) if path.startswith(f"{PREFIX}/") else ""
+            if request.headers.get("hx-request") == "true":
+                # A live region's refresh: a 303 would be followed inside the XHR and the login
+                # page's missing #live swapped in, blanking the region. Send the page there.
+                return Response(status_code=204, headers={"hx-redirect": f"{PREFIX}/login?{query}"})
             return RedirectResponse(f"{PREFIX}/login?{query}", status_code=303)
         if writes and path != f"{PREFIX}/logout":
             if self.read_only:
@@ -133,6 +159,9 @@ class Dashboard:
             # Forms are read here and again by the route; Starlette caches the parsed form.
             return None
         return None
+
+    def _now(self) -> datetime:
+        return self.service.clock.now()
 
     def refuse(self, request: Request, why: str, status: int = 403) -> Response:
         return self.render(request, "message.html", {"title": "Refused", "message": why}, status)
@@ -143,13 +172,17 @@ class Dashboard:
         self, request: Request, name: str, context: dict[str, Any], status: int = 200
     ) -> Response:
         """A page from its template, with what every page needs (CSRF token, read-only, nav)."""
-        logged_in = self.credentials is not None and self.credentials.session_valid(
-            request.cookies.get(COOKIE)
-        )
+        session = request.cookies.get(COOKIE)
+        creds = self.credentials
+        logged_in = creds is not None and creds.session_valid(session, self._now())
         html = self.env.get_template(name).render(
             request=request,
             path=request.url.path,
-            csrf=self.credentials.csrf if self.credentials and logged_in else "",
+            # The live regions' refresh URL: path and query only. request.url is absolute, built
+            # from the Host header and uvicorn's scheme: http:// behind a TLS proxy, which the
+            # browser blocks (mixed content, and CSP connect-src 'self').
+            here=request.url.path + (f"?{request.url.query}" if request.url.query else ""),
+            csrf=creds.csrf(session) if creds and session and logged_in else "",
             read_only=self.read_only,
             logged_in=logged_in,
             **context,
@@ -203,7 +236,8 @@ class Dashboard:
                 if request.method == "POST":
                     form = await read_form(request)
                     creds = self.credentials
-                    if creds is None or not creds.csrf_valid(form.get("csrf")):
+                    session = request.cookies.get(COOKIE)
+                    if creds is None or not creds.csrf_valid(session, form.get("csrf")):
                         return self.refuse(request, "the form's CSRF token is missing or wrong")
                 return await handler(request)
             except TimeOSError as exc:
@@ -225,10 +259,17 @@ class Dashboard:
         return guarded
 
     async def login_page(self, request: Request) -> Response:
+        creds = self.credentials
+        if creds is not None and creds.session_valid(request.cookies.get(COOKIE), self._now()):
+            return RedirectResponse(_next(request), status_code=303)  # already logged in
         return self.render(request, "login.html", {"next": _next(request), "error": None})
 
     async def login(self, request: Request) -> Response:
-        form = await read_form(request)
+        try:
+            form = await read_form(request)
+        except TimeOSError as exc:  # not a form, or too big: say so (the gate let it through)
+            context = {"next": _next(request), "error": exc.message}
+            return self.render(request, "login.html", context, status=exc.http_status)
         given = form.get("token")
         creds = self.credentials
         assert creds is not None  # the gate refused every request without one
@@ -237,18 +278,37 @@ class Dashboard:
             return self.render(request, "login.html", context, status=401)
         response = RedirectResponse(_next(request, form.get("next")), status_code=303)
         response.set_cookie(
-            COOKIE, creds.session, path=COOKIE_PATH, httponly=True, samesite="strict"
+            COOKIE,
+            creds.open_session(self._now()),
+            max_age=int(creds.ttl.total_seconds()),
+            path=COOKIE_PATH,
+            httponly=True,
+            samesite="strict",
         )
         return _secured(response)
 
     async def logout(self, request: Request) -> Response:
+        if self.credentials is not None:
+            self.credentials.close_session(request.cookies.get(COOKIE))
         response = RedirectResponse(f"{PREFIX}/login", status_code=303)
         response.delete_cookie(COOKIE, path=COOKIE_PATH, httponly=True, samesite="strict")
         return _secured(response)
 
     async def live(self, request: Request) -> Response:
         watcher = self.service.watch(None, None)
-        return EventStream(watcher, self.service.unwatch, framer=live_frame)
+        session, creds = request.cookies.get(COOKIE), self.credentials
+
+        def framer(event: Lifecycle) -> bytes:
+            # The gate checked the session when the stream opened; it may since have been logged
+            # out or expired. Send this update (its refresh takes the page to the login) and end.
+            if creds is None or not creds.session_valid(session, self._now()):
+                watcher.close()
+                # `end` is the body's sse-close event: the browser closes the stream itself
+                # instead of seeing it cut (an error, and a reconnect to a login page).
+                return live_frame(event) + END_FRAME
+            return live_frame(event)
+
+        return EventStream(watcher, self.service.unwatch, framer=framer)
 
 
 def _next(request: Request, given: Any = None) -> str:
@@ -273,15 +333,26 @@ class _Static:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_secured(message: Any) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
-                headers.append((b"cache-control", b"max-age=86400"))
-                message = {**message, "headers": headers}
-            await send(message)
+        await self.app(scope, receive, _adding_headers(send, "max-age=86400"))
 
-        await self.app(scope, receive, send_secured)
+
+def _adding_headers(send: Send, cache_control: str) -> Send:
+    """`send`, adding the security headers (and `cache_control` unless set) to the response."""
+
+    async def send_secured(message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = [
+                (k, v)
+                for k, v in message.get("headers", [])
+                if k.decode("latin-1").lower() not in SECURITY_HEADERS
+            ]
+            headers += [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS.items()]
+            if not any(k.lower() == b"cache-control" for k, _ in headers):
+                headers.append((b"cache-control", cache_control.encode()))
+            message = {**message, "headers": headers}
+        await send(message)
+
+    return send_secured
 
 
 class WithDashboard:

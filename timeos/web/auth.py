@@ -1,42 +1,71 @@
-"""Who may use the dashboard: the login cookie, the CSRF token and the Origin check.
+"""Who may use the dashboard: login sessions, the CSRF token and the Origin check.
 
-The cookie holds a value derived from the bearer token (HMAC), never the token itself, so a
-leaked cookie does not give API access; the CSRF token is derived the same way with another label.
+A login creates a random session id, kept in memory with an expiry and sent as an HttpOnly
+cookie; Log out deletes it here, not only in the browser. The CSRF token is an HMAC of the
+session id under the bearer token, so it differs per session and dies with it.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
+from collections import OrderedDict
+from datetime import datetime, timedelta
 from urllib.parse import parse_qsl, urlsplit
 
 COOKIE = "timeos_ui"
 COOKIE_PATH = "/ui"
-
-
-def _derive(token: bytes, label: bytes) -> str:
-    return hmac.new(token, b"timeos-ui:" + label, hashlib.sha256).hexdigest()
+SESSION_TTL = timedelta(hours=12)  # a login lasts a working day, then the token is asked again
+MAX_SESSIONS = 256  # logins kept at once; the oldest is dropped past this
 
 
 class Credentials:
-    """The values derived from one bearer token, and the checks against them."""
+    """The daemon's bearer token and the dashboard sessions opened with it."""
 
-    def __init__(self, token: bytes) -> None:
+    def __init__(self, token: bytes, ttl: timedelta = SESSION_TTL) -> None:
         self.token = token
-        self.session = _derive(token, b"session")
-        self.csrf = _derive(token, b"csrf")
+        self.ttl = ttl
+        self.sessions: OrderedDict[str, datetime] = OrderedDict()  # id -> expiry, oldest first
 
     def token_matches(self, given: str) -> bool:
         """Whether a pasted token is the daemon's (constant time)."""
         return hmac.compare_digest(given.strip().encode("utf-8", "replace"), self.token)
 
-    def session_valid(self, cookie: str | None) -> bool:
-        """Whether a login cookie was issued for this token."""
-        return cookie is not None and hmac.compare_digest(cookie.encode(), self.session.encode())
+    def open_session(self, now: datetime) -> str:
+        """A new session id, valid until now + ttl."""
+        session = secrets.token_urlsafe(32)
+        self.sessions[session] = now + self.ttl
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+        return session
 
-    def csrf_valid(self, given: str | None) -> bool:
-        """Whether a form's CSRF field is this token's."""
-        return given is not None and hmac.compare_digest(given.encode(), self.csrf.encode())
+    def close_session(self, cookie: str | None) -> None:
+        """Log out: the session id is no longer accepted, wherever a copy of it is."""
+        if cookie is not None:
+            self.sessions.pop(cookie, None)
+
+    def session_valid(self, cookie: str | None, now: datetime) -> bool:
+        """Whether a login cookie names a session that is open and not expired."""
+        expiry = self.sessions.get(cookie) if cookie is not None else None
+        if expiry is None or cookie is None:
+            return False
+        if expiry <= now:
+            del self.sessions[cookie]
+            return False
+        return True
+
+    def csrf(self, session: str) -> str:
+        """The CSRF token of one session."""
+        return hmac.new(
+            self.token, b"timeos-ui:csrf:" + session.encode(), hashlib.sha256
+        ).hexdigest()
+
+    def csrf_valid(self, session: str | None, given: str | None) -> bool:
+        """Whether a form's CSRF field is its session's."""
+        if not session or given is None:
+            return False
+        return hmac.compare_digest(given.encode(), self.csrf(session).encode())
 
 
 def same_origin(origin: str | None, referer: str | None, host: str | None) -> bool:

@@ -15,14 +15,14 @@ from urllib.parse import quote, urlencode
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from timeos.daemon.api import _rule_view, event_json, job_json
+from timeos.daemon.api import _capped_body, _rule_view, event_json, job_json
 from timeos.daemon.flow import describe_matches
 from timeos.daemon.service import Service
 from timeos.errors import UsageError
 from timeos.model import JobStatus
 from timeos.timefmt import parse_duration, parse_instant
 from timeos.web.activity import Activity
-from timeos.web.auth import parse_form
+from timeos.web.auth import FORM_LIMIT, parse_form
 from timeos.web.charts import bar_chart
 
 PAGE_SIZE = 25
@@ -47,9 +47,14 @@ def _offset(request: Request) -> int:
     return int(raw)
 
 
-def _instant(request: Request, name: str) -> datetime | None:
+def _instant(request: Request, name: str, now: datetime) -> datetime | None:
+    """A time filter: an ISO 8601 instant, or `-DURATION` before `now` (`-1h`, `-2d`)."""
     raw = request.query_params.get(name, "").strip()
-    return parse_instant(raw, name) if raw else None
+    if not raw:
+        return None
+    if raw.startswith("-"):
+        return now - parse_duration(raw[1:], f"{name} (-DURATION before now)")
+    return parse_instant(raw, f"{name} (ISO 8601, or -DURATION such as -1h)")
 
 
 def _opt(request: Request, name: str) -> str | None:
@@ -61,7 +66,9 @@ async def read_form(request: Request) -> dict[str, str]:
     """The request's urlencoded form, read once (the CSRF check and the handler share it)."""
     cached = request.scope.get(FORM_KEY)
     if cached is None:
-        body = await request.body()
+        # Read as it arrives and refused past the limit: the login form takes a body from anyone
+        # who can reach the port, so it must never be buffered whole first.
+        body = await _capped_body(request, FORM_LIMIT)
         try:
             cached = parse_form(body, request.headers.get("content-type", ""))
         except ValueError as exc:
@@ -147,7 +154,8 @@ class Pages:
 
     async def jobs(self, request: Request) -> Response:
         status, rule, event = _opt(request, "status"), _opt(request, "rule"), _opt(request, "event")
-        since, until = _instant(request, "since"), _instant(request, "until")
+        now = self.service.clock.now()
+        since, until = _instant(request, "since", now), _instant(request, "until", now)
         offset = _offset(request)
         service = self.service
         capped = False
@@ -254,7 +262,8 @@ class Pages:
 
     async def events(self, request: Request) -> Response:
         event_type = _opt(request, "type")
-        since, until = _instant(request, "since"), _instant(request, "until")
+        now = self.service.clock.now()
+        since, until = _instant(request, "since", now), _instant(request, "until", now)
         offset = _offset(request)
         service = self.service
         events = service.list_events(event_type, self.size, offset, since=since, until=until)
