@@ -340,3 +340,34 @@ def test_kill_without_a_scheduler_refuses_only_when_a_job_is_running(service):
     service.store.claim_due(T0 + timedelta(hours=2), 1)
     with pytest.raises(InvalidState):
         service.cancel_matching(rule="welcome", status="running", event_id=None, kill=True)
+
+
+def test_batches_in_threads_and_single_emits_never_share_a_transaction(service):
+    # timeosd runs a batch in a worker thread on the connection the event loop writes on: two
+    # batches, or a batch and single emits, once interleaved BEGIN/COMMIT ("cannot start a
+    # transaction within a transaction", one thread's COMMIT ending the other's transaction).
+    import threading
+
+    errors: list[BaseException] = []
+    batch = [{"type": "user_signup", "payload": {"u": n}} for n in range(3000)]
+
+    def run(work) -> None:
+        try:
+            work()
+        except BaseException as exc:
+            errors.append(exc)
+
+    def singles() -> None:
+        for n in range(300):
+            service.emit("user_signup", {"single": n})
+
+    threads = [
+        threading.Thread(target=run, args=(lambda: service.emit_batch(batch),)) for _ in range(3)
+    ]
+    threads.append(threading.Thread(target=run, args=(singles,)))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert service.count_events(None) == 3 * 3000 + 300

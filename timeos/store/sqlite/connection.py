@@ -73,6 +73,10 @@ class Connection:
         self.synchronous = mode
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpointer = threading.Event()
+        # One transaction at a time on self.conn: timeosd runs a batch in a worker thread while
+        # the event loop writes on the same connection, and SQLite transactions belong to the
+        # connection, not the thread (interleaved, one thread's COMMIT ended the other's).
+        self._writer = threading.RLock()
         with translated(f"cannot open database {self.path}"):
             if self.path != ":memory:":
                 # Payloads may hold personal data: the database (and so its WAL and SHM, which
@@ -158,6 +162,10 @@ class Connection:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._writer:
+            yield from self._transaction()
+
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:
             with translated(f"{self.path}: cannot start a transaction"):
                 self.conn.execute("BEGIN IMMEDIATE")
