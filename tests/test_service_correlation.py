@@ -360,3 +360,15 @@ def test_a_correlated_batch_keeps_chains_linked(chained: Service) -> None:
     head, step = results[1].job_ids
     assert chained.store.get_job(follow).depends_on == (remind,)
     assert chained.store.get_job(step).depends_on == (head,)
+
+
+def test_an_integral_float_is_the_same_number_as_the_int(rig: Rig) -> None:
+    # JSON has one number type: Python writes 1.0 where JavaScript writes 1 (CEL has 1 == 1.0).
+    job, nested = rig.remind(7.0), rig.remind({"shop": 1, "n": [2.0, 2.5]})
+    assert rig.service.emit("order_paid", {"order_id": 7}).cancelled == (job,)
+    paid = rig.service.emit("order_paid", {"order_id": {"n": [2, 2.5], "shop": 1.0}})
+    assert paid.cancelled == (nested,)
+    other = rig.remind(8)
+    assert rig.service.emit("order_paid", {"order_id": 8.5}).cancelled == ()
+    assert rig.service.emit("order_paid", {"order_id": True}).cancelled == ()
+    assert rig.status(other) is JobStatus.PENDING

@@ -160,7 +160,19 @@ def value_at(payload: Mapping[str, Any], path: Sequence[str]) -> str | None:
         value = value[step]
     if value is None:  # a null never correlates: every payload without the field would match
         return None
-    return _CANONICAL.encode(value)
+    return _CANONICAL.encode(_numbers(value))
+
+
+def _numbers(value: Any) -> Any:
+    """`value` with every integral float as an int: JSON has one number type, so `1.0` (as
+    Python writes it) and `1` (as JavaScript does) are one key, as CEL's `==` has them."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
 
 
 def rule_paths(rule: Rule) -> list[tuple[str, ...]]:
