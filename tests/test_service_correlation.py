@@ -14,6 +14,7 @@ from harness import verdict
 from timeos.clock import FakeClock
 from timeos.daemon.service import Service
 from timeos.engine import Limits
+from timeos.errors import PayloadError
 from timeos.model import ActionResult, JobStatus, Outcome, RuleSet
 from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
@@ -372,3 +373,11 @@ def test_an_integral_float_is_the_same_number_as_the_int(rig: Rig) -> None:
     assert rig.service.emit("order_paid", {"order_id": 8.5}).cancelled == ()
     assert rig.service.emit("order_paid", {"order_id": True}).cancelled == ()
     assert rig.status(other) is JobStatus.PENDING
+
+
+def test_a_debounce_period_past_the_calendar_is_a_payload_error(rig: Rig) -> None:
+    # occurred_at near year 9999: the rule's period would overflow; a 400, not a crashed emit.
+    late = datetime(9999, 12, 31, 23, 55, tzinfo=UTC)
+    with pytest.raises(PayloadError, match="out of range"):
+        rig.service.emit("user_active", {"user_id": "u"}, occurred_at=late)
+    assert rig.store.list_jobs(rule="digest") == []

@@ -198,11 +198,12 @@ class Service(RuleControl, FlowControl):
         )
         try:
             jobs = plan_event(event, self.rules)
+            # debounce adds its period and max_wait to the planned time: may overflow too
+            plan = correlate(event, jobs, self.rules) if correlates(self.rules) else None
         except OverflowError:
             raise PayloadError(
                 f"occurred_at {event.occurred_at.isoformat()} plus a rule's offset is out of range"
             ) from None
-        plan = correlate(event, jobs, self.rules) if correlates(self.rules) else None
         if plan is not None and plan.active:
             jobs = list(plan.jobs)
         else:
