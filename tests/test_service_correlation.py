@@ -381,3 +381,13 @@ def test_a_debounce_period_past_the_calendar_is_a_payload_error(rig: Rig) -> Non
     with pytest.raises(PayloadError, match="out of range"):
         rig.service.emit("user_active", {"user_id": "u"}, occurred_at=late)
     assert rig.store.list_jobs(rule="digest") == []
+
+
+def test_a_late_delivered_event_never_pulls_a_debounced_job_forward(rig: Rig) -> None:
+    rig.clock.advance(timedelta(minutes=30))
+    (job,) = rig.service.emit("user_active", {"user_id": "u1", "n": 1}).job_ids
+    # An event that occurred before the window (delivered late) still folds into the job, with
+    # its payload, but the job stays due where the newer event put it.
+    late = rig.service.emit("user_active", {"user_id": "u1", "n": 0}, occurred_at=T0)
+    assert late.debounced == (job,)
+    assert rig.store.get_job(job).perform_at == T0 + timedelta(minutes=40)

@@ -141,11 +141,13 @@ class Correlations:
         ).fetchone()
         if row is None:
             return None
+        # Capped at the deadline, and never earlier than it was: an event that occurred before
+        # the job's window (a late delivery with an old occurred_at) must not pull it forward.
         at = to_micros(job.perform_at)
         conn.execute(
             "UPDATE jobs SET payload = ?, event_id = ?, updated_at = ?, perform_at ="
-            " CASE WHEN debounce_deadline IS NOT NULL AND debounce_deadline < ?"
-            " THEN debounce_deadline ELSE ? END WHERE id = ?",
+            " MAX(perform_at, CASE WHEN debounce_deadline IS NOT NULL AND debounce_deadline < ?"
+            " THEN debounce_deadline ELSE ? END) WHERE id = ?",
             (compact_json(job.payload), job.event_id, stamp, at, at, row[0]),
         )
         return str(row[0])
