@@ -350,6 +350,16 @@ def test_a_debounced_perform_list_stays_one_chain(chained: Service) -> None:
     assert {j.id for j in chained.store.list_jobs(rule="digest")} == {head, step}
 
 
+def test_a_debounced_chain_runs_every_step_with_the_newest_event(chained: Service) -> None:
+    head, step = chained.emit("user_active", {"user_id": "u", "n": 1}).job_ids
+    again = chained.emit("user_active", {"user_id": "u", "n": 2})
+    for job_id in (head, step):  # not the head with n=2 and the second action with n=1
+        job = chained.store.get_job(job_id)
+        assert job.payload == {"user_id": "u", "n": 2} and job.event_id == again.event_id
+    other = chained.emit("user_active", {"user_id": "w", "n": 3})
+    assert chained.store.get_job(step).payload["n"] == 2 and len(other.job_ids) == 2
+
+
 def test_a_correlated_batch_keeps_chains_linked(chained: Service) -> None:
     results = chained.emit_batch(
         [
@@ -391,3 +401,35 @@ def test_a_late_delivered_event_never_pulls_a_debounced_job_forward(rig: Rig) ->
     late = rig.service.emit("user_active", {"user_id": "u1", "n": 0}, occurred_at=T0)
     assert late.debounced == (job,)
     assert rig.store.get_job(job).perform_at == T0 + timedelta(minutes=40)
+
+
+def test_an_after_rules_job_follows_its_debounced_parent(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "actions:\n  a: {command: [/bin/true]}\n"
+        "rules:\n"
+        "  - name: digest\n    on_event: user_active\n    perform: a\n"
+        "    debounce: {key: payload.user_id, period: 10m}\n"
+        "  - name: notify\n    on_event: user_active\n    after: digest\n    perform: a\n"
+        "    cancel_on: [{event: user_gone, match: payload.n}]\n"
+    )
+    rules = load_rules([path], {})
+    store = SqliteStore(tmp_path / "t.db")
+    service = Service(
+        store=store,
+        clock=FakeClock(T0),
+        rules=rules,
+        rule_paths=[path],
+        loader=lambda paths: rules,
+        limits=Limits(),
+    )
+    try:
+        head, notify = service.emit("user_active", {"user_id": "u", "n": 1}).job_ids
+        again = service.emit("user_active", {"user_id": "u", "n": 2})
+        assert again.debounced == (head,) and again.job_ids == ()
+        assert store.get_job(notify).payload["n"] == 2
+        # its keys follow its payload: the newest event's n cancels it, the first one's not
+        assert service.emit("user_gone", {"n": 1}).cancelled == ()
+        assert service.emit("user_gone", {"n": 2}).cancelled == (notify,)
+    finally:
+        store.close()

@@ -94,6 +94,8 @@ class Correlations:
         # jobs' `after` is recounted over the kept list.
         kept: list[int] = []
         position: dict[int, int] = {}
+        # The event's keys per rule (every job of a rule from one event has the same payload).
+        rule_keys = {job.rule: keys for job, keys in zip(plan.jobs, plan.keys, strict=True)}
         for n, (job, keys, step) in enumerate(
             zip(plan.jobs, plan.keys, plan.debounce, strict=True)
         ):
@@ -103,6 +105,7 @@ class Correlations:
                 existing = self._debounce(conn, job, step, stamp)
                 if existing is not None:
                     self._write_keys(conn, existing, job.rule, keys, replace=True)
+                    self._carry(conn, existing, job, rule_keys, stamp)
                     debounced.append(existing)
                     continue
             position[n] = len(kept)
@@ -151,6 +154,35 @@ class Correlations:
             (compact_json(job.payload), job.event_id, stamp, at, at, row[0]),
         )
         return str(row[0])
+
+    def _carry(
+        self,
+        conn: sqlite3.Connection,
+        head: str,
+        job: NewJob,
+        rule_keys: dict[str, tuple[tuple[str, str], ...]],
+        stamp: int,
+    ) -> None:
+        """The blocked jobs chained after a debounced `head` (the rest of its perform list, the
+        `after:` rules' jobs) that this event would have created again take its payload and
+        event too, so the chain runs once, with the newest event, as the head does."""
+        payload = compact_json(job.payload)
+        todo = [head]
+        while todo:
+            children = conn.execute(
+                "SELECT j.id, j.rule FROM job_deps AS d JOIN jobs AS j ON j.id = d.child"
+                " WHERE d.parent = ? AND j.status = 'blocked'",
+                (todo.pop(),),
+            ).fetchall()
+            for child, rule in children:
+                if rule not in rule_keys:  # not planned for this event: its own event stands
+                    continue
+                conn.execute(
+                    "UPDATE jobs SET payload = ?, event_id = ?, updated_at = ? WHERE id = ?",
+                    (payload, job.event_id, stamp, child),
+                )
+                self._write_keys(conn, child, rule, rule_keys[rule], replace=True)
+                todo.append(child)
 
     def _write_keys(
         self,
