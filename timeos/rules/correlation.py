@@ -41,6 +41,8 @@ DEBOUNCE_KEYS = ("key", "period", "max_wait")
 MATCH_VARIABLES = ("payload", "origin")
 # `payload.a.b`: the steps are plain names, so the text is never also a CEL expression.
 _PATH = re.compile(r"payload((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+# `origin.a.b`, `payload`, `origin`: accepted by CEL, but a value, so no match could ever hold.
+_VALUE = re.compile(r"(?:payload|origin)(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 # The statuses a correlated job may be in to be cancelled (blocked: waiting on a parent job),
@@ -95,6 +97,13 @@ def _cancel_entry(doc: Document, entry: Map, what: str) -> CancelOn:
     path = _path(source)
     if path is not None:
         return CancelOn(event, source, path=path)
+    if _VALUE.fullmatch(source):  # a CEL value, never true or false: it would never cancel
+        raise Invalid(
+            match_node.loc,
+            f"{what}.match {source!r} is a value, not a match: write a path into the new"
+            " event (payload.order_id, compared with the same path in the creating event) or"
+            " a comparison (payload.refund_of == origin.order_id)",
+        )
     try:
         expression = compile_condition(source, MATCH_VARIABLES)
     except ConditionSyntax as exc:
