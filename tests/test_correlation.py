@@ -168,3 +168,19 @@ def test_value_at_gives_canonical_json_or_none(
     payload: dict[str, object], path: tuple[str, ...], expected: str | None
 ) -> None:
     assert value_at(payload, path) == expected
+
+
+def test_debounce_on_an_after_rule_is_a_load_error(tmp_path: Path) -> None:
+    # Only a chain's head is debounced: on an after: rule it would silently do nothing.
+    problems = _problems(
+        tmp_path,
+        "  - name: follow\n    on_event: order_created\n    after: remind\n    perform: a\n"
+        "    debounce: {key: payload.id, period: 1m}\n",
+    )
+    assert any(
+        p.endswith(
+            "rules.yaml:11:5: rule 'follow': debounce does not combine with after:"
+            " debounce the rule it waits on"
+        )
+        for p in problems
+    ), problems
