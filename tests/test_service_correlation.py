@@ -433,3 +433,16 @@ def test_an_after_rules_job_follows_its_debounced_parent(tmp_path: Path) -> None
         assert service.emit("user_gone", {"n": 2}).cancelled == (notify,)
     finally:
         store.close()
+
+
+def test_watchers_hear_of_a_batchs_correlated_cancels(rig: Rig) -> None:
+    heard: list[Any] = []
+    rig.service.bus.subscribe(heard.append)
+    results = rig.service.emit_batch(
+        [
+            {"type": "order_created", "payload": {"order_id": 13}},
+            {"type": "order_paid", "payload": {"order_id": 13}},
+        ]
+    )
+    cancels = [e.fields["job_id"] for e in heard if e.kind == "job.cancelled"]
+    assert cancels == list(results[1].cancelled) and len(cancels) == 1

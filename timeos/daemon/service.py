@@ -235,11 +235,15 @@ class Service(RuleControl, FlowControl):
             self.on_change()
         if not result.duplicate:
             self._announce(event, jobs, result)
-            for job_id in result.cancelled:
-                self._announce_cancel(job_id)
-                for child, rule, event_id in self.store.cascaded(job_id):  # its chain
-                    self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
+            self._announce_cancels(result)
         return result
+
+    def _announce_cancels(self, result: EmitResult) -> None:
+        """Tell watchers (and metrics) of the jobs an event's cancel_on cancelled, and chains."""
+        for job_id in result.cancelled:
+            self._announce_cancel(job_id)
+            for child, rule, event_id in self.store.cascaded(job_id):  # its chain
+                self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
 
     def _announce(self, event: Event, jobs: Sequence[NewJob], result: EmitResult) -> None:
         publish = self.publish
