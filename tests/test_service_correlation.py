@@ -3,6 +3,7 @@ FakeClock: what is cancelled, what is left alone, what a burst of events becomes
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -446,3 +447,34 @@ def test_watchers_hear_of_a_batchs_correlated_cancels(rig: Rig) -> None:
     )
     cancels = [e.fields["job_id"] for e in heard if e.kind == "job.cancelled"]
     assert cancels == list(results[1].cancelled) and len(cancels) == 1
+
+
+def test_a_reload_that_adds_cancel_on_indexes_the_jobs_already_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    plain = RULES.replace(
+        "    cancel_on:\n      - {event: order_paid, match: payload.order_id}\n"
+        '      - {event: order_refunded, match: "payload.refund_of == origin.order_id"}\n',
+        "",
+    ).replace("    debounce: {key: payload.user_id, period: 10m, max_wait: 1h}\n", "")
+    path.write_text(plain)
+    store = SqliteStore(tmp_path / "t.db")
+    service = Service(
+        store=store,
+        clock=FakeClock(T0),
+        rules=load_rules([path], {}),
+        rule_paths=[path],
+        loader=lambda paths: load_rules(paths, {}),
+        limits=Limits(),
+    )
+    try:
+        created = service.emit("order_created", {"order_id": 9})
+        (before,) = [j for j in created.job_ids if store.get_job(j).rule == "remind"]
+        (digest,) = service.emit("user_active", {"user_id": "u"}).job_ids
+        path.write_text(RULES)
+        asyncio.run(service.reload())
+        assert service.emit("order_paid", {"order_id": 9}).cancelled == (before,)
+        assert service.emit("user_active", {"user_id": "u"}).debounced == (digest,)
+        asyncio.run(service.reload())  # nothing new: indexed once
+        assert store.conn.execute("SELECT COUNT(*) FROM job_keys").fetchone()[0] == 2
+    finally:
+        store.close()

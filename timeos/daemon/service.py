@@ -55,6 +55,7 @@ from timeos.model import (
     new_id,
 )
 from timeos.rules.correlation import correlate, correlates
+from timeos.rules.correlation import rule_paths as keyed_paths
 from timeos.rules.limits import limits_in_force
 from timeos.store.protocol import Store
 from timeos.time.preview import rule_fires
@@ -413,6 +414,7 @@ class Service(RuleControl, FlowControl):
                     problem = Problem("", f"reload failed: {type(exc).__name__}: {exc}")
                     raise RulesError([problem]) from exc
                 # Swapped inside `reloading`: whoever watches it sees the new rules on the way out.
+                self._index_new_paths(self._file_rules, rules)
                 self._file_rules = rules
                 self._compose()
                 self.reloads += 1
@@ -423,6 +425,16 @@ class Service(RuleControl, FlowControl):
         )
         self.on_change()
         return rules
+
+    def _index_new_paths(self, old: RuleSet, new: RuleSet) -> None:
+        """A reload that gives a rule a new cancel_on/debounce path indexes its waiting jobs
+        at it: the ones created before the reload are cancelled (or debounced) as later ones."""
+        had = {(r.name, p) for r in old.rules for p in keyed_paths(r)}
+        for rule in new.rules:
+            added = [p for p in keyed_paths(rule) if (rule.name, p) not in had]
+            if added:
+                rows = self.store.index_waiting(rule.name, added)
+                log.info("waiting jobs indexed", extra=fields(rule=rule.name, rows=rows))
 
     def rule_schedule(self, rule: Rule) -> dict[str, Any]:
         """A time-based rule's next and last fire, as the planner knows them ({} otherwise)."""

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from timeos.model import EmitResult, Event, NewJob
 from timeos.payload import compact_json
-from timeos.rules.correlation import CANCELLABLE, DEBOUNCEABLE, Correlation, DebounceStep
+from timeos.rules.correlation import (
+    CANCELLABLE,
+    DEBOUNCEABLE,
+    Correlation,
+    DebounceStep,
+    key_name,
+    value_at,
+)
 from timeos.timefmt import to_micros
 
 _CANCELLABLE = f"status IN ({', '.join(repr(s) for s in CANCELLABLE)})"
@@ -206,3 +213,23 @@ class Correlations:
                 "INSERT OR REPLACE INTO job_keys (job_id, rule, key, value) VALUES (?, ?, ?, ?)",
                 rows,
             )
+
+    def index_waiting(self, rule: str, paths: Sequence[Sequence[str]]) -> int:
+        """Index the waiting jobs of `rule` at `paths` (a path a reload just gave the rule's
+        cancel_on or debounce), so jobs created before it are found too; the rows written."""
+        with self._tx() as conn:
+            waiting = conn.execute(
+                f"SELECT id, payload FROM jobs WHERE rule = ? AND {_CANCELLABLE}", (rule,)
+            ).fetchall()
+            rows = [
+                (str(job_id), rule, key_name(path), value)
+                for job_id, payload in waiting
+                for origin in (json.loads(payload),)
+                for path in paths
+                if (value := value_at(origin, path)) is not None
+            ]
+            conn.executemany(
+                "INSERT OR IGNORE INTO job_keys (job_id, rule, key, value) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
