@@ -478,3 +478,34 @@ def test_a_reload_that_adds_cancel_on_indexes_the_jobs_already_waiting(tmp_path:
         assert store.conn.execute("SELECT COUNT(*) FROM job_keys").fetchone()[0] == 2
     finally:
         store.close()
+
+
+def test_watchers_hear_of_the_jobs_an_event_made_beside_a_debounce(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "actions:\n  a: {command: [/bin/true]}\n"
+        "rules:\n"
+        "  - name: digest\n    on_event: user_active\n    perform: a\n"
+        "    debounce: {key: payload.user_id, period: 10m}\n"
+        "  - {name: audit, on_event: user_active, perform: a}\n"
+    )
+    rules = load_rules([path], {})
+    store = SqliteStore(tmp_path / "t.db")
+    service = Service(
+        store=store,
+        clock=FakeClock(T0),
+        rules=rules,
+        rule_paths=[path],
+        loader=lambda paths: rules,
+        limits=Limits(),
+    )
+    try:
+        service.emit("user_active", {"user_id": "u"})
+        heard: list[Any] = []
+        service.bus.subscribe(heard.append)
+        again = service.emit("user_active", {"user_id": "u"})
+        (audit,) = again.job_ids
+        created = [(e.fields["rule"], e.fields["job_id"]) for e in heard if e.kind == "job.created"]
+        assert created == [("audit", audit)] and store.get_job(audit).rule == "audit"
+    finally:
+        store.close()

@@ -210,6 +210,9 @@ class Service(RuleControl, FlowControl):
         else:
             plan = None
         result = self.store.emit(event, jobs, now, plan)
+        made: Sequence[NewJob | Job] = jobs
+        if result.debounced:  # some planned jobs were folded into waiting ones: the ones made
+            made = [self.store.get_job(job_id) for job_id in result.job_ids]
         log.info(
             "event received",
             extra=fields(
@@ -221,7 +224,7 @@ class Service(RuleControl, FlowControl):
                 debounced=len(result.debounced) or None,
             ),
         )
-        for job_id, job in zip(result.job_ids, jobs, strict=False):
+        for job_id, job in zip(result.job_ids, made, strict=False):
             log.debug(
                 "job created",
                 extra=fields(
@@ -235,7 +238,7 @@ class Service(RuleControl, FlowControl):
         if result.job_ids or result.debounced:
             self.on_change()
         if not result.duplicate:
-            self._announce(event, jobs, result)
+            self._announce(event, made, result)
             self._announce_cancels(result)
         return result
 
@@ -246,7 +249,7 @@ class Service(RuleControl, FlowControl):
             for child, rule, event_id in self.store.cascaded(job_id):  # its chain
                 self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
 
-    def _announce(self, event: Event, jobs: Sequence[NewJob], result: EmitResult) -> None:
+    def _announce(self, event: Event, jobs: Sequence[NewJob | Job], result: EmitResult) -> None:
         publish = self.publish
         publish("event.emitted", event_id=event.id, type=event.type, jobs=len(result.job_ids))
         # Event jobs carry no occurrence key, so every one is inserted: ids match jobs in order.
