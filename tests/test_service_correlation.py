@@ -509,3 +509,11 @@ def test_watchers_hear_of_the_jobs_an_event_made_beside_a_debounce(tmp_path: Pat
         assert created == [("audit", audit)] and store.get_job(audit).rule == "audit"
     finally:
         store.close()
+
+
+def test_a_manual_run_is_never_pushed_back_by_a_debounced_event(rig: Rig) -> None:
+    manual = rig.service.run_rule("digest", {"user_id": "u1", "n": 0})
+    event = rig.service.emit("user_active", {"user_id": "u1", "n": 1})
+    assert event.debounced == () and len(event.job_ids) == 1
+    kept = rig.store.get_job(manual.id)
+    assert kept.perform_at == T0 and kept.payload == {"user_id": "u1", "n": 0}

@@ -146,7 +146,8 @@ class Correlations:
             "SELECT k.job_id FROM job_keys AS k INDEXED BY job_keys_match"
             " JOIN jobs AS j ON j.id = k.job_id"
             f" WHERE k.rule = ? AND k.key = ? AND k.value = ? AND j.{_DEBOUNCEABLE}"
-            " ORDER BY j.created_at DESC LIMIT 1",
+            # an event's job: a manual run (`rules run`, no event) runs now, never pushed back
+            " AND j.event_id IS NOT NULL ORDER BY j.created_at DESC LIMIT 1",
             (job.rule, step.key, step.value),
         ).fetchone()
         if row is None:
