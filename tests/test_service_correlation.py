@@ -4,6 +4,7 @@ FakeClock: what is cancelled, what is left alone, what a burst of events becomes
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -517,3 +518,13 @@ def test_a_manual_run_is_never_pushed_back_by_a_debounced_event(rig: Rig) -> Non
     assert event.debounced == () and len(event.job_ids) == 1
     kept = rig.store.get_job(manual.id)
     assert kept.perform_at == T0 and kept.payload == {"user_id": "u1", "n": 0}
+
+
+def test_a_failing_cel_match_logs_once_per_event_not_once_per_job(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    jobs = [rig.remind(n) for n in range(20)]
+    with caplog.at_level(logging.WARNING, logger="timeos.rules.correlation"):
+        assert rig.service.emit("order_refunded", {"other": 1}).cancelled == ()
+    assert len([r for r in caplog.records if "cancel_on" in r.getMessage()]) == 1
+    assert all(rig.status(j) is JobStatus.PENDING for j in jobs)

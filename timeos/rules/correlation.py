@@ -309,15 +309,24 @@ def _matcher(cancel: CancelOn, event: Event) -> Callable[[Mapping[str, Any]], bo
     expression = cancel.expression
     assert expression is not None
     payload = event.payload
+    logged = False
 
     def matches(origin: Mapping[str, Any]) -> bool:
+        nonlocal logged
         try:
             return expression.evaluate(payload, origin)
         except ConditionFailed as exc:
-            # One odd payload must only leave that job alone, never fail the emit.
-            log.warning(
-                "event %s: cancel_on %r: %s (treated as false)", event.id, cancel.match, exc
-            )
+            # One odd payload must only leave that job alone, never fail the emit. Logged once
+            # per event: an event without the field fails on every waiting job of the rule.
+            if not logged:
+                logged = True
+                log.warning(
+                    "event %s: cancel_on %r: %s (treated as false; later failures of this"
+                    " event not logged)",
+                    event.id,
+                    cancel.match,
+                    exc,
+                )
             return False
 
     return matches
