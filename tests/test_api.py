@@ -312,3 +312,10 @@ def test_a_known_path_with_a_wrong_method_is_405_but_an_unknown_path_stays_404(a
     assert response.status_code == 404
     assert response.json()["error"]["code"] == "not_found"
     assert "/v1/nothing-here" in response.json()["error"]["message"]
+
+
+def test_an_emit_answer_has_every_field_its_schema_requires_and_no_other(api):
+    schema = _document(api)["components"]["schemas"]["EmitResult"]
+    answer = api.call("POST", "/v1/events", json={"type": "t", "payload": {}}).json()
+    # cancelled and debounced are always sent: clients may rely on them (cancel_on, debounce)
+    assert set(schema["required"]) == set(answer) == set(schema["properties"])

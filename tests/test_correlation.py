@@ -115,11 +115,20 @@ def test_debounce_loads_with_and_without_max_wait(tmp_path: Path) -> None:
             "    debounce: {key: payload.user_id, period: 1m, every: 2m}\n",
             "rules.yaml:7:50: rule 'remind': debounce: unknown key 'every'",
         ),
+        (
+            "    cancel_on: [{event: order_paid, match: origin.order_id}]\n",
+            "rules.yaml:7:44: rule 'remind': cancel_on[0].match 'origin.order_id' is a value,"
+            " not a match: write a path into the new event (payload.order_id",
+        ),
+        (
+            "    cancel_on: [{event: order_paid, match: payload}]\n",
+            "rules.yaml:7:44: rule 'remind': cancel_on[0].match 'payload' is a value",
+        ),
     ],
     ids=[
         "cel-unknown-variable", "cel-syntax", "unknown-key", "missing-event", "bad-event-type",
         "not-a-list", "empty", "debounce-key-not-path", "bad-period", "max-wait-below-period",
-        "missing-period", "debounce-unknown-key",
+        "missing-period", "debounce-unknown-key", "origin-path", "bare-payload",
     ],
 )  # fmt: skip
 def test_mistakes_are_load_errors_with_their_position(
@@ -159,3 +168,19 @@ def test_value_at_gives_canonical_json_or_none(
     payload: dict[str, object], path: tuple[str, ...], expected: str | None
 ) -> None:
     assert value_at(payload, path) == expected
+
+
+def test_debounce_on_an_after_rule_is_a_load_error(tmp_path: Path) -> None:
+    # Only a chain's head is debounced: on an after: rule it would silently do nothing.
+    problems = _problems(
+        tmp_path,
+        "  - name: follow\n    on_event: order_created\n    after: remind\n    perform: a\n"
+        "    debounce: {key: payload.id, period: 1m}\n",
+    )
+    assert any(
+        p.endswith(
+            "rules.yaml:11:5: rule 'follow': debounce does not combine with after:"
+            " debounce the rule it waits on"
+        )
+        for p in problems
+    ), problems

@@ -3,6 +3,8 @@ FakeClock: what is cancelled, what is left alone, what a burst of events becomes
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +16,7 @@ from harness import verdict
 from timeos.clock import FakeClock
 from timeos.daemon.service import Service
 from timeos.engine import Limits
+from timeos.errors import PayloadError
 from timeos.model import ActionResult, JobStatus, Outcome, RuleSet
 from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
@@ -349,6 +352,16 @@ def test_a_debounced_perform_list_stays_one_chain(chained: Service) -> None:
     assert {j.id for j in chained.store.list_jobs(rule="digest")} == {head, step}
 
 
+def test_a_debounced_chain_runs_every_step_with_the_newest_event(chained: Service) -> None:
+    head, step = chained.emit("user_active", {"user_id": "u", "n": 1}).job_ids
+    again = chained.emit("user_active", {"user_id": "u", "n": 2})
+    for job_id in (head, step):  # not the head with n=2 and the second action with n=1
+        job = chained.store.get_job(job_id)
+        assert job.payload == {"user_id": "u", "n": 2} and job.event_id == again.event_id
+    other = chained.emit("user_active", {"user_id": "w", "n": 3})
+    assert chained.store.get_job(step).payload["n"] == 2 and len(other.job_ids) == 2
+
+
 def test_a_correlated_batch_keeps_chains_linked(chained: Service) -> None:
     results = chained.emit_batch(
         [
@@ -360,3 +373,158 @@ def test_a_correlated_batch_keeps_chains_linked(chained: Service) -> None:
     head, step = results[1].job_ids
     assert chained.store.get_job(follow).depends_on == (remind,)
     assert chained.store.get_job(step).depends_on == (head,)
+
+
+def test_an_integral_float_is_the_same_number_as_the_int(rig: Rig) -> None:
+    # JSON has one number type: Python writes 1.0 where JavaScript writes 1 (CEL has 1 == 1.0).
+    job, nested = rig.remind(7.0), rig.remind({"shop": 1, "n": [2.0, 2.5]})
+    assert rig.service.emit("order_paid", {"order_id": 7}).cancelled == (job,)
+    paid = rig.service.emit("order_paid", {"order_id": {"n": [2, 2.5], "shop": 1.0}})
+    assert paid.cancelled == (nested,)
+    other = rig.remind(8)
+    assert rig.service.emit("order_paid", {"order_id": 8.5}).cancelled == ()
+    assert rig.service.emit("order_paid", {"order_id": True}).cancelled == ()
+    assert rig.status(other) is JobStatus.PENDING
+
+
+def test_a_debounce_period_past_the_calendar_is_a_payload_error(rig: Rig) -> None:
+    # occurred_at near year 9999: the rule's period would overflow; a 400, not a crashed emit.
+    late = datetime(9999, 12, 31, 23, 55, tzinfo=UTC)
+    with pytest.raises(PayloadError, match="out of range"):
+        rig.service.emit("user_active", {"user_id": "u"}, occurred_at=late)
+    assert rig.store.list_jobs(rule="digest") == []
+
+
+def test_a_late_delivered_event_never_pulls_a_debounced_job_forward(rig: Rig) -> None:
+    rig.clock.advance(timedelta(minutes=30))
+    (job,) = rig.service.emit("user_active", {"user_id": "u1", "n": 1}).job_ids
+    # An event that occurred before the window (delivered late) still folds into the job, with
+    # its payload, but the job stays due where the newer event put it.
+    late = rig.service.emit("user_active", {"user_id": "u1", "n": 0}, occurred_at=T0)
+    assert late.debounced == (job,)
+    assert rig.store.get_job(job).perform_at == T0 + timedelta(minutes=40)
+
+
+def test_an_after_rules_job_follows_its_debounced_parent(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "actions:\n  a: {command: [/bin/true]}\n"
+        "rules:\n"
+        "  - name: digest\n    on_event: user_active\n    perform: a\n"
+        "    debounce: {key: payload.user_id, period: 10m}\n"
+        "  - name: notify\n    on_event: user_active\n    after: digest\n    perform: a\n"
+        "    cancel_on: [{event: user_gone, match: payload.n}]\n"
+    )
+    rules = load_rules([path], {})
+    store = SqliteStore(tmp_path / "t.db")
+    service = Service(
+        store=store,
+        clock=FakeClock(T0),
+        rules=rules,
+        rule_paths=[path],
+        loader=lambda paths: rules,
+        limits=Limits(),
+    )
+    try:
+        head, notify = service.emit("user_active", {"user_id": "u", "n": 1}).job_ids
+        again = service.emit("user_active", {"user_id": "u", "n": 2})
+        assert again.debounced == (head,) and again.job_ids == ()
+        assert store.get_job(notify).payload["n"] == 2
+        # its keys follow its payload: the newest event's n cancels it, the first one's not
+        assert service.emit("user_gone", {"n": 1}).cancelled == ()
+        assert service.emit("user_gone", {"n": 2}).cancelled == (notify,)
+    finally:
+        store.close()
+
+
+def test_watchers_hear_of_a_batchs_correlated_cancels(rig: Rig) -> None:
+    heard: list[Any] = []
+    rig.service.bus.subscribe(heard.append)
+    results = rig.service.emit_batch(
+        [
+            {"type": "order_created", "payload": {"order_id": 13}},
+            {"type": "order_paid", "payload": {"order_id": 13}},
+        ]
+    )
+    cancels = [e.fields["job_id"] for e in heard if e.kind == "job.cancelled"]
+    assert cancels == list(results[1].cancelled) and len(cancels) == 1
+
+
+def test_a_reload_that_adds_cancel_on_indexes_the_jobs_already_waiting(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    plain = RULES.replace(
+        "    cancel_on:\n      - {event: order_paid, match: payload.order_id}\n"
+        '      - {event: order_refunded, match: "payload.refund_of == origin.order_id"}\n',
+        "",
+    ).replace("    debounce: {key: payload.user_id, period: 10m, max_wait: 1h}\n", "")
+    path.write_text(plain)
+    store = SqliteStore(tmp_path / "t.db")
+    service = Service(
+        store=store,
+        clock=FakeClock(T0),
+        rules=load_rules([path], {}),
+        rule_paths=[path],
+        loader=lambda paths: load_rules(paths, {}),
+        limits=Limits(),
+    )
+    try:
+        created = service.emit("order_created", {"order_id": 9})
+        (before,) = [j for j in created.job_ids if store.get_job(j).rule == "remind"]
+        (digest,) = service.emit("user_active", {"user_id": "u"}).job_ids
+        path.write_text(RULES)
+        asyncio.run(service.reload())
+        assert service.emit("order_paid", {"order_id": 9}).cancelled == (before,)
+        assert service.emit("user_active", {"user_id": "u"}).debounced == (digest,)
+        asyncio.run(service.reload())  # nothing new: indexed once
+        assert store.conn.execute("SELECT COUNT(*) FROM job_keys").fetchone()[0] == 2
+    finally:
+        store.close()
+
+
+def test_watchers_hear_of_the_jobs_an_event_made_beside_a_debounce(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yaml"
+    path.write_text(
+        "actions:\n  a: {command: [/bin/true]}\n"
+        "rules:\n"
+        "  - name: digest\n    on_event: user_active\n    perform: a\n"
+        "    debounce: {key: payload.user_id, period: 10m}\n"
+        "  - {name: audit, on_event: user_active, perform: a}\n"
+    )
+    rules = load_rules([path], {})
+    store = SqliteStore(tmp_path / "t.db")
+    service = Service(
+        store=store,
+        clock=FakeClock(T0),
+        rules=rules,
+        rule_paths=[path],
+        loader=lambda paths: rules,
+        limits=Limits(),
+    )
+    try:
+        service.emit("user_active", {"user_id": "u"})
+        heard: list[Any] = []
+        service.bus.subscribe(heard.append)
+        again = service.emit("user_active", {"user_id": "u"})
+        (audit,) = again.job_ids
+        created = [(e.fields["rule"], e.fields["job_id"]) for e in heard if e.kind == "job.created"]
+        assert created == [("audit", audit)] and store.get_job(audit).rule == "audit"
+    finally:
+        store.close()
+
+
+def test_a_manual_run_is_never_pushed_back_by_a_debounced_event(rig: Rig) -> None:
+    manual = rig.service.run_rule("digest", {"user_id": "u1", "n": 0})
+    event = rig.service.emit("user_active", {"user_id": "u1", "n": 1})
+    assert event.debounced == () and len(event.job_ids) == 1
+    kept = rig.store.get_job(manual.id)
+    assert kept.perform_at == T0 and kept.payload == {"user_id": "u1", "n": 0}
+
+
+def test_a_failing_cel_match_logs_once_per_event_not_once_per_job(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    jobs = [rig.remind(n) for n in range(20)]
+    with caplog.at_level(logging.WARNING, logger="timeos.rules.correlation"):
+        assert rig.service.emit("order_refunded", {"other": 1}).cancelled == ()
+    assert len([r for r in caplog.records if "cancel_on" in r.getMessage()]) == 1
+    assert all(rig.status(j) is JobStatus.PENDING for j in jobs)

@@ -68,6 +68,8 @@ class FlowControl:
 
         def _limit(self, limit: int) -> int: ...
 
+        def _announce_cancels(self, result: EmitResult) -> None: ...
+
     # ---- emit-batch ---------------------------------------------------------------------------
 
     def emit_batch(self, items: Sequence[Any]) -> list[EmitResult]:
@@ -152,6 +154,9 @@ class FlowControl:
         )
         if created:
             self.on_change()
+        for result in results:  # cancel_on: told as a single emit tells them
+            if not result.duplicate:
+                self._announce_cancels(result)
         return results
 
     def _store_batch(

@@ -327,7 +327,7 @@ COMPONENTS: dict[str, Schema] = {
 
 COMPONENTS.update(
     EmitResult=obj(
-        ("id", "duplicate", "jobs"),
+        ("id", "duplicate", "jobs", "cancelled", "debounced"),  # emit_json always sends all
         id={"type": "string", "description": "the event id (the first one's, for a duplicate)"},
         duplicate=BOOL,
         jobs={"type": "array", "items": STR, "description": "ids of the jobs created"},

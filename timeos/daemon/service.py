@@ -55,6 +55,7 @@ from timeos.model import (
     new_id,
 )
 from timeos.rules.correlation import correlate, correlates
+from timeos.rules.correlation import rule_paths as keyed_paths
 from timeos.rules.limits import limits_in_force
 from timeos.store.protocol import Store
 from timeos.time.preview import rule_fires
@@ -198,16 +199,20 @@ class Service(RuleControl, FlowControl):
         )
         try:
             jobs = plan_event(event, self.rules)
+            # debounce adds its period and max_wait to the planned time: may overflow too
+            plan = correlate(event, jobs, self.rules) if correlates(self.rules) else None
         except OverflowError:
             raise PayloadError(
                 f"occurred_at {event.occurred_at.isoformat()} plus a rule's offset is out of range"
             ) from None
-        plan = correlate(event, jobs, self.rules) if correlates(self.rules) else None
         if plan is not None and plan.active:
             jobs = list(plan.jobs)
         else:
             plan = None
         result = self.store.emit(event, jobs, now, plan)
+        made: Sequence[NewJob | Job] = jobs
+        if result.debounced:  # some planned jobs were folded into waiting ones: the ones made
+            made = [self.store.get_job(job_id) for job_id in result.job_ids]
         log.info(
             "event received",
             extra=fields(
@@ -219,7 +224,7 @@ class Service(RuleControl, FlowControl):
                 debounced=len(result.debounced) or None,
             ),
         )
-        for job_id, job in zip(result.job_ids, jobs, strict=False):
+        for job_id, job in zip(result.job_ids, made, strict=False):
             log.debug(
                 "job created",
                 extra=fields(
@@ -233,14 +238,18 @@ class Service(RuleControl, FlowControl):
         if result.job_ids or result.debounced:
             self.on_change()
         if not result.duplicate:
-            self._announce(event, jobs, result)
-            for job_id in result.cancelled:
-                self._announce_cancel(job_id)
-                for child, rule, event_id in self.store.cascaded(job_id):  # its chain
-                    self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
+            self._announce(event, made, result)
+            self._announce_cancels(result)
         return result
 
-    def _announce(self, event: Event, jobs: Sequence[NewJob], result: EmitResult) -> None:
+    def _announce_cancels(self, result: EmitResult) -> None:
+        """Tell watchers (and metrics) of the jobs an event's cancel_on cancelled, and chains."""
+        for job_id in result.cancelled:
+            self._announce_cancel(job_id)
+            for child, rule, event_id in self.store.cascaded(job_id):  # its chain
+                self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
+
+    def _announce(self, event: Event, jobs: Sequence[NewJob | Job], result: EmitResult) -> None:
         publish = self.publish
         publish("event.emitted", event_id=event.id, type=event.type, jobs=len(result.job_ids))
         # Event jobs carry no occurrence key, so every one is inserted: ids match jobs in order.
@@ -408,6 +417,7 @@ class Service(RuleControl, FlowControl):
                     problem = Problem("", f"reload failed: {type(exc).__name__}: {exc}")
                     raise RulesError([problem]) from exc
                 # Swapped inside `reloading`: whoever watches it sees the new rules on the way out.
+                self._index_new_paths(self._file_rules, rules)
                 self._file_rules = rules
                 self._compose()
                 self.reloads += 1
@@ -418,6 +428,16 @@ class Service(RuleControl, FlowControl):
         )
         self.on_change()
         return rules
+
+    def _index_new_paths(self, old: RuleSet, new: RuleSet) -> None:
+        """A reload that gives a rule a new cancel_on/debounce path indexes its waiting jobs
+        at it: the ones created before the reload are cancelled (or debounced) as later ones."""
+        had = {(r.name, p) for r in old.rules for p in keyed_paths(r)}
+        for rule in new.rules:
+            added = [p for p in keyed_paths(rule) if (rule.name, p) not in had]
+            if added:
+                rows = self.store.index_waiting(rule.name, added)
+                log.info("waiting jobs indexed", extra=fields(rule=rule.name, rows=rows))
 
     def rule_schedule(self, rule: Rule) -> dict[str, Any]:
         """A time-based rule's next and last fire, as the planner knows them ({} otherwise)."""

@@ -41,6 +41,8 @@ DEBOUNCE_KEYS = ("key", "period", "max_wait")
 MATCH_VARIABLES = ("payload", "origin")
 # `payload.a.b`: the steps are plain names, so the text is never also a CEL expression.
 _PATH = re.compile(r"payload((?:\.[A-Za-z_][A-Za-z0-9_]*)+)")
+# `origin.a.b`, `payload`, `origin`: accepted by CEL, but a value, so no match could ever hold.
+_VALUE = re.compile(r"(?:payload|origin)(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]{1,200}")
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 # The statuses a correlated job may be in to be cancelled (blocked: waiting on a parent job),
@@ -95,6 +97,13 @@ def _cancel_entry(doc: Document, entry: Map, what: str) -> CancelOn:
     path = _path(source)
     if path is not None:
         return CancelOn(event, source, path=path)
+    if _VALUE.fullmatch(source):  # a CEL value, never true or false: it would never cancel
+        raise Invalid(
+            match_node.loc,
+            f"{what}.match {source!r} is a value, not a match: write a path into the new"
+            " event (payload.order_id, compared with the same path in the creating event) or"
+            " a comparison (payload.refund_of == origin.order_id)",
+        )
     try:
         expression = compile_condition(source, MATCH_VARIABLES)
     except ConditionSyntax as exc:
@@ -160,7 +169,19 @@ def value_at(payload: Mapping[str, Any], path: Sequence[str]) -> str | None:
         value = value[step]
     if value is None:  # a null never correlates: every payload without the field would match
         return None
-    return _CANONICAL.encode(value)
+    return _CANONICAL.encode(_numbers(value))
+
+
+def _numbers(value: Any) -> Any:
+    """`value` with every integral float as an int: JSON has one number type, so `1.0` (as
+    Python writes it) and `1` (as JavaScript does) are one key, as CEL's `==` has them."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, Mapping):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value
 
 
 def rule_paths(rule: Rule) -> list[tuple[str, ...]]:
@@ -288,15 +309,24 @@ def _matcher(cancel: CancelOn, event: Event) -> Callable[[Mapping[str, Any]], bo
     expression = cancel.expression
     assert expression is not None
     payload = event.payload
+    logged = False
 
     def matches(origin: Mapping[str, Any]) -> bool:
+        nonlocal logged
         try:
             return expression.evaluate(payload, origin)
         except ConditionFailed as exc:
-            # One odd payload must only leave that job alone, never fail the emit.
-            log.warning(
-                "event %s: cancel_on %r: %s (treated as false)", event.id, cancel.match, exc
-            )
+            # One odd payload must only leave that job alone, never fail the emit. Logged once
+            # per event: an event without the field fails on every waiting job of the rule.
+            if not logged:
+                logged = True
+                log.warning(
+                    "event %s: cancel_on %r: %s (treated as false; later failures of this"
+                    " event not logged)",
+                    event.id,
+                    cancel.match,
+                    exc,
+                )
             return False
 
     return matches

@@ -351,6 +351,9 @@ class _Collector:
         after = scope.read(node, "after", expect_str)
         if after is not None and name is not None:
             self.afters[name] = (scope, (node.get("after") or node).loc)
+        if after is not None and debounce is not None:  # only a chain's head is debounced
+            message = "debounce does not combine with after: debounce the rule it waits on"
+            scope.add(node.key_loc("debounce"), message)
         priority = scope.read(node, "priority", _priority)
         retry = self._retry(node, scope)
         enabled = scope.read(node, "enabled", expect_bool)

@@ -111,6 +111,10 @@ class Store(Protocol):
         """Store (job id, rule, key, value) rows of the cancel_on/debounce key index."""
         ...
 
+    def index_waiting(self, rule: str, paths: Sequence[Sequence[str]]) -> int:
+        """Index `rule`'s waiting jobs at `paths` (newly given by a reload); rows written."""
+        ...
+
     def emit_batch(
         self,
         events: Sequence[Event],

@@ -15,7 +15,14 @@ from typing import TYPE_CHECKING, Any
 
 from timeos.model import EmitResult, Event, NewJob
 from timeos.payload import compact_json
-from timeos.rules.correlation import CANCELLABLE, DEBOUNCEABLE, Correlation, DebounceStep
+from timeos.rules.correlation import (
+    CANCELLABLE,
+    DEBOUNCEABLE,
+    Correlation,
+    DebounceStep,
+    key_name,
+    value_at,
+)
 from timeos.timefmt import to_micros
 
 _CANCELLABLE = f"status IN ({', '.join(repr(s) for s in CANCELLABLE)})"
@@ -94,6 +101,8 @@ class Correlations:
         # jobs' `after` is recounted over the kept list.
         kept: list[int] = []
         position: dict[int, int] = {}
+        # The event's keys per rule (every job of a rule from one event has the same payload).
+        rule_keys = {job.rule: keys for job, keys in zip(plan.jobs, plan.keys, strict=True)}
         for n, (job, keys, step) in enumerate(
             zip(plan.jobs, plan.keys, plan.debounce, strict=True)
         ):
@@ -103,6 +112,7 @@ class Correlations:
                 existing = self._debounce(conn, job, step, stamp)
                 if existing is not None:
                     self._write_keys(conn, existing, job.rule, keys, replace=True)
+                    self._carry(conn, existing, job, rule_keys, stamp)
                     debounced.append(existing)
                     continue
             position[n] = len(kept)
@@ -136,19 +146,51 @@ class Correlations:
             "SELECT k.job_id FROM job_keys AS k INDEXED BY job_keys_match"
             " JOIN jobs AS j ON j.id = k.job_id"
             f" WHERE k.rule = ? AND k.key = ? AND k.value = ? AND j.{_DEBOUNCEABLE}"
-            " ORDER BY j.created_at DESC LIMIT 1",
+            # an event's job: a manual run (`rules run`, no event) runs now, never pushed back
+            " AND j.event_id IS NOT NULL ORDER BY j.created_at DESC LIMIT 1",
             (job.rule, step.key, step.value),
         ).fetchone()
         if row is None:
             return None
+        # Capped at the deadline, and never earlier than it was: an event that occurred before
+        # the job's window (a late delivery with an old occurred_at) must not pull it forward.
         at = to_micros(job.perform_at)
         conn.execute(
             "UPDATE jobs SET payload = ?, event_id = ?, updated_at = ?, perform_at ="
-            " CASE WHEN debounce_deadline IS NOT NULL AND debounce_deadline < ?"
-            " THEN debounce_deadline ELSE ? END WHERE id = ?",
+            " MAX(perform_at, CASE WHEN debounce_deadline IS NOT NULL AND debounce_deadline < ?"
+            " THEN debounce_deadline ELSE ? END) WHERE id = ?",
             (compact_json(job.payload), job.event_id, stamp, at, at, row[0]),
         )
         return str(row[0])
+
+    def _carry(
+        self,
+        conn: sqlite3.Connection,
+        head: str,
+        job: NewJob,
+        rule_keys: dict[str, tuple[tuple[str, str], ...]],
+        stamp: int,
+    ) -> None:
+        """The blocked jobs chained after a debounced `head` (the rest of its perform list, the
+        `after:` rules' jobs) that this event would have created again take its payload and
+        event too, so the chain runs once, with the newest event, as the head does."""
+        payload = compact_json(job.payload)
+        todo = [head]
+        while todo:
+            children = conn.execute(
+                "SELECT j.id, j.rule FROM job_deps AS d JOIN jobs AS j ON j.id = d.child"
+                " WHERE d.parent = ? AND j.status = 'blocked'",
+                (todo.pop(),),
+            ).fetchall()
+            for child, rule in children:
+                if rule not in rule_keys:  # not planned for this event: its own event stands
+                    continue
+                conn.execute(
+                    "UPDATE jobs SET payload = ?, event_id = ?, updated_at = ? WHERE id = ?",
+                    (payload, job.event_id, stamp, child),
+                )
+                self._write_keys(conn, child, rule, rule_keys[rule], replace=True)
+                todo.append(child)
 
     def _write_keys(
         self,
@@ -172,3 +214,23 @@ class Correlations:
                 "INSERT OR REPLACE INTO job_keys (job_id, rule, key, value) VALUES (?, ?, ?, ?)",
                 rows,
             )
+
+    def index_waiting(self, rule: str, paths: Sequence[Sequence[str]]) -> int:
+        """Index the waiting jobs of `rule` at `paths` (a path a reload just gave the rule's
+        cancel_on or debounce), so jobs created before it are found too; the rows written."""
+        with self._tx() as conn:
+            waiting = conn.execute(
+                f"SELECT id, payload FROM jobs WHERE rule = ? AND {_CANCELLABLE}", (rule,)
+            ).fetchall()
+            rows = [
+                (str(job_id), rule, key_name(path), value)
+                for job_id, payload in waiting
+                for origin in (json.loads(payload),)
+                for path in paths
+                if (value := value_at(origin, path)) is not None
+            ]
+            conn.executemany(
+                "INSERT OR IGNORE INTO job_keys (job_id, rule, key, value) VALUES (?, ?, ?, ?)",
+                rows,
+            )
+        return len(rows)
