@@ -223,7 +223,8 @@ How each figure is taken (the same way for every system; the drivers are bench/p
 - **Lateness**: delayed jobs due 300 ms after they are submitted, 50 ms apart; lateness is the
   instant the job's function started minus the instant it was due. *Under load* adds a
   background of no-op jobs due at once at the stated rate (Huey and APScheduler: one enqueue per
-  job, from a thread; TimeOS: `POST /v1/events/batch` of 10 events, from a thread of the bench).
+  job, from a thread; TimeOS: events matched by 10 rules each, one `POST /v1/events` per event,
+  from a thread of the bench).
 - **1,000 due at once**: 1,000 no-op jobs submitted ahead of one instant; drain is the last
   job's end minus that instant; skipped counts jobs the system dropped (APScheduler's default
   `misfire_grace_time` of 1 s).
@@ -334,8 +335,10 @@ def main() -> None:
     refused = ""
     if run.REFUSED_BATCHES:
         refused = (
-            f"timeosd refused {run.REFUSED_BATCHES} batch requests of this process (more in the"
-            " 4-client runs) with 'cannot start a transaction within a transaction'; each was"
+            f"timeosd failed {run.REFUSED_BATCHES} batch requests of the bench process (the"
+            " 4-client runs' are not counted) with 'cannot start a transaction within a"
+            " transaction' or 'cannot commit - no transaction is active' (a batch's transaction"
+            " runs in a worker thread on the connection the event loop writes on); each was"
             " sent again"
         )
         print(refused)
