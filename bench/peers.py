@@ -253,7 +253,7 @@ def document(
     info: dict[str, Any],
 ) -> str:
     """docs/performance.md: what was measured where and when, then the two tables."""
-    figures = table.render_markdown(table.figure_rows(meds, systems))
+    figures = table.render_markdown(table.figure_rows(meds, systems, info["relabel"]))
     targets = table.render_markdown(table.target_rows(meds))
     lines = [
         "# Performance: TimeOS side by side with Huey and APScheduler",
@@ -324,7 +324,11 @@ def main() -> None:
     meds = table.medians(results)
     systems = ["timeos", *(p.system for p in peers)]
     print()
-    print(table.render_text(table.figure_rows(meds, systems)))
+    relabel = {
+        "rss_mid_mb": f"RSS, {sizes.rss[1]:,} waiting",
+        "rss_big_mb": f"RSS, {sizes.rss[2]:,} waiting",
+    }
+    print(table.render_text(table.figure_rows(meds, systems, relabel)))
     print()
     print(table.render_text(table.target_rows(meds)))
     print()
@@ -333,10 +337,11 @@ def main() -> None:
     for failure in failures:
         print(f"failed: {failure.splitlines()[0]}")
     refused = ""
-    if run.REFUSED_BATCHES:
+    if run.REFUSED_BATCHES.value:
         refused = (
-            f"timeosd failed {run.REFUSED_BATCHES} batch requests of the bench process (the"
-            " 4-client runs' are not counted) with 'cannot start a transaction within a"
+            f"timeosd failed {run.REFUSED_BATCHES.value} batch requests (of"
+            f" {rounds * (sizes.batched + 4 * sizes.batched_each) // run.BATCH:,}) with"
+            " 'cannot start a transaction within a"
             " transaction' or 'cannot commit - no transaction is active' (a batch's transaction"
             " runs in a worker thread on the connection the event loop writes on); each was"
             " sent again"
@@ -361,6 +366,7 @@ def main() -> None:
             "skipped": "; ".join(f"{k}: {v}" for k, v in skipped.items()),
             "failures": failures,
             "refused": refused,
+            "relabel": relabel,
         }
         args.out.write_text(document(meds, systems, info))
         print(f"wrote {args.out}")

@@ -162,8 +162,14 @@ def fmt(value: float | None, unit: str = "") -> str:
     return f"{value:.3f}"
 
 
-def figure_rows(meds: Medians, systems: Sequence[str]) -> list[list[str]]:
-    """Header plus one row per measured metric: each system's median and TimeOS / best peer."""
+def figure_rows(
+    meds: Medians, systems: Sequence[str], relabel: Mapping[str, str] | None = None
+) -> list[list[str]]:
+    """Header plus one row per measured metric: each system's median and TimeOS / best peer.
+
+    `relabel` renames rows whose sizes changed (a --quick run's RSS readings).
+    """
+    relabel = relabel or {}
     rows = [["figure", "unit", *(LABELS[s] for s in systems), "TimeOS / best peer"]]
     for metric in METRICS:
         if not any(metric.key in meds.get(s, {}) for s in systems):
@@ -176,7 +182,7 @@ def figure_rows(meds: Medians, systems: Sequence[str]) -> list[list[str]]:
             peer, value = best
             got = ratio(own, value)
             versus = f"{fmt(got, 'x')} ({LABELS[peer]})" if got is not None else "-"
-        rows.append([metric.label, metric.unit, *cells, versus])
+        rows.append([relabel.get(metric.key, metric.label), metric.unit, *cells, versus])
     return rows
 
 
