@@ -240,8 +240,8 @@ How each figure is taken (the same way for every system; the drivers are bench/p
   (TimeOS with rules.example.yaml); CPU from /proc/PID/stat, wake-ups = voluntary +
   involuntary context switches of all threads, per second.
 - **RSS**: VmRSS one second after start-up, on databases holding the stated number of jobs
-  waiting far ahead (built in bulk once per run; Huey: its Huey consumer; APScheduler: the
-  scheduler process).
+  waiting far ahead (built in bulk once per run); Huey's figure is its consumer process's,
+  APScheduler's the process running the scheduler.
 - **CLI**: median wall time of whole `timeos emit` (to a running daemon) and
   `timeos next --cron` processes against `python -c pass`, same venv.
 """
@@ -341,10 +341,10 @@ def main() -> None:
         refused = (
             f"timeosd failed {run.REFUSED_BATCHES.value} batch requests (of"
             f" {rounds * (sizes.batched + 4 * sizes.batched_each) // run.BATCH:,}) with"
-            " 'cannot start a transaction within a"
-            " transaction' or 'cannot commit - no transaction is active' (a batch's transaction"
-            " runs in a worker thread on the connection the event loop writes on); each was"
-            " sent again"
+            " store errors such as 'cannot start a transaction within a transaction', 'cannot"
+            " commit - no transaction is active' or 'commit failed: not an error' (a batch's"
+            " transaction runs in a worker thread on the connection the event loop writes on);"
+            " each was sent again"
         )
         print(refused)
     if str(args.out) != "-":
