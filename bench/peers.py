@@ -18,6 +18,7 @@ import dataclasses
 import json
 import os
 import platform
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -146,37 +147,47 @@ def measure(
         for key, value in figures.items():
             results[system][key].append(value)
 
-    for number in range(rounds):
-        for scenario in scenarios:
-            loads.append(run.load_average())
-            print(f"round {number + 1}/{rounds}: {scenario}", flush=True)
-            if scenario == "idle":
-                defaults = [p for p in peers if not p.system.endswith("-normal")]
-                try:
-                    for system, figures in run.idle_all(defaults, sizes).items():
-                        record(system, figures)
-                        show(system, figures)
-                except Exception as exc:  # one failure must not lose the rest of the run
-                    failures.append(f"round {number + 1} idle: {exc}")
-                    traceback.print_exc()
-                continue
-            order = systems
-            if scenario in DEFAULTS_ONLY:
-                order = [s for s in systems if not s.endswith("-normal")]
-            if scenario == "cli":
-                order = ["timeos"]
-            for system in table.rotated(order, number):
-                began = time.monotonic()
-                try:
-                    figures = scenario_call(scenario, system, by_name.get(system), sizes, dbs)
-                except (Exception, SystemExit) as exc:
-                    failures.append(f"round {number + 1} {scenario} {system}: {exc}")
-                    print(f"  {system}: FAILED {str(exc)[-500:]}", flush=True)
+    number, scenario = 0, ""
+    try:
+        for number in range(rounds):
+            for scenario in scenarios:
+                loads.append(run.load_average())
+                print(f"round {number + 1}/{rounds}: {scenario}", flush=True)
+                if scenario == "idle":
+                    defaults = [p for p in peers if not p.system.endswith("-normal")]
+                    try:
+                        for system, figures in run.idle_all(defaults, sizes).items():
+                            record(system, figures)
+                            show(system, figures)
+                    except Exception as exc:  # one failure must not lose the rest of the run
+                        failures.append(f"round {number + 1} idle: {exc}")
+                        traceback.print_exc()
                     continue
-                record(system, figures)
-                show(system, figures, time.monotonic() - began)
+                order = systems
+                if scenario in DEFAULTS_ONLY:
+                    order = [s for s in systems if not s.endswith("-normal")]
+                if scenario == "cli":
+                    order = ["timeos"]
+                for system in table.rotated(order, number):
+                    began = time.monotonic()
+                    try:
+                        figures = scenario_call(scenario, system, by_name.get(system), sizes, dbs)
+                    except (Exception, SystemExit) as exc:
+                        failures.append(f"round {number + 1} {scenario} {system}: {exc}")
+                        print(f"  {system}: FAILED {str(exc)[-500:]}", flush=True)
+                        continue
+                    record(system, figures)
+                    show(system, figures, time.monotonic() - began)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: report what was measured so far
+        failures.append(f"interrupted in round {number + 1} of {rounds} ({scenario})")
+        print(f"interrupted in round {number + 1}: the table has the rounds measured so far")
     loads.append(run.load_average())
     return results, loads, failures
+
+
+def interrupted(signum: int, frame: object) -> None:
+    """SIGTERM ends the measurements like Ctrl-C: the table and the page get what was measured."""
+    raise KeyboardInterrupt
 
 
 def show(system: str, figures: run.Figures, took: float | None = None) -> None:
@@ -310,6 +321,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"--scenarios: unknown {', '.join(sorted(unknown))}")
     started = time.monotonic()
+    signal.signal(signal.SIGTERM, interrupted)
     with tempfile.TemporaryDirectory(prefix="peers-run-") as tmp:
         venv = args.venv or Path(tmp) / "venv"
         python, versions, skipped = install_peers(venv)
