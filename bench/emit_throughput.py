@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -48,22 +49,34 @@ def emit_many(socket: Path, count: int, client_id: int) -> list[float]:
     return latencies
 
 
+Emitter = Callable[[Path, int, int], object]  # (socket, count, client_id): emits `count` events
+
+
 def _client_process(
-    socket: Path, count: int, client_id: int, barrier: Barrier, out: mp.Queue[tuple[float, float]]
+    socket: Path,
+    count: int,
+    client_id: int,
+    barrier: Barrier,
+    out: mp.Queue[tuple[float, float]],
+    emit: Emitter,
 ) -> None:
     barrier.wait(30)
     started = time.time()
-    emit_many(socket, count, client_id)
+    emit(socket, count, client_id)
     out.put((started, time.time()))
 
 
-def concurrent_rate(socket: Path, clients: int, each: int) -> float:
-    """Events/s with `clients` processes emitting at once (from first start to last finish)."""
+def concurrent_rate(socket: Path, clients: int, each: int, emit: Emitter = emit_many) -> float:
+    """Events/s with `clients` processes emitting at once (from first start to last finish).
+
+    `emit` is how each client sends its events (one request each by default; bench/peers.py
+    passes a batching one).
+    """
     ctx = mp.get_context("fork")
     barrier = ctx.Barrier(clients)
     out: mp.Queue[tuple[float, float]] = ctx.Queue()
     procs = [
-        ctx.Process(target=_client_process, args=(socket, each, i, barrier, out))
+        ctx.Process(target=_client_process, args=(socket, each, i, barrier, out, emit))
         for i in range(clients)
     ]
     for proc in procs:

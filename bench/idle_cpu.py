@@ -25,12 +25,16 @@ def cpu_seconds(pid: int) -> float:
     return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
-def context_switches(pid: int) -> int:
-    """Voluntary context switches of all the daemon's threads: a proxy for its wake-ups."""
+def context_switches(pid: int, *, nonvoluntary: bool = False) -> int:
+    """Voluntary context switches of all the daemon's threads: a proxy for its wake-ups.
+
+    With `nonvoluntary`, preemptions are added (bench/peers.py counts both, as wake-ups).
+    """
+    kinds = ("voluntary_ctxt_switches:", "nonvoluntary_ctxt_switches:")[: 2 if nonvoluntary else 1]
     total = 0
     for task in Path(f"/proc/{pid}/task").iterdir():
         for line in (task / "status").read_text().splitlines():
-            if line.startswith("voluntary_ctxt_switches:"):
+            if line.startswith(kinds):
                 total += int(line.split()[1])
     return total
 
