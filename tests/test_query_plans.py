@@ -20,6 +20,7 @@ import pytest
 from harness import verdict
 
 from timeos.engine import Cutoff, PrunePlan
+from timeos.errors import IdempotencyConflict
 from timeos.model import ActionResult, Event, JobStatus, NewJob, Outcome, new_id
 from timeos.rules.correlation import Correlation, DebounceStep, KeyLookup, Scan
 from timeos.rules.limits import Limit
@@ -257,3 +258,51 @@ def test_no_statement_scans_the_jobs_table_without_an_index(store):
         for scan in _full_scans(sql, plan)
     ]
     assert not scans
+
+
+# ---- schema 11: the partial unique keys keep their constraints ---------------------------------
+
+
+def test_schema_11_migrates_a_version_10_file_and_keeps_both_unique_keys(tmp_path):
+    import sqlite_utils
+
+    from timeos.store.sqlite import schema
+
+    path = tmp_path / "v10.db"
+    conn = sqlite3.connect(path)
+    for step in schema.MIGRATIONS[:10]:
+        step(sqlite_utils.Database(conn))
+    conn.execute("PRAGMA user_version = 10")
+    conn.execute(
+        "INSERT INTO events (id, type, payload, payload_hash, occurred_at, received_at,"
+        " idempotency_key) VALUES ('E1', 't', '{}', 'h', 0, 0, 'k1'), ('E2', 't', '{}', '', 0, 0,"
+        " NULL), ('E3', 't', '{}', '', 0, 0, NULL)"
+    )
+    conn.execute(
+        "INSERT INTO jobs (id, rule, action, status, priority, perform_at, attempts, max_attempts,"
+        " payload, created_at, updated_at, occurrence_key) VALUES"
+        " ('J1', 'r', 'a', 'pending', 0, 0, 0, 3, '{}', 0, 0, 'r@1'),"
+        " ('J2', 'r', 'a', 'pending', 0, 0, 0, 3, '{}', 0, 0, NULL)"
+    )
+    conn.commit()
+    conn.close()
+    store = SqliteStore(path)
+    try:
+        assert store.schema_found == 10
+        names = {r[0] for r in store.conn.execute("SELECT name FROM sqlite_master")}
+        assert "idx_jobs_rule_perform_at" not in names
+        assert {"jobs_occurrence_key", "events_idempotency_key"} <= names
+        assert store.get_job("J1").rule == "r" and store.get_event("E2").type == "t"
+        # The constraints stand: a second occurrence is ignored, a reused key refused.
+        again = NewJob("r", "a", T0, 0, 3, {}, occurrence_key="r@1")
+        assert store.insert_jobs([again, NewJob("r", "a", T0, 0, 3, {})], T0)[0] is None
+        with pytest.raises(sqlite3.IntegrityError):
+            store.conn.execute(
+                "INSERT INTO events (id, type, payload, payload_hash, occurred_at, received_at,"
+                " idempotency_key) VALUES ('E4', 't', '{}', 'h', 0, 0, 'k1')"
+            )
+        with pytest.raises(IdempotencyConflict, match="event E1"):  # found through the index
+            store.find_idempotent("k1", "t", {})
+        _uses(_plans(store, lambda: store.find_idempotent_many(["k1"])), "events_idempotency_key")
+    finally:
+        store.close()
