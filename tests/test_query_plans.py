@@ -223,8 +223,8 @@ def _next_event() -> Event:
 
 # ---- no full scan of jobs anywhere else ---------------------------------------------------------
 
-# The statements that read every job row by design: a listing of all jobs sorted by an expression
-# (`timeos jobs list` for people), the running jobs at start-up (few), and the concurrency count.
+# The statements that read every job row by design: the people's listing of all jobs, sorted by an
+# expression (`timeos jobs list` without --status), and the counts by status (a covering index).
 _SCANS_ALLOWED = ("CASE status WHEN", "COUNT(*) FROM jobs GROUP BY status")
 
 
