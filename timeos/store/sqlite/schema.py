@@ -245,6 +245,34 @@ def _v10(db: sqlite_utils.Database) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
+def _v11(db: sqlite_utils.Database) -> None:
+    """Index audit (issue 8, emit-batch): every index a job insert maintains must serve a query.
+
+    tests/test_query_plans.py holds the plans; docs/decisions.md ("Indexes of jobs and events")
+    the audit and its figures.
+    """
+    # (rule, perform_at) only ordered `jobs list --rule R --json`; (rule, created_at) serves that
+    # query too (an index seek to the rule's jobs, then a sort of them) and is the only index
+    # `rules list` LAST, the overlap check and cancel by rule can use.
+    db.execute("DROP INDEX idx_jobs_rule_perform_at")
+    # Unique keys that most rows leave NULL: a partial index holds only the rows with a key, so
+    # an event job (no occurrence key) and an event without an idempotency key add no entry.
+    # NULLs never collided, and `key = ?` implies `key IS NOT NULL`: same constraint, same seeks.
+    db.execute("DROP INDEX idx_jobs_occurrence_key")
+    db.execute(
+        "CREATE UNIQUE INDEX jobs_occurrence_key ON jobs(occurrence_key)"
+        " WHERE occurrence_key IS NOT NULL"
+    )
+    db.execute("DROP INDEX idx_events_idempotency_key")
+    db.execute(
+        "CREATE UNIQUE INDEX events_idempotency_key ON events(idempotency_key)"
+        " WHERE idempotency_key IS NOT NULL"
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v1,
     _v2,
@@ -256,6 +284,7 @@ MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _v8,
     _v9,
     _v10,
+    _v11,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
