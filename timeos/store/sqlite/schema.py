@@ -181,10 +181,6 @@ def _v7(db: sqlite_utils.Database) -> None:
     )
 
 
-# Issue 8's remaining parts are built side by side; each owns one of the next three steps, so
-# their schema changes never collide. A step stays empty only until its feature lands.
-
-
 def _v8(db: sqlite_utils.Database) -> None:
     """Chains and dependencies (perform lists, after:, the blocked status)."""
     # A job waits (status 'blocked') until each of its parents succeeded, then runs `wait`
@@ -201,9 +197,6 @@ def _v8(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX jobs_blocked ON jobs(id) WHERE status = 'blocked'")
 
 
-# ----------------------------------------------------------------------------------------------
-
-
 def _v9(db: sqlite_utils.Database) -> None:
     """Event-correlated cancellation (cancel_on) and debounce."""
     # The values a job of a correlating rule was created with, at the paths its rule's cancel_on
@@ -218,9 +211,6 @@ def _v9(db: sqlite_utils.Database) -> None:
     # The event whose cancel_on cancelled the job; a debounced job's latest possible run.
     db.table("jobs").add_column("cancelled_by", str)
     db.table("jobs").add_column("debounce_deadline", int)
-
-
-# ----------------------------------------------------------------------------------------------
 
 
 def _v10(db: sqlite_utils.Database) -> None:
@@ -240,9 +230,6 @@ def _v10(db: sqlite_utils.Database) -> None:
     )
     db.table("attempts").add_column("delayed_ms", int)
     db.table("attempts").add_column("delayed_by", str)
-
-
-# ----------------------------------------------------------------------------------------------
 
 
 def _v11(db: sqlite_utils.Database) -> None:
@@ -268,9 +255,6 @@ def _v11(db: sqlite_utils.Database) -> None:
         "CREATE UNIQUE INDEX events_idempotency_key ON events(idempotency_key)"
         " WHERE idempotency_key IS NOT NULL"
     )
-
-
-# ----------------------------------------------------------------------------------------------
 
 
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
