@@ -14,7 +14,7 @@ from timeos.actions.command import run_command
 from timeos.actions.context import ActionContext, Emitter, describe, timeout_message
 from timeos.actions.emit import run_emit
 from timeos.actions.http import new_client, run_http
-from timeos.actions.python import Lingering, run_python
+from timeos.actions.python import Lingering, ThreadPool, run_python
 from timeos.model import (
     Action,
     ActionKind,
@@ -44,6 +44,7 @@ class ActionRunner:
         output_cap: int = DEFAULT_OUTPUT_CAP,
         http_client: httpx2.AsyncClient | None = None,
         pause_slack: float = PAUSE_SLACK,
+        python_threads: int = 4,
     ) -> None:
         self.environ = dict(environ)
         self.emitter = emitter
@@ -53,6 +54,8 @@ class ActionRunner:
         self._owns_http_client = http_client is None  # a client passed in is the caller's to close
         # Timed-out python threads still running, by (rule, action): concurrency counts them.
         self.lingering = Lingering()
+        # Threads kept for plain python functions: as many as runs the scheduler makes at once.
+        self.python_pool = ThreadPool(python_threads)
 
     async def run(self, action: Action, ctx: ActionContext) -> ActionResult:
         """Run `action` once within `action.timeout`; never raises for the action's failures."""
@@ -109,7 +112,13 @@ class ActionRunner:
                 self._client(), spec, ctx, output_cap=self.output_cap, timeout=action.timeout
             )
         if action.kind is ActionKind.PYTHON and isinstance(spec, PythonSpec):
-            return await run_python(spec, ctx, output_cap=self.output_cap, lingering=self.lingering)
+            return await run_python(
+                spec,
+                ctx,
+                output_cap=self.output_cap,
+                pool=self.python_pool,
+                lingering=self.lingering,
+            )
         if action.kind is ActionKind.EMIT and isinstance(spec, EmitSpec):
             return await run_emit(spec, ctx, emitter=self.emitter)
         return ActionResult(

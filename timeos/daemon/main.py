@@ -207,7 +207,9 @@ class Daemon:
         self.lock_fd = lock_database(db_path)
         self.store = SqliteStore(db_path, synchronous=synchronous, clock=clock)
         self.store.start_checkpointer()
-        self.runner = ActionRunner(environ=self.environ, emitter=self._emit_from_action)
+        self.runner = ActionRunner(
+            environ=self.environ, emitter=self._emit_from_action, python_threads=workers
+        )
         # The planner and scheduler read the service's current rules at each pass (after a
         # reload, the new ones): the lambda is resolved then, not now.
         self.bus = EventBus(clock)  # lifecycle events: metrics and `timeos watch` streams
