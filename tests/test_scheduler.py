@@ -14,6 +14,7 @@ from timeos.model import (
     ActionKind,
     Event,
     EventTrigger,
+    IntervalTrigger,
     JobStatus,
     NewJob,
     PythonSpec,
@@ -163,11 +164,11 @@ class LockedFinishStore(SqliteStore):
 
     failures = 2
 
-    def finish(self, *args, **kwargs):
-        if self.failures:
+    def record_and_claim(self, finished, *args, **kwargs):
+        if self.failures and finished:
             self.failures -= 1
             raise StoreError("database is locked")
-        return super().finish(*args, **kwargs)
+        return super().record_and_claim(finished, *args, **kwargs)
 
 
 def test_a_result_the_store_refused_is_written_on_a_later_pass(tmp_path):
@@ -227,4 +228,166 @@ def test_backoff_counts_from_the_stored_base_not_todays_policy(tmp_path):
         await task
 
     asyncio.run(go())
+    store.close()
+
+
+class CountingStore(SqliteStore):
+    """A real store that counts the transactions the scheduler opens, and refuses a get_event
+    (the claim brings the event type) and a finish (ends go with the next claim)."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.writes: list[tuple[int, int]] = []  # (ends written, jobs claimed) per transaction
+
+    def record_and_claim(self, finished, *args, **kwargs):
+        claim = super().record_and_claim(finished, *args, **kwargs)
+        self.writes.append((len(finished), len(claim.jobs)))
+        return claim
+
+    def get_event(self, event_id):
+        raise AssertionError("a get_event per run")
+
+    def finish(self, *args, **kwargs):
+        raise AssertionError("a transaction per end")
+
+
+def test_ends_are_written_in_the_next_claims_transaction_and_the_context_has_the_event_type(
+    tmp_path,
+):
+    store = CountingStore(tmp_path / "t.db")
+    seen: list[tuple[str, str | None]] = []
+
+    def record(payload, ctx):
+        seen.append((ctx.job_id, ctx.event_type))
+
+    act = Action("act", ActionKind.PYTHON, PythonSpec("t:record", record))
+    rules = RuleSet((Rule("r", EventTrigger("e"), "act"),), {"act": act})
+    jobs = [_add_job(store, T0) for _ in range(12)]
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        scheduler, task = _start(store, clock, lambda: rules)
+        await _until(
+            lambda: all(store.get_job(j).status is JobStatus.SUCCEEDED for j in jobs), "all 12"
+        )
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    assert sorted(seen) == sorted((j, "e") for j in jobs)
+    assert sum(ends for ends, _ in store.writes) == 12  # each end written once
+    assert sum(claimed for _, claimed in store.writes) == 12
+    # Every end went in with a claim (or the last, claim-free passes): never a transaction of
+    # its own per job, as a finish() per run was.
+    assert len(store.writes) < 12 + 12
+    assert all(a.ended_at is not None for j in jobs for a in store.attempts(j))
+    store.close()
+
+
+def test_ends_kept_at_shutdown_are_written_before_the_loop_returns(tmp_path):
+    store = LockedFinishStore(tmp_path / "t.db")
+    store.failures = 1
+    calls: list[str] = []
+    job_id = _add_job(store, T0)
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        scheduler, task = _start(store, clock, lambda: _rules(calls))
+        await _until(lambda: store.failures == 0, "the refused write")
+        assert store.get_job(job_id).status is JobStatus.RUNNING
+        scheduler.stop()  # the fake clock never reaches the pause's end: only stop() writes it
+        await task
+
+    asyncio.run(go())
+    assert store.get_job(job_id).status is JobStatus.SUCCEEDED
+    assert calls == [job_id]
+    store.close()
+
+
+def test_a_run_whose_end_was_never_written_runs_again_after_a_crash(tmp_path):
+    """At-least-once: the end of a run is kept in memory until the next pass writes it; a
+    daemon that dies first leaves the job running, and the next start runs it again."""
+    store = LockedFinishStore(tmp_path / "t.db")
+    store.failures = 1_000_000  # every write of an end fails, even at shutdown: a crash
+    calls: list[str] = []
+    job_id = _add_job(store, T0)
+    clock = FakeClock(T0)
+
+    async def crash() -> None:
+        scheduler, task = _start(store, clock, lambda: _rules(calls))
+        await _until(lambda: calls == [job_id] and scheduler.unrecorded, "the unwritten end")
+        scheduler.stop()
+        await task
+
+    asyncio.run(crash())
+    store.close()
+    assert calls == [job_id]
+
+    again = SqliteStore(tmp_path / "t.db")
+    assert again.get_job(job_id).status is JobStatus.RUNNING
+
+    async def restart() -> None:
+        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+        scheduler = Scheduler(store=again, clock=clock, runner=runner, rules=lambda: _rules(calls))
+        assert scheduler.recover() == 1  # interrupted, retried
+        clock.advance(timedelta(hours=1))  # past the retry's backoff
+        task = asyncio.create_task(scheduler.run())
+        await _until(lambda: again.get_job(job_id).status is JobStatus.SUCCEEDED, "the rerun")
+        scheduler.stop()
+        await task
+
+    asyncio.run(restart())
+    assert calls == [job_id, job_id]
+    outcomes = [a.outcome for a in again.attempts(job_id)]
+    assert [str(o) for o in outcomes] == ["interrupted", "succeeded"]
+    again.close()
+
+
+class RunningSeen:
+    """A planner that records, at each pass, the jobs the store has running and those the
+    scheduler runs: the occurrence planner reads the first for a rule's overlap."""
+
+    def __init__(self, store: SqliteStore) -> None:
+        self.store = store
+        self.scheduler: Scheduler | None = None
+        self.stale: list[str] = []
+
+    def plan(self, now: datetime) -> datetime | None:
+        assert self.scheduler is not None
+        stored = {j.id for j in self.store.running_jobs()}
+        self.stale += sorted(stored - set(self.scheduler.running))
+        return None
+
+
+def test_the_planner_sees_a_time_based_rules_run_ended_once_its_run_has(tmp_path):
+    store = SqliteStore(tmp_path / "t.db")
+    calls: list[str] = []
+
+    def record(payload, ctx):
+        calls.append(ctx.job_id)
+
+    act = Action("act", ActionKind.PYTHON, PythonSpec("t:record", record))
+    timed = Rule("timed", IntervalTrigger(timedelta(hours=1)), "act")
+    rules = RuleSet((timed,), {"act": act})
+    event = Event(new_id(T0), "e", {}, T0, T0)
+    jobs = store.emit(event, [NewJob("timed", "act", T0, 0, 3, {}) for _ in range(3)], T0).job_ids
+    clock = FakeClock(T0)
+    planner = RunningSeen(store)
+
+    async def go() -> None:
+        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+        scheduler = Scheduler(
+            store=store, clock=clock, runner=runner, rules=lambda: rules, planner=planner
+        )
+        planner.scheduler = scheduler
+        task = asyncio.create_task(scheduler.run())
+        await _until(lambda: len(calls) == 3 and not scheduler.unrecorded, "three runs")
+        scheduler.poke()
+        await _until(lambda: scheduler.last_tick is not None and not scheduler.running, "idle")
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    assert sorted(calls) == sorted(jobs)
+    assert planner.stale == []  # never a run already ended that the store still had running
     store.close()

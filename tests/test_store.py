@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,7 +12,17 @@ from harness import verdict
 from timeos.clock import FakeClock
 from timeos.engine import renewal
 from timeos.errors import IdempotencyConflict, InvalidState, NotFound, StoreError
-from timeos.model import ActionResult, Event, Job, JobStatus, NewJob, Outcome, RetryPolicy, new_id
+from timeos.model import (
+    ActionResult,
+    Event,
+    Finished,
+    Job,
+    JobStatus,
+    NewJob,
+    Outcome,
+    RetryPolicy,
+    new_id,
+)
 from timeos.store.sqlite import schema
 from timeos.store.sqlite.connection import truncate_wanted
 from timeos.store.sqlite.store import SqliteStore
@@ -104,6 +115,81 @@ def test_finish_records_attempt_and_moves_status(store):
     assert done.last_error == "boom"
     (attempt,) = store.attempts(job.id)
     assert attempt.outcome is Outcome.FAILED and attempt.ended_at == later
+
+
+def test_record_and_claim_writes_ends_then_claims_in_one_transaction(store):
+    ev = _event(T0)
+    store.emit(ev, [_job(ev, at=T0, priority=p) for p in (3, 2, 1, 0)], T0)
+    first, second = store.claim_due(T0, 2)
+    ended = T0 + timedelta(milliseconds=7)  # when the runs ended, not when it is written
+    now = T0 + timedelta(seconds=1)
+    ok = ActionResult(Outcome.SUCCEEDED, None, "out")
+    claim = store.record_and_claim(
+        [
+            Finished(first, ok, ended, verdict(first, JobStatus.SUCCEEDED)),
+            Finished(
+                second,
+                ActionResult(Outcome.PERMANENT, "404"),
+                ended,
+                verdict(second, JobStatus.DEAD),
+            ),
+        ],
+        now,
+        1,
+    )
+    assert claim.written == [True, True]
+    assert [j.priority for j in claim.jobs] == [1]  # priority order, as claim_due
+    assert claim.event_types == {ev.id: "user_signup"}
+    assert store.get_job(first.id).status is JobStatus.SUCCEEDED
+    assert store.get_job(second.id).status is JobStatus.DEAD
+    (attempt,) = store.attempts(first.id)
+    assert (attempt.outcome, attempt.ended_at, attempt.output) == (Outcome.SUCCEEDED, ended, "out")
+    assert store.attempts(claim.jobs[0].id)[0].started_at == now
+
+
+def test_record_and_claim_skips_a_stale_end_and_writes_the_rest(store):
+    ev = _event(T0)
+    store.emit(ev, [_job(ev, at=T0), _job(ev, at=T0)], T0)
+    a, b = store.claim_due(T0, 2)
+    stale = replace(a, attempts=a.attempts + 1)  # a later attempt than the one running
+    ok = ActionResult(Outcome.SUCCEEDED)
+    claim = store.record_and_claim(
+        [
+            Finished(stale, ok, T0, verdict(stale, JobStatus.SUCCEEDED)),
+            Finished(b, ok, T0, verdict(b, JobStatus.SUCCEEDED)),
+        ],
+        T0,
+        0,
+    )
+    assert claim.written == [False, True]
+    assert store.get_job(a.id).status is JobStatus.RUNNING  # the running attempt is untouched
+    assert store.attempts(a.id)[0].ended_at is None
+    assert store.get_job(b.id).status is JobStatus.SUCCEEDED
+    assert claim.jobs == []
+
+
+class _ClaimFails(SqliteStore):
+    def claim_due(self, *args, **kwargs):
+        super().claim_due(*args, **kwargs)  # it claims, then the transaction fails
+        raise StoreError("disk I/O error")
+
+
+def test_record_and_claim_writes_nothing_when_the_claim_fails(tmp_path):
+    store = _ClaimFails(tmp_path / "t.db")
+    ev = _event(T0)
+    store.emit(ev, [_job(ev, at=T0), _job(ev, at=T0)], T0)
+    (job,) = SqliteStore.claim_due(store, T0, 1)
+    with pytest.raises(StoreError):
+        store.record_and_claim(
+            [Finished(job, ActionResult(Outcome.SUCCEEDED), T0, verdict(job, JobStatus.SUCCEEDED))],
+            T0,
+            1,
+        )
+    # The end and the claim went together: the end is still to be written, the other job waits.
+    assert store.get_job(job.id).status is JobStatus.RUNNING
+    assert store.attempts(job.id)[0].ended_at is None
+    assert len(store.list_jobs(status=JobStatus.PENDING)) == 1
+    store.close()
 
 
 def test_cancel_only_waiting_jobs(store):

@@ -436,6 +436,26 @@ class ActionResult:
 
 
 @dataclass(frozen=True, slots=True)
+class Finished:
+    """One attempt's end, to be written: the job as claimed, its result, when, the verdict."""
+
+    job: Job
+    result: ActionResult
+    at: datetime
+    verdict: Verdict
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What Store.record_and_claim did: which ends it wrote (False: the attempt was no longer
+    the running one), the jobs it claimed, and their events' types by event id."""
+
+    written: list[bool]
+    jobs: list[Job]
+    event_types: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
 class RuleState:
     """Where a time-based rule's schedule stands (stored, so restarts keep the phase)."""
 

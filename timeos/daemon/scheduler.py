@@ -1,7 +1,8 @@
 """The scheduler loop: sleep until the earliest due job, claim by priority, run with N workers.
 
 It is woken early when an earlier job is inserted, so there is no polling interval. It also asks
-the occurrence planner (time-based rules) when it next has work.
+the occurrence planner (time-based rules) when it next has work. Attempts' ends are kept until
+the next pass and written in its claim's transaction, a batch at a time.
 """
 
 from __future__ import annotations
@@ -19,8 +20,17 @@ from timeos.clock import Clock
 from timeos.daemon.logs import Redactor, fields
 from timeos.daemon.telemetry import Publish, no_publish
 from timeos.engine import AttemptEnd, after_attempt, failure_action_for, killed, retry_policy_for
-from timeos.errors import NotFound, StoreError
-from timeos.model import ActionResult, Job, JobStatus, Outcome, OverlapPolicy, RuleSet, Verdict
+from timeos.errors import StoreError
+from timeos.model import (
+    ActionResult,
+    Finished,
+    Job,
+    JobStatus,
+    Outcome,
+    OverlapPolicy,
+    RuleSet,
+    Verdict,
+)
 from timeos.rules.limits import LimitsInForce, limits_in_force, with_busy
 from timeos.store.protocol import Store
 
@@ -41,6 +51,9 @@ class _Outcome:
     verdict: Verdict
     duration_ms: int | None = None  # None: not timed (a run a previous daemon started)
     started: datetime | None = None  # when this attempt began (None: recovered after a crash)
+
+    def finished(self) -> Finished:
+        return Finished(self.job, self.result, self.now, self.verdict)
 
 
 class Planner(Protocol):
@@ -85,7 +98,10 @@ class Scheduler:
         self.loop_alive = False
         self.last_tick: datetime | None = None
         self.errors = 0
-        self.unrecorded: list[_Outcome] = []  # results the store refused; retried every pass
+        # Attempts' ends not yet stored: written by the next pass, in its claim's transaction
+        # (and kept, retried every pass, while the store refuses them).
+        self.unrecorded: list[_Outcome] = []
+        self._refused = False  # the last write of ends failed (logged once, not every pass)
         self.last_error: str | None = None
         # Called from the loop itself, at least every `heartbeat_every` seconds (the systemd
         # watchdog): a loop that stops turning stops the heartbeat, and systemd restarts us.
@@ -94,6 +110,8 @@ class Scheduler:
         self._beat_at: float | None = None
         # The limits in force, with the rules they were computed from (rules/limits.py).
         self._limits: tuple[RuleSet, LimitsInForce] | None = None
+        # Time-based rules, and those of them that run one job at a time, by rules in force.
+        self._timed: tuple[RuleSet, frozenset[str], frozenset[str]] | None = None
         # A timed-out python thread that ends frees a concurrency slot: look again then.
         runner.lingering.on_end = self.poke
 
@@ -115,6 +133,10 @@ class Scheduler:
             log.warning(
                 "recovered job(s) left running by a previous daemon", extra=fields(count=len(jobs))
             )
+            try:
+                self._store(now, 0)
+            except StoreError:
+                pass  # kept in self.unrecorded: the loop's first pass writes them
         # Chains: a blocked job whose parent already ended (or is gone) is settled now, so no
         # job waits forever on a parent that will never end again.
         settled = self.store.settle_blocked(now)
@@ -156,6 +178,7 @@ class Scheduler:
         finally:
             self.loop_alive = False
             await self._drain()
+            self._store_last()
 
     def _beat(self) -> None:
         if self.heartbeat is None:
@@ -171,33 +194,125 @@ class Scheduler:
                 log.exception("scheduler heartbeat failed")
 
     def _tick(self, now: datetime) -> datetime | None:
-        """One pass: plan time-based rules, claim what is due; return when to look again."""
-        if self.unrecorded:
-            self.unrecorded = [o for o in self.unrecorded if not self._write(o)]
-            if self.unrecorded:
-                raise StoreError(f"{len(self.unrecorded)} job result(s) not yet recorded")
+        """One pass: plan time-based rules, store attempts' ends and claim what is due (one
+        transaction); return when to look again."""
+        timed, exclusive = self._time_based()
+        if any(o.job.rule in timed for o in self.unrecorded):
+            # The planner reads whether a time-based rule has a job running (overlap): it must
+            # see the ends of that rule's runs first.
+            self._store(now, 0)
         deadline = self.planner.plan(now) if self.planner else None
         free = self.workers - len(self.running)
-        if free > 0:
-            # Time-based rules with overlap skip/queue run one job at a time.
-            exclusive = {
-                r.name
-                for r in self.rules().rules
-                if r.time_based and r.overlap is not OverlapPolicy.ALLOW
-            }
-            busy = {job.rule for job in self.running_jobs.values()} & exclusive
-            limits = self._limits_in_force()
-            jobs = self.store.claim_due(now, free, blocked=busy, exclusive=exclusive, limits=limits)
-            for job in jobs:
-                self._start(job)
-            if len(jobs) == free:
-                return _AGAIN  # there may be more due: claim again once a worker frees up
-            busy |= {job.rule for job in jobs} & exclusive
-            # With limits: also when a held-back rule or action gets its next token.
-            due = self.store.next_due_at(blocked=busy, limits=limits, now=now)
-            if due is not None and (deadline is None or due < deadline):
-                deadline = due
+        if free <= 0:
+            if self.unrecorded:
+                self._store(now, 0)
+            return deadline
+        # Time-based rules with overlap skip/queue run one job at a time.
+        busy = {job.rule for job in self.running_jobs.values()} & exclusive
+        limits = self._limits_in_force()
+        jobs = self._store(now, free, busy, exclusive, limits)
+        if len(jobs) == free:
+            return _AGAIN  # there may be more due: claim again once a worker frees up
+        busy |= {job.rule for job in jobs} & exclusive
+        # With limits: also when a held-back rule or action gets its next token.
+        due = self.store.next_due_at(blocked=busy, limits=limits, now=now)
+        if due is not None and (deadline is None or due < deadline):
+            deadline = due
         return deadline
+
+    def _store(
+        self,
+        now: datetime,
+        free: int,
+        busy: Collection[str] = (),
+        exclusive: Collection[str] = (),
+        limits: LimitsInForce | None = None,
+    ) -> list[Job]:
+        """Write the ends kept since the last pass, claim up to `free` due jobs and start them,
+        all in one transaction; the jobs started. On StoreError the ends are kept, none is
+        claimed, and the pass fails."""
+        ends = self.unrecorded
+        try:
+            claim = self.store.record_and_claim(
+                [o.finished() for o in ends], now, free, busy, exclusive, limits
+            )
+        except StoreError as exc:  # e.g. database locked by a backup, disk full
+            # Not dropped: a job left `running` would block its rule's overlap check for good.
+            if ends and not self._refused:
+                log.error(
+                    "job result(s) not recorded; will retry",
+                    extra=fields(
+                        count=len(ends), job_ids=",".join(o.job.id for o in ends), error=str(exc)
+                    ),
+                )
+            self._refused = bool(ends)
+            raise
+        except Exception:
+            if not ends:
+                raise
+            # Not the store refusing: one end the batch cannot take (a bug) must not hold up
+            # the others, or every later claim. Each on its own; one that fails so is dropped.
+            log.exception("job results not written together; writing them one at a time")
+            kept = [o for o in ends if not self._store_one(o)]
+            self.unrecorded = kept + self.unrecorded[len(ends) :]
+            if kept:
+                raise StoreError(f"{len(kept)} job result(s) not yet recorded") from None
+            return self._store(now, free, busy, exclusive, limits)
+        self._refused = False
+        self.unrecorded = self.unrecorded[len(ends) :]
+        for outcome, written in zip(ends, claim.written, strict=True):
+            if written:
+                self._announce(outcome)
+            else:
+                self._dropped(outcome)
+        for job in claim.jobs:
+            self._start(job, claim.event_types.get(job.event_id) if job.event_id else None)
+        return claim.jobs
+
+    def _store_one(self, outcome: _Outcome) -> bool:
+        """Write one end on its own: False if the store refused it (kept to retry)."""
+        try:
+            claim = self.store.record_and_claim([outcome.finished()], outcome.now, 0)
+        except StoreError:
+            return False
+        except Exception:
+            log.exception("job result dropped", extra=fields(**_job_fields(outcome.job)))
+            return True
+        if claim.written[0]:
+            self._announce(outcome)
+        else:
+            self._dropped(outcome)
+        return True
+
+    def _dropped(self, outcome: _Outcome) -> None:
+        log.warning(
+            "job result dropped: the attempt is no longer the running one",
+            extra=fields(**_job_fields(outcome.job)),
+        )
+
+    def _store_last(self) -> None:
+        """At shutdown, after the drain: write the ends still kept. Any that cannot be written
+        leave their jobs `running`, and the next start runs them again (recover())."""
+        if not self.unrecorded:
+            return
+        try:
+            self._store(self.clock.now(), 0)
+        except StoreError:
+            log.error(
+                "job result(s) not recorded at shutdown; they run again on the next start",
+                extra=fields(count=len(self.unrecorded)),
+            )
+
+    def _time_based(self) -> tuple[frozenset[str], frozenset[str]]:
+        """The time-based rules in force, and those of them that run one job at a time."""
+        rules = self.rules()
+        if self._timed is None or self._timed[0] is not rules:
+            timed = frozenset(r.name for r in rules.rules if r.time_based)
+            exclusive = frozenset(
+                r.name for r in rules.rules if r.time_based and r.overlap is not OverlapPolicy.ALLOW
+            )
+            self._timed = (rules, timed, exclusive)
+        return self._timed[1], self._timed[2]
 
     def _limits_in_force(self) -> LimitsInForce:
         """The rate limits and concurrency of the rules in force (recomputed when they change)."""
@@ -206,9 +321,9 @@ class Scheduler:
             self._limits = (rules, limits_in_force(rules))
         return with_busy(self._limits[1], self.runner.lingering.counts)
 
-    def _start(self, job: Job) -> None:
+    def _start(self, job: Job, event_type: str | None) -> None:
         now = self.clock.now()
-        task = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        task = asyncio.create_task(self._execute(job, event_type), name=f"job-{job.id}")
         self.running[job.id] = task
         self.running_jobs[job.id] = job
         self.started[job.id] = now
@@ -221,11 +336,12 @@ class Scheduler:
             lateness_ms=_ms(now - job.perform_at),
         )
 
-    async def _execute(self, job: Job) -> None:
+    async def _execute(self, job: Job, event_type: str | None) -> None:
         rules = self.rules()
         action = rules.actions.get(job.action)
         started = self.clock.now()
-        log.debug("job started", extra=fields(**_job_fields(job)))
+        if log.isEnabledFor(logging.DEBUG):  # the fields cost more than the line when it is off
+            log.debug("job started", extra=fields(**_job_fields(job)))
         try:
             try:
                 if action is None:
@@ -234,7 +350,7 @@ class Scheduler:
                         f"action {job.action!r} is not defined in the loaded rules",
                     )
                 else:
-                    result = await self.runner.run(action, self._context(job))
+                    result = await self.runner.run(action, self._context(job, event_type))
             except asyncio.CancelledError:
                 task = asyncio.current_task()
                 if job.id in self.killing and not self.stopping:
@@ -245,7 +361,7 @@ class Scheduler:
                         Outcome.INTERRUPTED, "killed: cancelled by timeos jobs cancel --kill"
                     )
                     ms = max(0, (now - started) // timedelta(milliseconds=1))
-                    self._write(_Outcome(job, result, now, killed(job, now), ms))
+                    self.unrecorded.append(_Outcome(job, result, now, killed(job, now), ms))
                     return
                 if task is not None and task.cancelling():
                     # Our own graceful shutdown killed it: it runs again on the next start.
@@ -284,13 +400,8 @@ class Scheduler:
             log.info("killing running jobs on request", extra=fields(count=len(stopped)))
         return stopped
 
-    def _context(self, job: Job) -> ActionContext:
-        event_type = None
-        if job.event_id is not None:
-            try:
-                event_type = self.store.get_event(job.event_id).type
-            except NotFound:
-                event_type = None
+    def _context(self, job: Job, event_type: str | None) -> ActionContext:
+        """What the action is told; `event_type` came with the claim (None: no event, or gone)."""
         return ActionContext(
             job_id=job.id,
             rule=job.rule,
@@ -317,49 +428,30 @@ class Scheduler:
         verdict = after_attempt(job, result, policy, now, self.rng, end, notify)
         # By the injected clock, like everything else; a clock stepped back reads as 0.
         ms = max(0, (now - started) // timedelta(milliseconds=1)) if started else None
-        self._write(_Outcome(job, result, now, verdict, ms, started))
+        self.unrecorded.append(_Outcome(job, result, now, verdict, ms, started))
 
-    def _write(self, outcome: _Outcome) -> bool:
-        """Store one attempt's outcome; on failure keep it to retry on the next pass."""
-        job, result = outcome.job, outcome.result
-        try:
-            done = self.store.finish(job, result, outcome.now, outcome.verdict)
-        except StoreError as exc:  # e.g. database locked by a backup, disk full
-            # Not dropped: a job left `running` would block its rule's overlap check for good.
-            if outcome not in self.unrecorded:
-                log.error(
-                    "job result not recorded; will retry",
-                    extra=fields(**_job_fields(job), error=str(exc)),
-                )
-                self.unrecorded.append(outcome)
-            return False
-        except Exception:  # not the store failing (e.g. the attempt is no longer the running one)
-            log.exception("job result dropped", extra=fields(**_job_fields(job)))
-            return True
-        retry_at = done.perform_at.isoformat() if done.status is JobStatus.RETRYING else None
+    def _announce(self, outcome: _Outcome) -> None:
+        """Log and publish how a stored attempt ended (`job.succeeded`, or `job.failed` and
+        where it went)."""
+        job, result, verdict = outcome.job, outcome.result, outcome.verdict
+        status = verdict.status
         log.info(
             "job finished",
             extra=fields(
                 **_job_fields(job),
                 outcome=str(result.outcome),
-                status=str(done.status),
+                status=str(status),
                 duration_ms=outcome.duration_ms,
-                retry_at=retry_at,
+                retry_at=verdict.retry_at.isoformat() if verdict.retry_at else None,
                 error=result.error,
             ),
         )
-        if outcome.verdict.notice is not None:
-            log.info("job %s: on_failure action %r queued", job.id, outcome.verdict.notice.action)
+        if verdict.notice is not None:
+            log.info("job %s: on_failure action %r queued", job.id, verdict.notice.action)
             self.wake.set()
-        self._announce(outcome, done)
-        return True
-
-    def _announce(self, outcome: _Outcome, done: Job) -> None:
-        """Publish how the attempt ended (`job.succeeded`, or `job.failed` and where it went)."""
-        job, result = outcome.job, outcome.result
         ids = {"job_id": job.id, "rule": job.rule, "event_id": job.event_id}
         duration = _ms(outcome.now - outcome.started) if outcome.started else None
-        if done.status is JobStatus.SUCCEEDED:
+        if status is JobStatus.SUCCEEDED:
             self.publish("job.succeeded", **ids, attempt=job.attempts, duration_ms=duration)
             return
         self.publish(
@@ -370,17 +462,17 @@ class Scheduler:
             outcome=str(result.outcome),
             duration_ms=duration,
         )
-        if done.status is JobStatus.DEAD:
+        if status is JobStatus.DEAD:
             self.publish("job.dead", **ids, attempt=job.attempts, error=result.error)
-        elif done.status in (JobStatus.RETRYING, JobStatus.PENDING):
+        elif status in (JobStatus.RETRYING, JobStatus.PENDING):
             self.publish(
                 "job.retrying",
                 **ids,
                 attempt=job.attempts,
                 error=result.error,
-                next_at=done.perform_at.isoformat(),
+                next_at=verdict.perform_at.isoformat(),
             )
-        if done.status in (JobStatus.DEAD, JobStatus.CANCELLED):  # its chain went with it
+        if status in (JobStatus.DEAD, JobStatus.CANCELLED):  # its chain went with it
             for child, rule, event_id in self.store.cascaded(job.id):
                 self.publish("job.cancelled", job_id=child, rule=rule, event_id=event_id)
 

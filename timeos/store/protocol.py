@@ -15,8 +15,10 @@ from timeos.engine import PrunePlan
 from timeos.model import (
     ActionResult,
     Attempt,
+    Claim,
     EmitResult,
     Event,
+    Finished,
     Job,
     JobStatus,
     NewJob,
@@ -197,6 +199,20 @@ class Store(Protocol):
 
     def finish(self, job: Job, result: ActionResult, now: datetime, verdict: Verdict) -> Job:
         """Record how attempt `job.attempts` ended and write the verdict on the job."""
+        ...
+
+    def record_and_claim(
+        self,
+        finished: Sequence[Finished],
+        now: datetime,
+        limit: int,
+        blocked: Collection[str] = (),
+        exclusive: Collection[str] = (),
+        limits: LimitsInForce | None = None,
+    ) -> Claim:
+        """Write attempts' ends as finish() does (skipping, not raising for, one that is no
+        longer the running attempt), then claim as claim_due() does, in one transaction; with
+        the claimed jobs' event types."""
         ...
 
     def running_jobs(self) -> list[Job]:

@@ -77,6 +77,7 @@ class Connection:
         # the event loop writes on the same connection, and SQLite transactions belong to the
         # connection, not the thread (interleaved, one thread's COMMIT ended the other's).
         self._writer = threading.RLock()
+        self._in_tx = False  # read and written only by the thread holding _writer
         with translated(f"cannot open database {self.path}"):
             if self.path != ":memory:":
                 # Payloads may hold personal data: the database (and so its WAL and SHM, which
@@ -163,7 +164,14 @@ class Connection:
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
         with self._writer:
-            yield from self._transaction()
+            if self._in_tx:  # called inside this thread's transaction: part of it
+                yield self.conn
+                return
+            self._in_tx = True
+            try:
+                yield from self._transaction()
+            finally:
+                self._in_tx = False
 
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         try:

@@ -17,8 +17,10 @@ from timeos.errors import IdempotencyConflict, InvalidState, NotFound
 from timeos.model import (
     ActionResult,
     Attempt,
+    Claim,
     EmitResult,
     Event,
+    Finished,
     Job,
     JobStatus,
     NewJob,
@@ -358,49 +360,76 @@ class SqliteStore(Bulk, RuleOverrides, Limited, Correlations):
 
     def finish(self, job: Job, result: ActionResult, now: datetime, verdict: Verdict) -> Job:
         """Record how attempt `job.attempts` ended and write the verdict on the job."""
-        stamp = to_micros(now)
-        error = result.error if result.outcome is not Outcome.SUCCEEDED else None
         with self._tx() as conn:
-            conn.execute(
-                "UPDATE attempts SET ended_at = ?, outcome = ?, error = ?, output = ?, stderr = ?"
-                " WHERE job_id = ? AND number = ?",
-                (
-                    stamp,
-                    str(result.outcome),
-                    error,
-                    result.output,
-                    result.stderr,
-                    job.id,
-                    job.attempts,
-                ),
-            )
-            # Only the attempt that is running may settle the job: a stale attempt's result
-            # (however it came about) never overwrites a newer one's.
-            cur = conn.execute(
-                "UPDATE jobs SET status = ?, perform_at = ?, last_error ="
-                " CASE WHEN ? = 'succeeded' THEN NULL ELSE COALESCE(?, last_error) END,"
-                " max_attempts = ?, backoff_base = ?, updated_at = ?"
-                " WHERE id = ? AND status = 'running' AND attempts = ?",
-                (
-                    str(verdict.status),
-                    to_micros(verdict.perform_at),
-                    str(verdict.status),
-                    error,
-                    verdict.max_attempts,
-                    verdict.backoff_base,
-                    stamp,
-                    job.id,
-                    job.attempts,
-                ),
-            )
-            if cur.rowcount != 1:
+            if not self._finish(conn, Finished(job, result, now, verdict)):
                 raise InvalidState(
                     f"job {job.id}: attempt {job.attempts} is no longer the running attempt"
                 )
-            if verdict.notice is not None:  # on_failure: the notification job, atomically
-                self._insert_jobs(conn, [verdict.notice], now)
-            self._settle(conn, job.id, str(verdict.status), now)  # its chain, atomically
         return self.get_job(job.id)
+
+    def record_and_claim(
+        self,
+        finished: Sequence[Finished],
+        now: datetime,
+        limit: int,
+        blocked: Collection[str] = (),
+        exclusive: Collection[str] = (),
+        limits: LimitsInForce | None = None,
+    ) -> Claim:
+        """Write `finished` attempts' ends, then claim as claim_due does, in one transaction.
+
+        An attempt that is no longer the running one is left unwritten (`Claim.written` says
+        so), as finish() refuses it; the others and the claim still go through.
+        """
+        with self._tx() as conn:
+            written = [self._finish(conn, f) for f in finished]
+            jobs = self.claim_due(now, limit, blocked, exclusive, limits)  # joins this transaction
+            ids = sorted({j.event_id for j in jobs if j.event_id is not None})
+            types: dict[str, str] = {}
+            if ids:  # the actions' context names the event type: one query, not one per job
+                types = dict(
+                    conn.execute(
+                        f"SELECT id, type FROM events WHERE id IN ({', '.join('?' * len(ids))})",
+                        ids,
+                    ).fetchall()
+                )
+        return Claim(written, jobs, types)
+
+    def _finish(self, conn: sqlite3.Connection, done: Finished) -> bool:
+        """Write one attempt's end; False (nothing written) if it is not the running attempt."""
+        job, result, verdict = done.job, done.result, done.verdict
+        stamp = to_micros(done.at)
+        error = result.error if result.outcome is not Outcome.SUCCEEDED else None
+        # Only the attempt that is running may settle the job: a stale attempt's result
+        # (however it came about) never overwrites a newer one's.
+        cur = conn.execute(
+            "UPDATE jobs SET status = ?, perform_at = ?, last_error ="
+            " CASE WHEN ? = 'succeeded' THEN NULL ELSE COALESCE(?, last_error) END,"
+            " max_attempts = ?, backoff_base = ?, updated_at = ?"
+            " WHERE id = ? AND status = 'running' AND attempts = ?",
+            (
+                str(verdict.status),
+                to_micros(verdict.perform_at),
+                str(verdict.status),
+                error,
+                verdict.max_attempts,
+                verdict.backoff_base,
+                stamp,
+                job.id,
+                job.attempts,
+            ),
+        )
+        if cur.rowcount != 1:
+            return False
+        conn.execute(
+            "UPDATE attempts SET ended_at = ?, outcome = ?, error = ?, output = ?, stderr = ?"
+            " WHERE job_id = ? AND number = ?",
+            (stamp, str(result.outcome), error, result.output, result.stderr, job.id, job.attempts),
+        )
+        if verdict.notice is not None:  # on_failure: the notification job, atomically
+            self._insert_jobs(conn, [verdict.notice], done.at)
+        self._settle(conn, job.id, str(verdict.status), done.at)  # its chain, atomically
+        return True
 
     def running_jobs(self) -> list[Job]:
         """Jobs marked running: at start-up, these were interrupted by a dead daemon."""
