@@ -129,6 +129,16 @@ def test_known_secrets_are_replaced_in_the_message_the_fields_and_tracebacks() -
         assert "ab" in line  # too short to be a secret: blanking it would garble every line
 
 
+def test_secrets_that_change_are_hidden_from_the_next_line_on() -> None:
+    secrets = {"first-secret"}
+    redact = Redactor(lambda: secrets)  # the rules' set: a reload swaps it, or it grows
+    assert redact("a first-secret b") == "a *** b"
+    secrets = {"second-secret"}
+    assert redact("first-secret second-secret") == "first-secret ***"
+    secrets.add("third-secret")  # the same set, changed in place
+    assert redact("second-secret third-secret") == "*** ***"
+
+
 @pytest.mark.parametrize(
     "shown",
     ["Zm9v%2BYmFy%2Fc2VjcmV0%20x%3D", "Zm9v%2BYmFy/c2VjcmV0%20x%3D", "Zm9v%2BYmFy%2Fc2VjcmV0+x%3D"],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 from timeos.actions import ActionRunner
@@ -390,4 +391,39 @@ def test_the_planner_sees_a_time_based_rules_run_ended_once_its_run_has(tmp_path
     asyncio.run(go())
     assert sorted(calls) == sorted(jobs)
     assert planner.stale == []  # never a run already ended that the store still had running
+    store.close()
+
+
+def test_a_success_is_logged_at_debug_and_a_failure_at_info(tmp_path, caplog):
+    store = SqliteStore(tmp_path / "t.db")
+
+    def fail(payload, ctx):
+        if payload.get("fail"):
+            raise RuntimeError("down")
+
+    act = Action("act", ActionKind.PYTHON, PythonSpec("t:fail", fail))
+    rules = RuleSet((Rule("r", EventTrigger("e"), "act"),), {"act": act})
+    event = Event(new_id(T0), "e", {}, T0, T0)
+    ok, bad = store.emit(
+        event,
+        [NewJob("r", "act", T0, 0, 3, {}, event.id), NewJob("r", "act", T0, 0, 3, {"fail": 1})],
+        T0,
+    ).job_ids
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        scheduler, task = _start(store, clock, lambda: rules)
+        await _until(lambda: store.get_job(bad).status is JobStatus.RETRYING, "the failure")
+        await _until(lambda: store.get_job(ok).status is JobStatus.SUCCEEDED, "the success")
+        scheduler.stop()
+        await task
+
+    with caplog.at_level(logging.DEBUG, logger="timeos.scheduler"):
+        asyncio.run(go())
+    finished = {r.fields["job_id"]: r for r in caplog.records if r.getMessage() == "job finished"}
+    assert finished[ok].levelno == logging.DEBUG
+    assert finished[ok].fields["status"] == "succeeded"
+    assert finished[bad].levelno == logging.INFO
+    assert finished[bad].fields["error"] == "RuntimeError: down"
+    assert finished[bad].fields["retry_at"] == store.get_job(bad).perform_at.isoformat()
     store.close()

@@ -112,6 +112,8 @@ class Scheduler:
         self._limits: tuple[RuleSet, LimitsInForce] | None = None
         # Time-based rules, and those of them that run one job at a time, by rules in force.
         self._timed: tuple[RuleSet, frozenset[str], frozenset[str]] | None = None
+        # The rules' ${VAR} values, hidden in every stored result (forms built once per reload).
+        self._redact = Redactor(lambda: self.rules().secrets)
         # A timed-out python thread that ends frees a concurrency slot: look again then.
         runner.lingering.on_end = self.poke
 
@@ -422,7 +424,7 @@ class Scheduler:
         started: datetime | None = None,
     ) -> None:
         rules = self.rules()
-        result = _without_secrets(result, rules.secrets)
+        result = _without_secrets(result, rules.secrets, self._redact)
         policy = retry_policy_for(rules, job)
         notify = failure_action_for(rules, job)
         verdict = after_attempt(job, result, policy, now, self.rng, end, notify)
@@ -435,17 +437,22 @@ class Scheduler:
         where it went)."""
         job, result, verdict = outcome.job, outcome.result, outcome.verdict
         status = verdict.status
-        log.info(
-            "job finished",
-            extra=fields(
-                **_job_fields(job),
-                outcome=str(result.outcome),
-                status=str(status),
-                duration_ms=outcome.duration_ms,
-                retry_at=verdict.retry_at.isoformat() if verdict.retry_at else None,
-                error=result.error,
-            ),
-        )
+        # A success is the common case and needs no one's attention: its line is debug (the
+        # attempt, its duration and output are stored; /metrics counts it). The rest stay info.
+        level = logging.DEBUG if status is JobStatus.SUCCEEDED else logging.INFO
+        if log.isEnabledFor(level):
+            log.log(
+                level,
+                "job finished",
+                extra=fields(
+                    **_job_fields(job),
+                    outcome=str(result.outcome),
+                    status=str(status),
+                    duration_ms=outcome.duration_ms,
+                    retry_at=verdict.retry_at.isoformat() if verdict.retry_at else None,
+                    error=result.error,
+                ),
+            )
         if verdict.notice is not None:
             log.info("job %s: on_failure action %r queued", job.id, verdict.notice.action)
             self.wake.set()
@@ -512,12 +519,13 @@ def _ms(delta: timedelta) -> float:
     return round(delta.total_seconds() * 1000, 3)
 
 
-def _without_secrets(result: ActionResult, secrets: frozenset[str]) -> ActionResult:
+def _without_secrets(
+    result: ActionResult, secrets: frozenset[str], redact: Redactor
+) -> ActionResult:
     """The result with every ${VAR} value of the rules hidden: a server that echoes a header
     back must not put it in the stored error, the watch stream or an on_failure payload."""
     if not secrets:
         return result
-    redact = Redactor(lambda: secrets)
     return replace(
         result,
         error=redact(result.error) if result.error else result.error,
