@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -329,26 +328,27 @@ class SqliteStore(Bulk, RuleOverrides, Limited, Correlations):
                     (priority, stamp, *skip, limit - len(claimed)),
                 ).fetchall()
                 again = False
+                started: list[tuple[int, int, str]] = []
                 for row in rows:
-                    job = _job(row)
-                    if job.rule in skip:
+                    rule, attempt = row[1], row[7] + 1
+                    if rule in skip:
                         # One run of an exclusive rule at a time: query this priority again
                         # without it, so its backlog cannot crowd out other rules' jobs.
                         again = True
                         continue
-                    if job.rule in exclusive:
-                        skip.add(job.rule)
-                    attempt = job.attempts + 1
-                    conn.execute(
-                        "UPDATE jobs SET status = 'running', attempts = ?, updated_at = ?"
-                        " WHERE id = ?",
-                        (attempt, stamp, job.id),
-                    )
-                    conn.execute(
-                        "INSERT INTO attempts (job_id, number, started_at) VALUES (?, ?, ?)",
-                        (job.id, attempt, stamp),
-                    )
-                    claimed.append(_with(job, status=JobStatus.RUNNING, attempts=attempt))
+                    if rule in exclusive:
+                        skip.add(rule)
+                    started.append((attempt, stamp, row[0]))
+                    # The row as it now is: running, its attempt counted (see _JOB_COLUMNS).
+                    claimed.append(_job((*row[:4], "running", *row[5:7], attempt, *row[8:])))
+                # One statement each for the batch, before this priority may be queried again.
+                conn.executemany(
+                    "UPDATE jobs SET status = 'running', attempts = ?, updated_at = ? WHERE id = ?",
+                    started,
+                )
+                conn.executemany(
+                    "INSERT INTO attempts (number, started_at, job_id) VALUES (?, ?, ?)", started
+                )
                 if again and len(claimed) < limit:
                     continue
                 priority = conn.execute(
@@ -728,7 +728,3 @@ def _job(row: tuple[Any, ...]) -> Job:
         depends_on=tuple(json.loads(row[18])) if row[18] else (),
         cancelled_by=row[19],
     )
-
-
-def _with(job: Job, **changes: Any) -> Job:
-    return replace(job, **changes)
