@@ -368,3 +368,25 @@ def test_next_fire_gauge_comes_from_the_planner_and_event_type_labels_are_capped
     assert fires == [(("rule", "tick"),)]  # a rule with no next fire has no sample
     assert samples[("timeos_events_total", (("type", "_other"),))] == 100
     assert samples[("timeos_events_total", (("type", "t0"),))] == 1
+
+
+def test_job_metrics_keep_each_rule_and_outcome_apart() -> None:
+    metrics = Metrics(job_counts=lambda: {}, next_fires=lambda: {})
+    bus = EventBus(FakeClock(T0))
+    bus.subscribe(metrics.observe)
+    for rule, kind, n in (
+        ("a", "job.succeeded", 3),
+        ("b", "job.succeeded", 2),
+        ("a", "job.dead", 1),
+    ):
+        for _ in range(n):
+            bus.publish("job.started", job_id="j", rule=rule, lateness_ms=1000)
+            bus.publish(kind, job_id="j", rule=rule, duration_ms=2000)
+    samples = _samples(metrics.exposition().decode())
+    finished = "timeos_jobs_finished_total"
+    assert samples[(finished, (("outcome", "succeeded"), ("rule", "a")))] == 3
+    assert samples[(finished, (("outcome", "succeeded"), ("rule", "b")))] == 2
+    assert samples[(finished, (("outcome", "dead"), ("rule", "a")))] == 1
+    assert samples[("timeos_job_lateness_seconds_sum", (("rule", "a"),))] == 4.0
+    assert samples[("timeos_job_duration_seconds_count", (("rule", "b"),))] == 2
+    assert samples[("timeos_job_duration_seconds_count", (("rule", "a"),))] == 3  # not job.dead

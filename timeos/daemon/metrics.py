@@ -7,12 +7,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from typing import Any, TypeVar
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from timeos.daemon.telemetry import Lifecycle
+
+_Metric = TypeVar("_Metric", Counter, Histogram)
 
 log = logging.getLogger("timeos.metrics")
 
@@ -64,6 +67,7 @@ class Metrics:
         )
         self.registry.register(_Gauges(job_counts, next_fires, watchers))
         self._types: set[str] = set()
+        self._children: dict[tuple[int | str, ...], Any] = {}
 
     def observe(self, event: Lifecycle) -> None:
         """Count one lifecycle event (a bus sink: cheap, on the publisher's thread)."""
@@ -73,17 +77,26 @@ class Metrics:
         elif kind == "job.started":
             lateness = fields.get("lateness_ms")
             if isinstance(lateness, int | float):
-                self.lateness.labels(rule=event.rule or "").observe(max(0.0, lateness / 1000))
+                self._child(self.lateness, event.rule or "").observe(max(0.0, lateness / 1000))
         elif kind in ("job.succeeded", "job.failed"):
             duration = fields.get("duration_ms")
             if isinstance(duration, int | float):
-                self.duration.labels(rule=event.rule or "").observe(max(0.0, duration / 1000))
+                self._child(self.duration, event.rule or "").observe(max(0.0, duration / 1000))
         if kind in FINISHED:
-            self.finished.labels(rule=event.rule or "", outcome=FINISHED[kind]).inc()
+            self._child(self.finished, event.rule or "", FINISHED[kind]).inc()
 
     def exposition(self) -> bytes:
         """The Prometheus text exposition of every metric now."""
         return generate_latest(self.registry)
+
+    def _child(self, metric: _Metric, *labels: str) -> _Metric:
+        """`metric.labels(*labels)`, kept: labels() validates and locks on every call, and a
+        no-op job observes three of them (the label sets are the rules', so the cache is too)."""
+        key: tuple[int | str, ...] = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def _type_label(self, event_type: str) -> str:
         if event_type in self._types:
