@@ -40,6 +40,8 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep_until(self, deadline: datetime | None, wake: asyncio.Event) -> None:
+        if wake.is_set():  # woken during the pass (a run ended): no task, no timer
+            return
         timeout = self.max_sleep
         if deadline is not None:
             timeout = min(timeout, max(0.0, (deadline - self.now()).total_seconds()))
