@@ -101,7 +101,7 @@ class Scheduler:
         # Attempts' ends not yet stored: written by the next pass, in its claim's transaction
         # (and kept, retried every pass, while the store refuses them).
         self.unrecorded: list[_Outcome] = []
-        self._refused = False  # the last write of ends failed (logged once, not every pass)
+        self._refused: set[tuple[str, int]] = set()  # (job, attempt) logged as not recorded
         self.last_error: str | None = None
         # Called from the loop itself, at least every `heartbeat_every` seconds (the systemd
         # watchdog): a loop that stops turning stops the heartbeat, and systemd restarts us.
@@ -240,14 +240,14 @@ class Scheduler:
             )
         except StoreError as exc:  # e.g. database locked by a backup, disk full
             # Not dropped: a job left `running` would block its rule's overlap check for good.
-            if ends and not self._refused:
-                log.error(
-                    "job result(s) not recorded; will retry",
-                    extra=fields(
-                        count=len(ends), job_ids=",".join(o.job.id for o in ends), error=str(exc)
-                    ),
-                )
-            self._refused = bool(ends)
+            for outcome in ends:  # each once, not on every pass that fails again
+                key = (outcome.job.id, outcome.job.attempts)
+                if key not in self._refused:
+                    self._refused.add(key)
+                    log.error(
+                        "job result not recorded; will retry",
+                        extra=fields(**_job_fields(outcome.job), error=str(exc)),
+                    )
             raise
         except Exception:
             if not ends:
@@ -260,7 +260,7 @@ class Scheduler:
             if kept:
                 raise StoreError(f"{len(kept)} job result(s) not yet recorded") from None
             return self._store(now, free, busy, exclusive, limits)
-        self._refused = False
+        self._refused.clear()
         self.unrecorded = self.unrecorded[len(ends) :]
         for outcome, written in zip(ends, claim.written, strict=True):
             if written:
