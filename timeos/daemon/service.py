@@ -97,6 +97,7 @@ class Service(RuleControl, FlowControl):
         loader: RulesLoader,
         limits: Limits,
         on_change: Callable[[], None] = lambda: None,
+        wake_at: Callable[[datetime], None] | None = None,
         info: Mapping[str, Any] | None = None,
         probes: Mapping[str, HealthProbe] | None = None,
         schedule: RuleSchedule = lambda rule: {},
@@ -119,6 +120,9 @@ class Service(RuleControl, FlowControl):
         self.loader = loader
         self.limits = limits
         self.on_change = on_change
+        # New jobs from an emit, the earliest due then: the scheduler wakes only if that is
+        # before its deadline (without it, every change wakes it).
+        self.wake_at: Callable[[datetime], None] = wake_at or (lambda due: on_change())
         self.info = dict(info or {})
         self.started_at = clock.now()
         self.reloads = 0
@@ -235,8 +239,10 @@ class Service(RuleControl, FlowControl):
                     perform_at=job.perform_at.isoformat(),
                 ),
             )
-        if result.job_ids or result.debounced:
+        if result.debounced:  # a waiting job moved: look again
             self.on_change()
+        elif result.job_ids:
+            self.wake_at(min(job.perform_at for job in made))
         if not result.duplicate:
             self._announce(event, made, result)
             self._announce_cancels(result)
