@@ -82,6 +82,49 @@ _BUSY_RESPONSE = (
 )
 
 
+class HeadWithBody:
+    """A response cycle's transport that sends a fixed-length answer's head with its body.
+
+    uvicorn writes the status line and headers, then the body: two sends, and two reads (two
+    wake-ups) for the client, for every answer. Here a head whose body is to follow (a
+    Content-Length above 0, not HEAD) waits for the first write of that body and leaves with
+    it. Anything else (100 Continue, streamed and chunked answers, empty bodies) is written at
+    once; closing writes a head still held first, as uvicorn would have.
+    """
+
+    __slots__ = ("transport", "cycle", "head", "started")
+
+    def __init__(self, transport: Any, cycle: Any) -> None:
+        self.transport = transport
+        self.cycle = cycle
+        self.head = b""
+        self.started = False  # the head was written (or held)
+
+    def write(self, data: bytes) -> None:
+        cycle = self.cycle
+        if not self.started and cycle.response_started:  # this write is the head
+            self.started = True
+            if (
+                cycle.chunked_encoding is False
+                and cycle.expected_content_length > 0
+                and cycle.scope["method"] != "HEAD"
+            ):
+                self.head = data
+                return
+        if self.head:
+            data, self.head = self.head + data, b""
+        self.transport.write(data)
+
+    def close(self) -> None:
+        if self.head:
+            self.transport.write(self.head)
+            self.head = b""
+        self.transport.close()
+
+    def __getattr__(self, name: str) -> Any:  # is_closing, get_extra_info, ...
+        return getattr(self.transport, name)
+
+
 def _guarded(guard: ConnectionGuard) -> type[HttpToolsProtocol]:
     class GuardedProtocol(HttpToolsProtocol):
         """httptools with a request deadline per connection and the connection cap."""
@@ -157,6 +200,12 @@ def _guarded(guard: ConnectionGuard) -> type[HttpToolsProtocol]:
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             self._check()
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            cycle = self.cycle
+            if cycle is not None and not isinstance(cycle.transport, HeadWithBody):
+                cycle.transport = HeadWithBody(cycle.transport, cycle)  # type: ignore[assignment]
 
         def on_response_complete(self) -> None:
             self._arm()  # the next request on this keep-alive connection gets its own deadline
