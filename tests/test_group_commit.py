@@ -208,3 +208,16 @@ def test_the_hot_route_answers_exactly_as_the_routed_one(tmp_path, body):
             payload["jobs"] = ["JOB"] * len(payload["jobs"])
         answers[way] = (answer.status_code, answer.headers["content-type"], payload)
     assert answers["hot"] == answers["routed"]
+
+
+def test_an_emit_handled_a_turn_after_another_still_joins_its_group(service: Service, tmp_path):
+    async def go() -> None:
+        first = asyncio.ensure_future(service.emit_soon("e", {"n": 1}))
+        await asyncio.sleep(0)  # the first is queued; the next request's bytes arrive now
+        await asyncio.sleep(0)  # and its handler runs a turn later
+        second = asyncio.ensure_future(service.emit_soon("e", {"n": 2}))
+        await asyncio.gather(first, second)
+        assert service._group.groups == 1
+
+    asyncio.run(go())
+    assert _stored(tmp_path) == 2
