@@ -122,8 +122,8 @@ class Service(RuleControl, FlowControl):
         self.limits = limits
         self.on_change = on_change
         # New jobs from an emit, the earliest due then: the scheduler wakes only if that is
-        # before its deadline (without it, every change wakes it).
-        self.wake_at: Callable[[datetime], None] = wake_at or (lambda due: on_change())
+        # before its deadline (without it, every change wakes it: on_change as set then).
+        self.wake_at: Callable[[datetime], None] = wake_at or (lambda due: self.on_change())
         self.info = dict(info or {})
         self.started_at = clock.now()
         self.reloads = 0
@@ -190,8 +190,8 @@ class Service(RuleControl, FlowControl):
         idempotency_key: str | None = None,
         occurred_at: datetime | None = None,
     ) -> EmitResult:
-        """emit(), committed together with the other emits that arrive in the same turn of the
-        event loop (group commit); returns once the transaction holding it has committed."""
+        """emit(), committed together with the other emits that arrive within the same few
+        turns of the event loop (group commit); returns once its transaction has committed."""
         check_idempotency_key(idempotency_key, self.limits)
         planned = self._plan_emit(event_type, payload, idempotency_key, occurred_at)
         if isinstance(planned, EmitResult):  # a duplicate, found before storing anything
