@@ -17,7 +17,7 @@ import socket
 import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -227,6 +227,7 @@ class Daemon:
             loader=self._load,
             limits=limits,
             on_change=self._poke,
+            wake_at=self._poke,
             info={
                 "version": __version__,
                 "pid": os.getpid(),
@@ -274,8 +275,8 @@ class Daemon:
             log.warning("%s", warning)
         return rules
 
-    def _poke(self) -> None:
-        self.scheduler.poke()
+    def _poke(self, due: datetime | None = None) -> None:
+        self.scheduler.poke(due)
 
     async def _emit_from_action(
         self, event_type: str, payload: Mapping[str, Any], ctx: ActionContext
