@@ -9,6 +9,7 @@ import socket
 import stat
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -218,3 +219,35 @@ def test_connection_cap_leaves_room_for_actions_sqlite_and_an_accept_burst(
     nofile: int, workers: int, expected: int
 ) -> None:
     assert connection_limit(nofile, workers) == expected
+
+
+def test_at_rest_the_daemon_has_no_timer_on_its_loop(tmp_path: Path) -> None:
+    # uvicorn's own main loop slept 100 ms at a time (ten wake-ups a second with nothing due);
+    # with a FakeClock nothing else has a reason to wake either.
+    async def go() -> None:
+        async with running(tmp_path) as daemon:
+            assert (await ask(daemon))["up"] is True
+            loop = asyncio.get_running_loop()
+            await until(lambda: not daemon.connections.open, "the client's connection to close")
+            timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+            assert timers == []
+
+    asyncio.run(go())
+
+
+def test_responses_carry_a_current_date_header_without_a_server_tick(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running(tmp_path) as daemon:
+            before = datetime.now(UTC).replace(microsecond=0)
+            sock = connect(daemon.socket_path, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.setblocking(True)
+            head = (await asyncio.to_thread(sock.recv, 65536)).split(b"\r\n\r\n")[0]
+            after = datetime.now(UTC)
+            sock.close()
+            headers = [line.split(b": ", 1) for line in head.split(b"\r\n")[1:]]
+            dates = [v.decode() for k, v in headers if k == b"date"]
+            assert len(dates) == 1
+            assert before <= parsedate_to_datetime(dates[0]) <= after
+            assert [b"server", b"uvicorn"] in headers  # as before: uvicorn's default headers
+
+    asyncio.run(go())

@@ -18,6 +18,7 @@ import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
+from email.utils import formatdate
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.server import ServerState
 
 from timeos import __version__
 from timeos.actions import ActionContext, ActionRunner
@@ -67,14 +69,58 @@ STATUS_EVERY = 30.0  # seconds between STATUS= lines to systemd when it set no w
 TICK_MARGIN = timedelta(seconds=30)
 
 
+class _LiveHeaders(ServerState):
+    """uvicorn's shared server state, with a Date header read when a response needs it.
+
+    uvicorn refreshes `default_headers` from its main-loop tick; ours has no tick (see
+    `_Server.main_loop`), so the header is formatted on each read instead, once per request.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        extra = self.config.encoded_headers
+        if not self.config.date_header:
+            return extra
+        return [(b"date", formatdate(usegmt=True).encode()), *extra]
+
+    @default_headers.setter
+    def default_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        pass  # computed on read; uvicorn's own assignment (its tick, which we skip) is moot
+
+
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the daemon owns SIGTERM/SIGINT/SIGHUP."""
+    """uvicorn without its own signal handlers (the daemon owns SIGTERM/SIGINT/SIGHUP) and
+    without its 100 ms tick: at rest the server waits on an event, so it never wakes."""
 
     def __init__(
         self, config: uvicorn.Config, on_started: Callable[[], None] = lambda: None
     ) -> None:
+        self._exit = asyncio.Event()  # before super().__init__, which sets should_exit
         super().__init__(config)
+        self.server_state = _LiveHeaders(config)
         self.on_started = on_started
+
+    @property
+    def should_exit(self) -> bool:
+        return self._exit.is_set()
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        # Set from Daemon.stop() on the loop (a signal handler added with add_signal_handler).
+        if value:
+            self._exit.set()
+        else:
+            self._exit.clear()
+
+    async def main_loop(self) -> None:
+        # uvicorn's loop sleeps 100 ms at a time to look at should_exit and refresh the Date
+        # header: ten wake-ups a second with nothing to do. We need neither poll (max-requests
+        # and callback_notify are not used); shutdown starts the moment should_exit is set.
+        await self._exit.wait()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:

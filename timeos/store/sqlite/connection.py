@@ -42,6 +42,16 @@ def truncate_wanted(idle_seconds: float, wal_bytes: int, caught_up: bool) -> boo
     return idle_seconds >= IDLE_TRUNCATE_SECONDS or (wal_bytes > TRUNCATE_WAL_BYTES and caught_up)
 
 
+def checkpoint_again(mode: str | None, wal_bytes: int) -> bool:
+    """Whether the checkpointer needs another pass with no new write: until the WAL is empty.
+
+    After TRUNCATE (or with no WAL) it sleeps until the next commit; after a PASSIVE pass that
+    left frames (the writer was busy a moment ago) or a failed pass (busy, locked) it comes
+    back, so the WAL is still truncated once the writer has been idle for a while.
+    """
+    return mode is None or (mode == "PASSIVE" and wal_bytes > 0)
+
+
 # What the driver and sqlite-utils raise: translated to StoreError, never seen above the store.
 FOREIGN_ERRORS = (sqlite3.Error, sqlite_utils.db.AlterError)
 
@@ -73,6 +83,10 @@ class Connection:
         self.synchronous = mode
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpointer = threading.Event()
+        # Set by every commit (and by close): the checkpointer sleeps on it, so a daemon with
+        # nothing to write never wakes that thread. `checkpoint_passes` counts its passes.
+        self._written = threading.Event()
+        self.checkpoint_passes = 0
         # One transaction at a time on self.conn: timeosd runs a batch in a worker thread while
         # the event loop writes on the same connection, and SQLite transactions belong to the
         # connection, not the thread (interleaved, one thread's COMMIT ended the other's).
@@ -112,6 +126,8 @@ class Connection:
         if self.path == ":memory:" or self._checkpointer is not None:
             return
         self._stop_checkpointer.clear()
+        if self.wal_bytes():  # frames from before (a migration): a first pass truncates them
+            self._written.set()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, args=(interval,), name="timeos-checkpoint", daemon=True
         )
@@ -120,8 +136,16 @@ class Connection:
     def _checkpoint_loop(self, interval: float) -> None:
         conn = sqlite3.connect(self.path, check_same_thread=False)
         try:
-            while not self._stop_checkpointer.wait(interval):
-                self.checkpoint(conn)
+            while True:
+                self._written.wait()  # at rest: no timer, no wake-up until something commits
+                # One pass per `interval` while writes keep coming: a burst shares a pass.
+                if self._stop_checkpointer.wait(interval):
+                    return
+                self._written.clear()  # commits from here on ask for another pass
+                self.checkpoint_passes += 1  # counted as it starts: tests wait on its effect
+                mode = self.checkpoint(conn)
+                if checkpoint_again(mode, self.wal_bytes()):
+                    self._written.set()
         finally:
             conn.close()
 
@@ -155,6 +179,7 @@ class Connection:
     def close(self) -> None:
         """Stop the checkpointer and close the connection (checkpointing the WAL)."""
         self._stop_checkpointer.set()
+        self._written.set()  # wake a checkpointer parked until the next write
         if self._checkpointer is not None:
             self._checkpointer.join(5)
             self._checkpointer = None
@@ -192,6 +217,8 @@ class Connection:
             raise
         self.last_write = WriteOutcome(True, self.clock.now())
         self._last_write_mono = self.clock.monotonic()
+        if not self._written.is_set():  # a lock and a notify only for the first of a burst
+            self._written.set()
 
     def _write_failed(self, exc: StoreError) -> None:
         self.last_write = WriteOutcome(False, self.clock.now(), exc.message)
