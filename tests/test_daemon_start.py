@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -251,3 +254,59 @@ def test_responses_carry_a_current_date_header_without_a_server_tick(tmp_path: P
             assert [b"server", b"uvicorn"] in headers  # as before: uvicorn's default headers
 
     asyncio.run(go())
+
+
+_IMPORTS_PROBE = """
+import asyncio, json, sys
+from pathlib import Path
+from timeos.clock import SystemClock
+from timeos.daemon.main import Daemon
+from timeos.engine import Limits
+
+tmp = Path(sys.argv[1])
+async def go():
+    daemon = Daemon(rule_paths=[tmp / "rules.yaml"], db_path=tmp / "t.db",
+                    socket_path=tmp / "run" / "t.sock", workers=1, grace=1.0,
+                    synchronous="NORMAL", clock=SystemClock(), environ={}, limits=Limits())
+    task = asyncio.create_task(daemon.run())
+    while daemon.server is None or not daemon.server.started:
+        await asyncio.sleep(0.01)
+    daemon.stop()
+    await task
+asyncio.run(go())
+print(json.dumps(sorted(sys.modules)))
+"""
+
+_ONLY_WHEN_NEEDED = (
+    "typer", "rich", "prompt_toolkit", "pygments", "cel", "cel.cel", "cel.cli", "httpx2",
+    "jinja2", "timeos.web", "prometheus_client", "croniter", "ulid", "sqlite_utils",
+)  # fmt: skip
+
+
+def _loaded_by_a_daemon(tmp: Path, rules: str) -> set[str]:
+    (tmp / "rules.yaml").write_text(rules)
+    for _ in range(2):  # the second start finds the schema current: nothing to migrate
+        proc = subprocess.run(
+            [sys.executable, "-c", _IMPORTS_PROBE, str(tmp)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout)) & set(_ONLY_WHEN_NEEDED)
+
+
+def test_a_daemon_imports_nothing_its_rules_do_not_need(tmp_path: Path) -> None:
+    rules = "actions:\n  a: {emit: e2}\nrules:\n  - {name: r, on_event: e, perform: a}\n"
+    assert _loaded_by_a_daemon(tmp_path, rules) == set()
+
+
+def test_cel_and_croniter_come_with_the_rules_that_use_them_and_cel_without_its_shell(
+    tmp_path: Path,
+) -> None:
+    rules = (
+        "actions:\n  a: {emit: e2}\n  h: {http: {url: 'http://127.0.0.1:9/x'}}\n"
+        "rules:\n  - {name: r, on_event: e, when: 'payload.n > 1', perform: h}\n"
+        "  - {name: c, cron: '0 3 * * *', perform: a}\n"
+    )
+    assert _loaded_by_a_daemon(tmp_path, rules) == {"cel.cel", "croniter"}  # not `cel`

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import inspect
 import json
 import logging
 import os
@@ -20,9 +19,8 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import timedelta
 from email.utils import formatdate
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -56,7 +54,6 @@ from timeos.model import JobStatus, RuleSet
 from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
 from timeos.timefmt import parse_duration, parse_instant
-from timeos.web.app import Dashboard, WithDashboard
 
 log = logging.getLogger("timeos.daemon")
 
@@ -424,6 +421,9 @@ class Daemon:
             self.http = ListenAddress(self.http.host, tcp.getsockname()[1])
             # /ui/ (the dashboard, its own login) beside it: on TCP only, the Unix socket is
             # for the CLI.
+            # Imported only with a TCP listener: jinja2 and the pages cost ~90 modules.
+            from timeos.web.app import Dashboard, WithDashboard
+
             dashboard = Dashboard(self.service, self.http_token, read_only=self.http_read_only)
             tcp_app = WithDashboard(TokenGate(app, self.http_token), dashboard)
             self.http_server = _Server(self._server_config(tcp_app))
@@ -511,9 +511,6 @@ def _clock_from(environ: Mapping[str, str]) -> Clock:
     return SystemClock()
 
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None)
-
-
 def serve(**given: Any) -> None:
     """Run the TimeOS daemon: load rules, run the scheduler, serve the API on a Unix socket.
 
@@ -534,7 +531,7 @@ def serve(**given: Any) -> None:
     except UsageError as exc:
         for line in exc.message.splitlines():
             print(f"timeosd: error: {line}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        sys.exit(2)
     if given["print_config"]:
         print(json.dumps(settings.describe(), indent=2) if given["json"] else settings.render())
         return
@@ -575,45 +572,69 @@ def serve(**given: Any) -> None:
         asyncio.run(daemon.run())
     except TimeOSError as exc:
         print(f"timeosd: error: {exc.message}", file=sys.stderr)
-        raise typer.Exit(exc.exit_code) from None
+        sys.exit(exc.exit_code)
 
 
-def _options() -> inspect.Signature:
-    """serve()'s flags: one per row of config.SETTINGS, then the ones that are not settings."""
-    params: list[tuple[str, Any, Any]] = []
+def quick_options(argv: Sequence[str]) -> dict[str, Any] | None:
+    """serve()'s keyword arguments from a well-formed command line; None: "let typer do it".
+
+    typer (with click and rich) costs timeosd ~100 modules and start-up time for a parse that
+    argparse does with what the daemon already loads. Anything else (help, a bad or unknown
+    flag, a value argparse would take differently) goes to the typer app in
+    daemon/options.py, which stays the one source of usage text and usage errors.
+    """
+    if any(a in ("-h", "--help", "--") for a in argv):
+        return None
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False, allow_abbrev=False)
     for setting in config.SETTINGS:
-        kind: Any = list[str] | None if setting.many else str | None
-        env = f" Env: {setting.env}." if setting.env else ""
-        if setting.switch:  # a switch: absent is None (not False), so the env and file still count
-            option = typer.Option(f"{setting.flag}/", help=f"{setting.help}{env}")
-            params.append((setting.attr, Annotated[bool | None, option], None))
-            continue
-        option = typer.Option(setting.flag, help=f"{setting.help}{env}", metavar=setting.metavar)
-        params.append((setting.attr, Annotated[kind, option], None))
-    params += [
-        ("config", Annotated[Path | None, typer.Option("--config", help=(
-            "Config file (default /etc/timeos/timeosd.yaml, or $CONFIGURATION_DIRECTORY/"
-            "timeosd.yaml). Env: TIMEOS_CONFIG."))], None),
-        ("print_config", Annotated[bool, typer.Option(
-            "--print-config", help="Print each setting, its value and where it came from.")],
-         False),
-        ("json", Annotated[bool, typer.Option("--json", help="With --print-config: JSON.")],
-         False),
-        ("version", Annotated[bool, typer.Option("--version", help="Print the version.")], False),
-    ]  # fmt: skip
-    return inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
-         for n, a, d in params]
-    )  # fmt: skip
+        if setting.switch:  # absent is None (not False), so the env and file still count
+            parser.add_argument(setting.flag, action="store_const", const=True, default=None)
+        else:
+            parser.add_argument(setting.flag, action="append" if setting.many else "store")
+    parser.add_argument("--config")
+    for flag in ("--print-config", "--json", "--version"):
+        parser.add_argument(flag, action="store_true")
+    try:
+        args, rest = parser.parse_known_args(list(argv))
+    except (argparse.ArgumentError, SystemExit):
+        return None
+    given = vars(args)
+    if rest or any(v == "" or (isinstance(v, str) and v.startswith("-")) for v in _values(given)):
+        return None  # an empty value or one that looks like a flag: typer judges those
+    for setting in config.SETTINGS:
+        if setting.many:  # as click hands a repeatable option over
+            given[setting.attr] = tuple(given[setting.attr] or ())
+    return given
 
 
-serve.__signature__ = _options()  # type: ignore[attr-defined]
-app.command()(serve)
+def _values(given: Mapping[str, Any]) -> Iterator[Any]:
+    for value in given.values():
+        yield from value if isinstance(value, list) else [value]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point for `timeosd`."""
-    app()
+    given = quick_options(sys.argv[1:] if argv is None else argv)
+    if given is None:
+        from timeos.daemon.options import app
+
+        app(args=None if argv is None else list(argv))
+        return
+    try:
+        serve(**given)
+    except KeyboardInterrupt:  # as click reports it
+        print("\nAborted!", file=sys.stderr)
+        sys.exit(1)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the typer app, for tests and --help; built on first use
+        from timeos.daemon.options import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

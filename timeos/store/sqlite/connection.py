@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils.db
 
 from timeos.clock import Clock, SystemClock
 from timeos.errors import StoreError
@@ -52,8 +51,13 @@ def checkpoint_again(mode: str | None, wal_bytes: int) -> bool:
     return mode is None or (mode == "PASSIVE" and wal_bytes > 0)
 
 
-# What the driver and sqlite-utils raise: translated to StoreError, never seen above the store.
-FOREIGN_ERRORS = (sqlite3.Error, sqlite_utils.db.AlterError)
+def foreign_errors() -> tuple[type[Exception], ...]:
+    """What the driver and sqlite-utils raise: translated to StoreError, never seen above the store.
+
+    sqlite-utils is imported only to migrate (schema.migrate); until it is, it raises nothing.
+    """
+    alter = getattr(sys.modules.get("sqlite_utils.db"), "AlterError", None)
+    return (sqlite3.Error, alter) if alter is not None else (sqlite3.Error,)
 
 
 @contextmanager
@@ -61,7 +65,7 @@ def translated(what: str) -> Iterator[None]:
     """Raise any database error inside the block as StoreError(`what: error`)."""
     try:
         yield
-    except FOREIGN_ERRORS as exc:
+    except foreign_errors() as exc:
         notes = getattr(exc, "__notes__", ())  # e.g. which migration step failed
         detail = f"{exc} ({'; '.join(notes)})" if notes else str(exc)
         raise StoreError(f"{what}: {detail}") from exc
@@ -202,7 +206,7 @@ class Connection:
                 yield self.conn
         except StoreError as exc:
             self._rollback()
-            if isinstance(exc.__cause__, FOREIGN_ERRORS):  # the database refused the write
+            if isinstance(exc.__cause__, foreign_errors()):  # the database refused the write
                 self._write_failed(exc)
             raise
         except BaseException:
