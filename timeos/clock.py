@@ -5,12 +5,14 @@ Everything that decides something about time takes `now` or a Clock; tests advan
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class Clock(Protocol):
@@ -45,6 +47,10 @@ class SystemClock:
             timeout = min(timeout, max(0.0, (deadline - self.now()).total_seconds()))
         if timeout <= 0:
             return
+        # Imported where it is used: the CLI reads this clock, and asyncio (with ssl) is most
+        # of what `timeos next` would otherwise spend starting up.
+        import asyncio
+
         try:
             await asyncio.wait_for(wake.wait(), timeout)
         except TimeoutError:
@@ -85,6 +91,8 @@ class FakeClock:
     async def sleep_until(self, deadline: datetime | None, wake: asyncio.Event) -> None:
         if deadline is not None and deadline <= self._now:
             return
+        import asyncio
+
         if self._moved is None:
             self._moved = asyncio.Event()
         self._moved.clear()
