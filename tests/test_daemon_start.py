@@ -234,6 +234,9 @@ def test_at_rest_the_daemon_has_no_timer_on_its_loop(tmp_path: Path) -> None:
             await until(lambda: not daemon.connections.open, "the client's connection to close")
             timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
             assert timers == []
+            # Nothing is due and there is no watchdog to feed: asleep until poked, no deadline.
+            await until(lambda: daemon.scheduler.asleep, "the scheduler to sleep")
+            assert daemon.scheduler.sleeping_until is None
 
     asyncio.run(go())
 

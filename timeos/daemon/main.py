@@ -297,7 +297,11 @@ class Daemon:
             grace=grace,
             planner=self.planner,
             heartbeat=self._heartbeat if self.notifier.enabled else None,
-            heartbeat_every=self.notifier.watchdog_interval or STATUS_EVERY,
+            # Only a heartbeat to send is a reason to wake on a period: without systemd an idle
+            # loop woke (and ran a pass) every 30 s for nothing.
+            heartbeat_every=(self.notifier.watchdog_interval or STATUS_EVERY)
+            if self.notifier.enabled
+            else None,
             publish=self.bus.publish,
         )
         self.server: _Server | None = None
@@ -337,10 +341,19 @@ class Daemon:
         tick = self.scheduler.last_tick
         if self.scheduler.last_error:
             return "degraded", f"last pass failed: {self.scheduler.last_error}"
-        # The loop ticks at least every max_sleep (a FakeClock: whenever it moves); a tick much
-        # older than that means it is stuck, e.g. behind a request that holds the event loop.
+        now = self.clock.now()
+        if self.scheduler.asleep:
+            # Idle, it sleeps until its next deadline (None: until a job or reload pokes it),
+            # however far off; late only once it overslept that deadline, e.g. behind a request
+            # that holds the event loop.
+            due = self.scheduler.sleeping_until
+            if due is not None and now - due > TICK_MARGIN:
+                over = (now - due).total_seconds()
+                return "degraded", f"no tick for {over:.0f}s past its deadline {due.isoformat()}"
+            return "healthy", f"last tick {tick.isoformat() if tick else 'never'}"
+        # In a pass: one that runs much longer than max_sleep means the loop is stuck.
         late = timedelta(seconds=getattr(self.clock, "max_sleep", DEFAULT_MAX_SLEEP)) + TICK_MARGIN
-        if tick is not None and self.clock.now() - tick > late:
+        if tick is not None and now - tick > late:
             age = (self.clock.now() - tick).total_seconds()
             return (
                 "degraded",

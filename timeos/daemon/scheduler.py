@@ -84,6 +84,10 @@ class Scheduler:
         self.stopping = False
         self.loop_alive = False
         self.last_tick: datetime | None = None
+        # While the loop waits on the clock: until when (None: until poked). Health reads it,
+        # since an idle loop sleeps until its next deadline, however far, not a fixed period.
+        self.asleep = False
+        self.sleeping_until: datetime | None = None
         self.errors = 0
         self.unrecorded: list[_Outcome] = []  # results the store refused; retried every pass
         self.last_error: str | None = None
@@ -152,7 +156,11 @@ class Scheduler:
                 if self.heartbeat_every is not None:
                     beat = now + self.heartbeat_every
                     deadline = beat if deadline is None else min(deadline, beat)
-                await self.clock.sleep_until(deadline, self.wake)
+                self.asleep, self.sleeping_until = True, deadline
+                try:
+                    await self.clock.sleep_until(deadline, self.wake)
+                finally:
+                    self.asleep = False
         finally:
             self.loop_alive = False
             await self._drain()
