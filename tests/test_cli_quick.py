@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -158,3 +159,90 @@ def _alike(text: str, road: str) -> str:
 
 def _env(daemon: Daemon) -> dict[str, str]:
     return {**daemon.env, "TIMEOS_SOCKET": str(daemon.socket)}
+
+
+NEXT_CASES = [
+    ["next", "--cron", "30 2 * * *", "--tz", "America/New_York", "--count", "3"],
+    ["next", "--cron=0 0 29 2 *", "--after", "2026-01-01T00:00Z", "--count", "2"],
+    ["next", "--cron", "30 2 * * *", "--tz", "Europe/Berlin", "--json", "--count=2"],
+    ["next", "--cron", "61 * * * *"],
+    ["next", "--cron", "* * * * *", "--tz", "Mars/Base"],
+    ["next", "--cron", "0 0 * * *", "--after", "yesterday", "--json"],
+]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    NEXT_CASES,
+    ids=["zone", "leap-day-after", "json", "bad-cron", "bad-zone", "bad-after-json"],
+)
+def test_next_into_a_pipe_answers_as_the_typer_app_does(argv: list[str]) -> None:
+    quick_road = cli(*argv)
+    typer_road = subprocess.run(
+        [sys.executable, "-c", TYPER, *argv], capture_output=True, text=True, timeout=30
+    )
+    assert quick_road.returncode == typer_road.returncode
+    # The from_now column counts from each run's own clock: compare the rest.
+    assert _without_from_now(quick_road.stdout) == _without_from_now(typer_road.stdout)
+    assert quick_road.stderr == typer_road.stderr
+
+
+def _without_from_now(tsv: str) -> list[list[str]]:
+    rows = [line.split("\t") for line in tsv.splitlines()]
+    at = rows[0].index("from_now") if rows and "from_now" in rows[0] else None
+    return [[v for i, v in enumerate(row) if i != at] for row in rows]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["next", "--cron"],
+        ["next", "weekly", "--rules", "rules.yaml"],
+        ["next", "--cron", "* * * * *", "--count", "0"],
+        ["next", "--cron", "* * * * *", "--count", "1001"],
+        ["next", "--cron", "* * * * *", "--utc"],
+        ["next", "--cron", "* * * * *", "--help"],
+        ["next", "--cron", "* * * * *", "--cron", "0 * * * *"],
+    ],
+)
+def test_next_hands_on_what_it_does_not_take_plainly(argv: list[str], capsys) -> None:
+    assert quick.next_fires(argv, {}) is None
+    assert capsys.readouterr() == ("", "")
+
+
+_PROBE = """
+import json, sys
+from timeos.cli.entry import main
+sys.argv = ["timeos", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+heavy = ("typer", "rich", "argparse", "asyncio", "dataclasses", "typing", "pathlib",
+         "timeos.cli.client", "timeos.cli.app")
+sys.stderr.write("LOADED=" + json.dumps(sorted(m for m in heavy if m in sys.modules)) + "\\n")
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "loaded"),
+    [
+        (["emit", "e", "--payload", '{"n": 1}'], []),
+        # The cron code's model is made of dataclasses and typing; the client and typer stay out.
+        (["next", "--cron", "*/5 * * * *"], ["dataclasses", "pathlib", "typing"]),
+    ],
+    ids=["emit", "next"],
+)
+def test_the_quick_paths_leave_typer_and_the_heavy_modules_unloaded(
+    daemon: Daemon, argv: list[str], loaded: list[str]
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-c", _PROBE, *argv],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=_env(daemon),
+    )
+    line = [x for x in proc.stderr.splitlines() if x.startswith("LOADED=")]
+    assert line, proc.stderr
+    assert json.loads(line[0][len("LOADED=") :]) == loaded

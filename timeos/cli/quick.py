@@ -1,5 +1,7 @@
 """`timeos emit TYPE [--payload JSON] [--idempotency-key K] [--socket PATH] [--json]` on the
-shortest road: os, sys, json and socket, nothing else, for the scripts that call it per event.
+shortest road: os, sys, json and socket, nothing else, for the scripts that call it per event;
+and `timeos next --cron EXPR [--tz Z] [--after T] [--count N] [--json]` into a pipe (or as
+JSON) without typer, the HTTP client or asyncio.
 
 Anything this path does not take plainly (other options, help, a payload it would not send, a
 daemon it cannot connect to) is handed on before a byte is sent, to the argparse path in
@@ -13,7 +15,8 @@ from __future__ import annotations
 import json
 import socket
 import sys
-from typing import TYPE_CHECKING
+
+TYPE_CHECKING = False  # not `from typing import`: typing is a tenth of `timeos emit`'s start
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -213,3 +216,60 @@ def _fail(err: TimeOSError, as_json: bool) -> NoReturn:
     from timeos.cli.entry import fail
 
     fail(err, as_json)
+
+
+_NEXT_VALUES = ("--cron", "--tz", "--after", "--count")
+
+
+def next_fires(argv: list[str], environ: Mapping[str, str]) -> int | None:
+    """Run an offline `timeos next --cron` for a pipe or --json; None: take the usual road.
+
+    A terminal gets typer's road: its table is drawn by rich, which this path would load anyway.
+    """
+    if len(argv) < 3 or argv[0] != "next":
+        return None
+    given: dict[str, str] = {}
+    args = iter(argv[1:])
+    for arg in args:
+        name, eq, value = arg.partition("=")
+        if arg == "--json" and arg not in given:
+            given[arg] = ""
+        elif name in _NEXT_VALUES and name not in given:
+            value = value if eq else next(args, "")
+            if not value or value.startswith("-"):
+                return None
+            given[name] = value
+        else:
+            return None  # a RULE, --rules, global options, help: typer's call
+    count = given.get("--count", "5")
+    if "--cron" not in given or not (count.isascii() and count.isdigit()):
+        return None
+    if not 1 <= int(count) <= 1000 or ("--json" not in given and sys.stdout.isatty()):
+        return None
+    from timeos.cli.preview import cli_zone
+    from timeos.clock import SystemClock
+    from timeos.errors import TimeOSError
+    from timeos.time.preview import cron_fires
+    from timeos.timefmt import parse_instant
+
+    try:
+        # As cli/preview.py's preview() for --cron: offline, from this machine's clock.
+        now = SystemClock().now()
+        after = given.get("--after")
+        start = parse_instant(after, "--after") if after else now
+        fires = cron_fires(
+            given["--cron"], cli_zone(given.get("--tz", "UTC"), environ), start, int(count)
+        )
+    except TimeOSError as err:
+        _fail(err, "--json" in argv)
+    if "--json" in given:
+        sys.stdout.write(
+            json.dumps([f["at_local"] for f in fires], indent=2, ensure_ascii=False) + "\n"
+        )
+        return 0
+    from timeos.cli.output import make_view, print_sheet, view_label
+    from timeos.cli.render import fires_sheet
+
+    view = make_view(utc=False, wide=False, headers=True, environ=environ)
+    print_sheet(fires_sheet(fires, now, view_label(view), view.zone), view)
+    return 0
