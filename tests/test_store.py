@@ -272,6 +272,17 @@ def test_checkpointer_sleeps_until_a_write_once_the_wal_is_truncated(tmp_path):
         store.close()
 
 
+def test_checkpointer_truncates_what_a_migration_left_in_one_pass_at_start(tmp_path):
+    store = SqliteStore(tmp_path / "t.db", clock=FakeClock(T0))  # a fresh file: migrated
+    assert store.wal_bytes() > 0
+    store.start_checkpointer(interval=0.001)
+    try:
+        _wait_for(lambda: store.wal_bytes() == 0, "the WAL truncated")
+        assert store.checkpoint_passes == 1  # no PASSIVE passes waiting for the writer's idle
+    finally:
+        store.close()
+
+
 def _wait_for(predicate, what: str) -> None:
     for _ in range(1000):
         if predicate():

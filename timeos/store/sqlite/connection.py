@@ -140,6 +140,15 @@ class Connection:
     def _checkpoint_loop(self, interval: float) -> None:
         conn = sqlite3.connect(self.path, check_same_thread=False)
         try:
+            if self._written.is_set():
+                # Frames from before the daemon started (a migration, a crash): nothing is
+                # writing yet, so truncate at once rather than in passes a second apart.
+                self._written.clear()
+                self.checkpoint_passes += 1
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    self._written.set()  # busy: the loop below tries again
             while True:
                 self._written.wait()  # at rest: no timer, no wake-up until something commits
                 # One pass per `interval` while writes keep coming: a burst shares a pass.
