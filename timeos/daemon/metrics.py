@@ -5,6 +5,7 @@ the lifecycle bus, gauges read from the store and the planner when scraped (`GET
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING
@@ -47,11 +48,14 @@ class Metrics:
         self._gauges = (job_counts, next_fires, watchers)
         self._types: set[str] = set()
         self._live: _Live | None = None
+        # Publishers may be worker threads (an emit-batch): one of them builds the objects.
+        self._building = threading.Lock()
 
     def _metrics(self) -> _Live:
-        if self._live is None:
-            self._live = _Live(*self._gauges)
-        return self._live
+        with self._building:
+            if self._live is None:
+                self._live = _Live(*self._gauges)
+            return self._live
 
     def observe(self, event: Lifecycle) -> None:
         """Count one lifecycle event (a bus sink: cheap, on the publisher's thread)."""

@@ -110,9 +110,13 @@ def cel_module() -> ModuleType:
             spec = importlib.util.spec_from_file_location("cel.cel", path)
             if spec is None or spec.loader is None or not Path(path).is_file():
                 continue
-            module = importlib.util.module_from_spec(spec)
-            sys.modules["cel.cel"] = module  # a later `import cel` reuses it, never loads it twice
-            spec.loader.exec_module(module)
+            try:
+                module = importlib.util.module_from_spec(spec)  # the extension's init runs here
+                sys.modules["cel.cel"] = module  # a later `import cel` reuses it, never twice
+                spec.loader.exec_module(module)
+            except Exception:  # not what we expect to find: the package's own way, below
+                sys.modules.pop("cel.cel", None)
+                break
             return module
     import cel
 
