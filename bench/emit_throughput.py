@@ -36,7 +36,7 @@ CLI_TARGET_MS = 100.0
 
 def emit_many(socket: Path, count: int, client_id: int) -> list[float]:
     """Emit `count` events one after another; return each request's latency in seconds."""
-    client = Client(socket)
+    client = Client(socket, keep_alive=True)
     latencies: list[float] = []
     for n in range(count):
         started = time.perf_counter()

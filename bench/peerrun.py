@@ -252,7 +252,7 @@ def peer_build(peer: Peer, tmp: Path, n: int) -> Path:
 
 def emit_batches(socket: Path, count: int, client_id: int) -> None:
     """Emit `count` events in requests of BATCH (POST /v1/events/batch: one transaction each)."""
-    client = Client(socket)
+    client = Client(socket, keep_alive=True)
     for start in range(0, count, BATCH):
         events = [
             {"type": "bench", "payload": {"c": client_id, "n": n}}

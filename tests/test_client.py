@@ -41,10 +41,17 @@ class Server(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
 
     daemon_threads = True
 
-    def __init__(self, path: Path, answer: Answer) -> None:
+    def __init__(self, path: Path, answer: Answer, per_connection: int = 1) -> None:
         self.answer = answer
+        self.per_connection = per_connection  # requests answered on one connection
         self.requests: list[bytes] = []
+        self.connections = 0
+        self.closed = threading.Event()  # set once the server has closed a connection
         super().__init__(str(path), Handler)
+
+    def shutdown_request(self, request: object) -> None:
+        super().shutdown_request(request)  # type: ignore[arg-type]
+        self.closed.set()
 
 
 class Handler(socketserver.BaseRequestHandler):
@@ -52,19 +59,26 @@ class Handler(socketserver.BaseRequestHandler):
 
     def handle(self) -> None:
         sock: socket.socket = self.request
+        self.server.connections += 1
         raw = b""
-        while b"\r\n\r\n" not in raw:
-            raw += sock.recv(65536)
-        length = 0
-        for line in raw.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(raw.partition(b"\r\n\r\n")[2]) < length:
-            raw += sock.recv(65536)
-        self.server.requests.append(raw)
-        answer = self.server.answer(raw)
-        if answer is not None:
+        for _ in range(self.server.per_connection):
+            while b"\r\n\r\n" not in raw:
+                if not (more := sock.recv(65536)):
+                    return
+                raw += more
+            length = 0
+            for line in raw.partition(b"\r\n\r\n")[0].split(b"\r\n")[1:]:
+                name, _, value = line.partition(b":")
+                if name.strip().lower() == b"content-length":
+                    length = int(value)
+            while len(raw.partition(b"\r\n\r\n")[2]) < length:
+                raw += sock.recv(65536)
+            head, _, rest = raw.partition(b"\r\n\r\n")
+            self.server.requests.append(head + b"\r\n\r\n" + rest[:length])
+            raw = rest[length:]
+            answer = self.server.answer(self.server.requests[-1])
+            if answer is None:
+                return
             sock.sendall(answer)
 
 
@@ -73,12 +87,14 @@ def serve(tmp_path) -> Iterator[Callable[[Answer], tuple[Client, Server]]]:
     """Start a server answering with `answer`; return a Client for it and the server."""
     started: list[Server] = []
 
-    def start(answer: Answer) -> tuple[Client, Server]:
+    def start(
+        answer: Answer, per_connection: int = 1, keep_alive: bool = False
+    ) -> tuple[Client, Server]:
         path = tmp_path / "timeos.sock"
-        server = Server(path, answer)
+        server = Server(path, answer, per_connection)
         threading.Thread(target=server.serve_forever, args=(0.01,), daemon=True).start()
         started.append(server)
-        return Client(path, timeout=5), server
+        return Client(path, timeout=5, keep_alive=keep_alive), server
 
     yield start
     for server in started:
@@ -250,3 +266,70 @@ def test_a_2xx_answer_without_a_body_is_an_error_not_none(serve):
     client, _ = serve(lambda request: http(200, b""))
     with pytest.raises(TimeOSError, match=r"empty answer \(HTTP 200\)"):
         client.call("GET", "/v1/jobs/x")
+
+
+# ---- keep-alive -------------------------------------------------------------------------------
+
+
+def test_a_keep_alive_client_sends_its_requests_on_one_connection(serve):
+    client, server = serve(reply(201, {"id": "e1"}), per_connection=3, keep_alive=True)
+    for _ in range(3):
+        assert client.call("POST", "/v1/events", {"type": "e"}) == {"id": "e1"}
+    assert server.connections == 1 and len(server.requests) == 3
+    assert all(b"\r\nConnection: keep-alive\r\n" in r for r in server.requests)
+
+
+def test_a_connection_the_daemon_closed_while_idle_is_replaced_and_nothing_is_sent_twice(serve):
+    # One answer per connection, then the server closes it: as timeosd does after its
+    # keep-alive timeout. The next call must notice before sending, not re-send after.
+    client, server = serve(reply(201, {"id": "e1"}), per_connection=1, keep_alive=True)
+    client.call("POST", "/v1/events", {"type": "e", "payload": {"n": 1}})
+    assert server.closed.wait(5)
+    client.call("POST", "/v1/events", {"type": "e", "payload": {"n": 2}})
+    assert server.connections == 2
+    assert [json.loads(r.partition(b"\r\n\r\n")[2])["payload"]["n"] for r in server.requests] == [
+        1,
+        2,
+    ]
+
+
+def test_a_kept_connection_closed_after_the_request_may_have_taken_effect(serve):
+    answers = iter([http(201, b'{"id": "e1"}'), None])
+    client, server = serve(lambda request: next(answers), per_connection=2, keep_alive=True)
+    client.call("POST", "/v1/events", {"type": "e"})
+    with pytest.raises(DaemonUnreachable) as caught:
+        client.call("POST", "/v1/events", {"type": "e"})
+    assert "closed the connection without answering" in caught.value.message
+    assert "may still have taken effect" in caught.value.message
+    assert len(server.requests) == 2  # the second emit was sent once, never again
+
+
+def test_a_chunked_answer_on_a_kept_connection_leaves_it_ready_for_the_next(serve):
+    body = b'{"rules": [1, 2, 3]}'
+    chunked = b"5\r\n" + body[:5] + b"\r\n" + b"f;x=1\r\n" + body[5:] + b"\r\n0\r\n\r\n"
+    answer = http(200, chunked, "Transfer-Encoding: chunked")
+    client, server = serve(lambda request: answer, per_connection=2, keep_alive=True)
+    assert client.call("GET", "/v1/rules") == {"rules": [1, 2, 3]}
+    assert client.call("GET", "/v1/rules") == {"rules": [1, 2, 3]}
+    assert server.connections == 1
+
+
+def test_an_answer_saying_connection_close_ends_the_kept_connection(serve):
+    answer = http(200, b"{}", "Connection: close")
+    client, server = serve(lambda request: answer, per_connection=2, keep_alive=True)
+    client.call("GET", "/v1/status")
+    client.call("GET", "/v1/status")
+    assert server.connections == 2
+
+
+def test_an_error_answer_keeps_the_connection_for_the_next_request(serve):
+    answers = iter([http(404, b'{"error": {"code": "not_found", "message": "no"}}'), None])
+    client, server = serve(
+        lambda request: next(answers, http(200, b"{}")), per_connection=3, keep_alive=True
+    )
+    with pytest.raises(NotFound):
+        client.call("GET", "/v1/jobs/x")
+    with pytest.raises(DaemonUnreachable):
+        client.call("GET", "/v1/jobs/y")  # the server closed without answering
+    assert client.call("GET", "/v1/status") == {}  # a fresh connection after a broken one
+    assert server.connections == 2

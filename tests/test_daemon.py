@@ -111,7 +111,7 @@ def test_an_idle_scheduler_asleep_until_its_deadline_is_healthy_until_it_oversle
     # No periodic tick any more: asleep until its next deadline, however far.
     daemon.scheduler.loop_alive = True
     daemon.scheduler.last_tick = T0
-    daemon.scheduler.asleep, daemon.scheduler.sleeping_until = True, deadline
+    daemon.scheduler.asleep_until = deadline
     assert isinstance(daemon.clock, FakeClock)
     daemon.clock.advance(since_tick)
     health = daemon.service.health()

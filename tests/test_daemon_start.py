@@ -236,7 +236,7 @@ def test_at_rest_the_daemon_has_no_timer_on_its_loop(tmp_path: Path) -> None:
             assert timers == []
             # Nothing is due and there is no watchdog to feed: asleep until poked, no deadline.
             await until(lambda: daemon.scheduler.asleep, "the scheduler to sleep")
-            assert daemon.scheduler.sleeping_until is None
+            assert daemon.scheduler.asleep_until is None
 
     asyncio.run(go())
 

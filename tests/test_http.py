@@ -7,6 +7,7 @@ import http.client
 import json
 import socket
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -202,3 +203,80 @@ def test_tcp_connections_get_the_same_request_deadline_and_share_the_cap(tmp_pat
                 s.close()
 
     asyncio.run(go())
+
+
+def test_the_daemon_parses_http_with_httptools_under_the_connection_guard():
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from timeos.daemon.connections import ConnectionGuard
+
+    guarded = ConnectionGuard(max_connections=8, request_timeout=1.0).protocol()
+    assert issubclass(guarded, HttpToolsProtocol)  # h11 was 8-14% of an emit's CPU
+
+
+class _Transport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def _cycle(method: str = "POST") -> Any:
+    return SimpleNamespace(
+        response_started=False,
+        chunked_encoding=None,
+        expected_content_length=0,
+        scope={"method": method},
+    )
+
+
+def _start(cycle: Any, wrapped: Any, length: int | None) -> None:
+    """What uvicorn's send does for http.response.start: decide the framing, write the head."""
+    cycle.response_started = True
+    cycle.chunked_encoding = length is None
+    cycle.expected_content_length = length or 0
+    wrapped.write(b"HEAD")
+
+
+def test_a_fixed_length_answer_leaves_in_one_write_with_its_head():
+    from timeos.daemon.connections import HeadWithBody
+
+    transport, cycle = _Transport(), _cycle()
+    wrapped = HeadWithBody(transport, cycle)
+    wrapped.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # before the answer: at once
+    assert transport.writes == [b"HTTP/1.1 100 Continue\r\n\r\n"]
+    _start(cycle, wrapped, 4)
+    assert len(transport.writes) == 1  # the head waits for its body
+    wrapped.write(b"BODY")
+    assert transport.writes[1:] == [b"HEADBODY"]
+    assert wrapped.is_closing() is False  # everything else is the transport's
+
+
+@pytest.mark.parametrize(
+    ("method", "length"), [("GET", None), ("GET", 0), ("HEAD", 4)], ids=["chunked", "empty", "head"]
+)
+def test_a_streamed_empty_or_head_answer_sends_its_head_at_once(method, length):
+    from timeos.daemon.connections import HeadWithBody
+
+    transport, cycle = _Transport(), _cycle(method)
+    wrapped = HeadWithBody(transport, cycle)
+    _start(cycle, wrapped, length)
+    assert transport.writes == [b"HEAD"]  # `timeos watch` must see the head before any event
+
+
+def test_closing_sends_a_head_still_held_first():
+    from timeos.daemon.connections import HeadWithBody
+
+    transport, cycle = _Transport(), _cycle()
+    wrapped = HeadWithBody(transport, cycle)
+    _start(cycle, wrapped, 4)
+    wrapped.close()  # the app failed after starting its answer: uvicorn closes
+    assert transport.writes == [b"HEAD"] and transport.closed

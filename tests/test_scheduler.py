@@ -228,3 +228,48 @@ def test_backoff_counts_from_the_stored_base_not_todays_policy(tmp_path):
 
     asyncio.run(go())
     store.close()
+
+
+def test_a_poke_for_a_job_due_after_the_loops_deadline_lets_it_sleep(tmp_path):
+    store = SqliteStore(tmp_path / "t.db")
+    calls: list[str] = []
+    _add_job(store, T0 + timedelta(hours=1))
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        scheduler, task = _start(store, clock, lambda: _rules(calls))
+        await _until(lambda: scheduler.asleep_until == T0 + timedelta(hours=1), "the sleep")
+        _add_job(store, T0 + timedelta(hours=2))
+        scheduler.poke(T0 + timedelta(hours=2))  # what an emit of a later job does
+        assert not scheduler.wake.is_set()  # no claim pass for a job that is not due sooner
+        scheduler.poke(T0 + timedelta(hours=1))  # due at the deadline: the wake covers it
+        assert not scheduler.wake.is_set()
+        soon = _add_job(store, T0 + timedelta(minutes=10))
+        scheduler.poke(T0 + timedelta(minutes=10))
+        assert scheduler.wake.is_set()
+        await _until(lambda: scheduler.asleep_until == T0 + timedelta(minutes=10), "new deadline")
+        clock.advance(timedelta(minutes=10))
+        await _until(lambda: calls == [soon], "the sooner job")
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    store.close()
+
+
+def test_a_poke_from_a_worker_thread_wakes_the_loop(tmp_path):
+    store = SqliteStore(tmp_path / "t.db")
+    calls: list[str] = []
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        scheduler, task = _start(store, clock, lambda: _rules(calls))
+        await _until(lambda: scheduler.asleep_until is None, "the sleep with nothing due")
+        now_job = _add_job(store, T0)
+        await asyncio.to_thread(scheduler.poke, T0)  # as emit-batch's worker thread does
+        await _until(lambda: calls == [now_job], "the new job")
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    store.close()

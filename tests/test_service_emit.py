@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -13,6 +13,7 @@ from timeos.daemon.service import Service
 from timeos.engine import Limits
 from timeos.errors import PayloadError
 from timeos.model import RuleSet
+from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
@@ -72,5 +73,42 @@ def test_the_jobs_key_is_not_bound_by_the_client_key_length_limit(tmp_path: Path
     )
     try:
         assert not service.emit_for_job("second_step", {}, "01J0000000000000000000000").duplicate
+    finally:
+        store.close()
+
+
+def test_an_emit_wakes_the_scheduler_with_its_earliest_new_job_and_a_duplicate_not_at_all(
+    tmp_path: Path,
+) -> None:
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(
+        "actions:\n  a: {command: [/bin/true]}\nrules:\n"
+        "  - {name: later, on_event: e, offset: 2h, perform: a}\n"
+        "  - {name: sooner, on_event: e, offset: 30m, perform: a}\n"
+        "  - {name: debounced, on_event: d, perform: a,"
+        " debounce: {key: payload.k, period: 10m}}\n"
+    )
+    rules = load_rules([rules_file], {})
+    store = SqliteStore(tmp_path / "t.db")
+    woken: list[datetime | None] = []
+    service = Service(
+        store=store,
+        clock=FakeClock(T0),
+        rules=rules,
+        rule_paths=[rules_file],
+        loader=lambda paths: rules,
+        limits=Limits(),
+        on_change=lambda: woken.append(None),
+        wake_at=woken.append,
+    )
+    try:
+        service.emit("e", {}, idempotency_key="k1")
+        assert woken == [T0 + timedelta(minutes=30)]  # the sooner of its two jobs
+        service.emit("e", {}, idempotency_key="k1")  # a duplicate: no new job, no wake
+        service.emit("other", {})  # no rule: no job, no wake
+        assert woken == [T0 + timedelta(minutes=30)]
+        service.emit("d", {"k": 1})
+        service.emit("d", {"k": 1})  # folded into the waiting job, which moved: look again
+        assert woken == [T0 + timedelta(minutes=30), T0 + timedelta(minutes=10), None]
     finally:
         store.close()

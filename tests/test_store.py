@@ -326,3 +326,36 @@ def test_wal_size_is_limited_when_sqlite_restarts_it(store):
 )  # fmt: skip
 def test_truncate_wanted_when_idle_or_big_and_caught_up(idle, wal, caught_up, wanted):
     assert truncate_wanted(idle, wal, caught_up) is wanted
+
+
+def test_a_group_of_emits_is_one_transaction_where_a_bad_one_is_undone_alone(store, tmp_path):
+    first, clash, third = _event(T0, "k1"), _event(T0, "k1", {"user_id": "2"}), _event(T0)
+    again = _event(T0 + timedelta(seconds=1), "k1")  # same key and payload as `first`
+    results = store.emit_group(
+        [(e, [_job(e, at=T0)], T0, None) for e in (first, clash, third, again)]
+    )
+    ok1, conflict, ok3, duplicate = results
+    assert isinstance(conflict, IdempotencyConflict) and "k1" in conflict.message
+    assert not isinstance(ok1, Exception) and not isinstance(ok3, Exception)
+    assert not isinstance(duplicate, Exception)
+    assert (ok1.event_id, ok3.event_id) == (first.id, third.id) and len(ok3.job_ids) == 1
+    # The key stored earlier in the same transaction counts: a duplicate, no second job.
+    assert duplicate.duplicate and duplicate.event_id == first.id and duplicate.job_ids == ()
+    # Committed (another connection sees it): the two good events and their jobs, no trace
+    # of the one that failed.
+    other = sqlite3.connect(tmp_path / "t.db")
+    try:
+        stored = {row[0] for row in other.execute("SELECT id FROM events")}
+        assert stored == {first.id, third.id}
+        assert other.execute("SELECT COUNT(*) FROM jobs").fetchone() == (2,)
+    finally:
+        other.close()
+
+
+def test_a_group_of_one_that_fails_returns_its_error(store):
+    ev = _event(T0, "k1")
+    store.emit(ev, [_job(ev, at=T0)], T0)
+    other = _event(T0, "k1", {"user_id": "2"})
+    (result,) = store.emit_group([(other, [_job(other, at=T0)], T0, None)])
+    assert isinstance(result, IdempotencyConflict)
+    assert len(store.list_events()) == 1

@@ -146,7 +146,8 @@ CANCEL_BATCH = 1000  # timeosd's MAX_CANCEL_IDS (a test keeps the two equal)
 
 def _client(socket_path: Path | None) -> Client:
     given = socket_path or _settings().get("socket")
-    return Client(Path(given) if given else paths.default_socket(os.environ))
+    # keep_alive: commands that page or chunk (cancel, dlq, emit-batch) send several requests.
+    return Client(Path(given) if given else paths.default_socket(os.environ), keep_alive=True)
 
 
 def _json(as_json: bool) -> bool:

@@ -1,13 +1,16 @@
 """Small, fast stdlib client for the daemon's HTTP/JSON API on the Unix socket.
 
-One HTTP/1.1 request per connection (`Connection: close`), written by hand on a raw socket:
-http.client would pull in email and ssl, a quarter of `timeos emit`'s start-up budget.
+HTTP/1.1 written by hand on a raw socket: http.client would pull in email and ssl, a quarter of
+`timeos emit`'s start-up budget. One request per connection (`Connection: close`) unless the
+client is made with `keep_alive=True`, for a process that sends several requests: then one
+connection carries them all (connecting and closing cost the daemon more than parsing).
 The CLI's `emit` path imports only this (and typer): no Starlette, no SQLite, no CEL.
 """
 
 from __future__ import annotations
 
 import json
+import select
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,11 +38,30 @@ class Reply:
 
 
 class Client:
-    """One request per call; raises TimeOSError subclasses rebuilt from the daemon's errors."""
+    """One request per call; raises TimeOSError subclasses rebuilt from the daemon's errors.
 
-    def __init__(self, socket_path: Path, timeout: float = 30.0) -> None:
+    With `keep_alive`, the connection stays open between calls (close() ends it; so does the
+    process). A connection the daemon closed meanwhile (idle for its keep-alive timeout) is
+    noticed before the request is sent, and a new one is opened: a request is never sent twice.
+    """
+
+    def __init__(self, socket_path: Path, timeout: float = 30.0, keep_alive: bool = False) -> None:
         self.socket_path = socket_path
         self.timeout = timeout
+        self.keep_alive = keep_alive
+        self._conn: _Connection | None = None
+
+    def close(self) -> None:
+        """Close the kept-alive connection, if any."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def call(
         self,
@@ -75,11 +97,16 @@ class Client:
         data = json.dumps(body, ensure_ascii=False).encode() if body is not None else b""
         if raw_body is not None:
             data = raw_body
+        connection = "keep-alive" if self.keep_alive else "close"
         head = (
-            f"{method} {path} HTTP/1.1\r\nHost: timeosd\r\nConnection: close\r\n"
+            f"{method} {path} HTTP/1.1\r\nHost: timeosd\r\nConnection: {connection}\r\n"
             f"Content-Type: application/json\r\nContent-Length: {len(data)}\r\n\r\n"
         )
-        status, headers, raw = self._exchange(head.encode() + data)
+        request = head.encode() + data
+        if self.keep_alive:
+            status, headers, raw = self._exchange_kept(request)
+        else:
+            status, headers, raw = self._exchange(request)
         if status < 200 or 300 <= status < 400:
             # timeosd answers 2xx or an error envelope; anything else (a redirect from a
             # router, say) has no body to go on, and passing None on as success crashes later.
@@ -133,6 +160,34 @@ class Client:
         finally:
             sock.close()
 
+    def _exchange_kept(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
+        """Send on the kept connection (a new one if there is none or the daemon closed it)."""
+        conn = self._conn
+        if conn is not None and not conn.usable():
+            conn.close()
+            conn = self._conn = None
+        if conn is None:
+            with _unreachable(self.socket_path, self.timeout):
+                conn = _Connection.open(self.socket_path, self.timeout)
+            self._conn = conn
+        try:
+            with _unreachable(self.socket_path, self.timeout, answered=False):
+                try:
+                    conn.sock.sendall(request)
+                except (BrokenPipeError, ConnectionResetError):
+                    # An oversized body is refused (answered, then closed) while we send.
+                    answer = _read_answer(conn.sock)
+                    if answer is None:
+                        raise
+                    return _parse_response(answer, self.socket_path)
+                status, headers, body = conn.response(self.socket_path)
+        except BaseException:
+            self.close()
+            raise
+        if headers.get("connection", "").lower() == "close":
+            self.close()
+        return status, headers, body
+
     def _exchange(self, request: bytes) -> tuple[int, dict[str, str], bytes]:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.settimeout(self.timeout)
@@ -176,6 +231,76 @@ class Client:
         finally:
             sock.close()
         return _parse_response(b"".join(chunks), self.socket_path)
+
+
+class _Connection:
+    """A kept-alive connection to the daemon and its buffered reader."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.reader = sock.makefile("rb")
+
+    @classmethod
+    def open(cls, where: Path, timeout: float) -> _Connection:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(timeout)
+        try:
+            sock.connect(str(where))
+        except BaseException:
+            sock.close()
+            raise
+        return cls(sock)
+
+    def usable(self) -> bool:
+        """Whether the daemon still holds this connection open (nothing unread arrived)."""
+        # Readable before we asked anything: the daemon closed it (end of file), or it sent
+        # bytes no request of ours is waiting for. Either way the connection is done.
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return False
+        return not readable
+
+    def response(self, where: Path) -> tuple[int, dict[str, str], bytes]:
+        """Read one answer: its head, then a body framed by Content-Length or chunks."""
+        status, headers = _read_head(self.reader, where, sent=True)
+        if headers.get("transfer-encoding", "").lower() == "chunked":
+            pieces: list[bytes] = []
+            size = 0
+            for piece in _dechunked(self.reader):
+                size += len(piece)
+                if size > MAX_RESPONSE:
+                    raise TimeOSError("timeosd's answer is larger than 64 MiB")
+                pieces.append(piece)
+            while self.reader.readline(8192) not in (b"\r\n", b"\n", b""):
+                pass  # trailers, up to the blank line that ends the answer
+            return status, headers, b"".join(pieces)
+        length = headers.get("content-length", "")
+        if not length.isdigit():  # framed by the end of the connection
+            headers["connection"] = "close"
+            body = self.reader.read(MAX_RESPONSE + 1)
+            if len(body) > MAX_RESPONSE:
+                raise TimeOSError("timeosd's answer is larger than 64 MiB")
+            return status, headers, body
+        if int(length) > MAX_RESPONSE:
+            raise TimeOSError("timeosd's answer is larger than 64 MiB")
+        body = self.reader.read(int(length))
+        if len(body) < int(length):
+            raise DaemonUnreachable(
+                f"timeosd on socket {where} stopped mid-answer ({len(body)} of {length} bytes);"
+                " the request may still have taken effect (check before retrying)"
+            )
+        return status, headers, body
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()
+
+
+def _unreachable(where: Path, timeout: float, answered: bool = True) -> _translated:
+    """Socket errors as DaemonUnreachable; after the request was sent (`answered` False), the
+    message says it may have taken effect."""
+    return _translated(where, timeout, sent=not answered)
 
 
 def _read_answer(sock: socket.socket) -> bytes | None:
@@ -256,9 +381,10 @@ def _raise_error(status: int, raw: bytes, decoded: Any = None) -> None:
 class _translated:
     """Turn socket errors while connecting and reading an answer's head into DaemonUnreachable."""
 
-    def __init__(self, where: Path, timeout: float) -> None:
+    def __init__(self, where: Path, timeout: float, sent: bool = False) -> None:
         self.where = where
         self.timeout = timeout
+        self.sent = sent
 
     def __enter__(self) -> None:
         return None
@@ -276,18 +402,27 @@ class _translated:
             raise DaemonUnreachable(
                 f"permission denied on socket {where}: join the daemon's group or run as its user"
             ) from None
+        maybe = "; the request may still have taken effect (check before retrying)"
+        maybe = maybe if self.sent else ""
         if isinstance(exc, TimeoutError):
             raise DaemonUnreachable(
-                f"timeosd on socket {where} did not answer within {self.timeout:g}s"
+                f"timeosd on socket {where} did not answer within {self.timeout:g}s{maybe}"
             ) from None
-        raise DaemonUnreachable(f"timeosd on socket {where} did not answer: {exc}") from None
+        raise DaemonUnreachable(f"timeosd on socket {where} did not answer: {exc}{maybe}") from None
 
 
-def _read_head(reader: Any, where: Path) -> tuple[int, dict[str, str]]:
-    """The status and headers (names lower-case) of an answer being read from `reader`."""
+def _read_head(reader: Any, where: Path, sent: bool = False) -> tuple[int, dict[str, str]]:
+    """The status and headers (names lower-case) of an answer being read from `reader`
+    (`sent`: a request went out on this connection, so closing without an answer may mean it
+    took effect)."""
     first = reader.readline(8192)
     parts = first.split(b" ", 2)
     if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+        if not first and sent:
+            raise DaemonUnreachable(
+                f"timeosd on socket {where} closed the connection without answering; the"
+                " request may still have taken effect (check before retrying)"
+            )
         if not first:
             raise DaemonUnreachable(f"timeosd on socket {where} closed the connection")
         raise DaemonUnreachable(f"{where} did not answer with HTTP; is it timeosd's socket?")

@@ -397,7 +397,7 @@ def _guard(handler: Handler) -> Handler:
 # ---- routes -----------------------------------------------------------------------------------
 
 
-def build_app(service: Service, extra_routes: list[Route] | None = None) -> Starlette:
+def build_app(service: Service, extra_routes: list[Route] | None = None) -> Api:
     """The Starlette application for one daemon."""
 
     async def emit(request: Request) -> Response:
@@ -415,7 +415,10 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         occurred_at = None
         if occurred_raw is not None:
             occurred_at = parse_instant(str(occurred_raw), "occurred_at", PayloadError)
-        result = service.emit(event_type, payload, idempotency_key=key, occurred_at=occurred_at)
+        # Answered once stored: committed with the emits that arrived alongside (group commit).
+        result = await service.emit_soon(
+            event_type, payload, idempotency_key=key, occurred_at=occurred_at
+        )
         return JSONResponse(emit_json(result), status_code=200 if result.duplicate else 201)
 
     async def emit_batch(request: Request) -> Response:
@@ -789,7 +792,8 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
         )
         return JSONResponse(err.to_wire(), status_code=405, headers={"Allow": allowed})
 
-    app = Starlette(
+    app = Api(
+        guarded_emit=_guard(emit),
         routes=routes,
         middleware=[Middleware(SlashesInSegments)],
         exception_handlers={404: not_found, 405: method_not_allowed},
@@ -798,6 +802,36 @@ def build_app(service: Service, extra_routes: list[Route] | None = None) -> Star
     # client that follows nothing, with an empty body). Unknown paths are 404 not_found.
     app.router.redirect_slashes = False
     return app
+
+
+EMIT_PATH = "/v1/events"
+
+
+class Api(Starlette):
+    """The API's Starlette app, with `POST /v1/events` (the hot path) served straight away.
+
+    An emit skips the middleware stack and the route table (matching, dispatch, the exception
+    middleware's wrappers): the same handler, with the same checks, errors and answers, is
+    called under the same guard. A path with any `%` escape goes the long way, where
+    SlashesInSegments decides what it means.
+    """
+
+    def __init__(self, *, guarded_emit: Handler, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.guarded_emit = guarded_emit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"] == EMIT_PATH
+            and b"%" not in (scope.get("raw_path") or b"")
+        ):
+            scope["app"] = self
+            response = await self.guarded_emit(Request(scope, receive, send))
+            await response(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
 
 
 # Set on requests whose path held `%2F`: their path parameters arrive still quoted.

@@ -16,7 +16,7 @@ import socket
 import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from email.utils import formatdate
 from pathlib import Path
 from typing import Any
@@ -268,6 +268,7 @@ class Daemon:
             loader=self._load,
             limits=limits,
             on_change=self._poke,
+            wake_at=self._poke,
             info={
                 "version": __version__,
                 "pid": os.getpid(),
@@ -319,8 +320,8 @@ class Daemon:
             log.warning("%s", warning)
         return rules
 
-    def _poke(self) -> None:
-        self.scheduler.poke()
+    def _poke(self, due: datetime | None = None) -> None:
+        self.scheduler.poke(due)
 
     async def _emit_from_action(
         self, event_type: str, payload: Mapping[str, Any], ctx: ActionContext
@@ -346,7 +347,7 @@ class Daemon:
             # Idle, it sleeps until its next deadline (None: until a job or reload pokes it),
             # however far off; late only once it overslept that deadline, e.g. behind a request
             # that holds the event loop.
-            due = self.scheduler.sleeping_until
+            due = self.scheduler.asleep_until
             if due is not None and now - due > TICK_MARGIN:
                 over = (now - due).total_seconds()
                 return "degraded", f"no tick for {over:.0f}s past its deadline {due.isoformat()}"

@@ -29,6 +29,7 @@ log = logging.getLogger("timeos.scheduler")
 ERROR_PAUSE = 1.0  # seconds to wait after a failed pass before the next one
 MIN_SLEEP = timedelta(milliseconds=5)
 _AGAIN = datetime.min.replace(tzinfo=UTC)  # sentinel: claim again right away
+_AWAKE = datetime.max.replace(tzinfo=UTC)  # sentinel: the loop is not sleeping
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,16 +79,16 @@ class Scheduler:
         self.publish = publish
         self.started: dict[str, datetime] = {}  # job id -> when its running attempt began
         self.wake = asyncio.Event()
+        # While the loop sleeps: until when (None: until woken). Unset (_AWAKE) while it is
+        # not sleeping: it will look at the store before it sleeps again.
+        self.asleep_until: datetime | None = _AWAKE
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.running: dict[str, asyncio.Task[None]] = {}
         self.running_jobs: dict[str, Job] = {}
         self.killing: set[str] = set()  # jobs `jobs cancel --kill` stopped: recorded cancelled
         self.stopping = False
         self.loop_alive = False
         self.last_tick: datetime | None = None
-        # While the loop waits on the clock: until when (None: until poked). Health reads it,
-        # since an idle loop sleeps until its next deadline, however far, not a fixed period.
-        self.asleep = False
-        self.sleeping_until: datetime | None = None
         self.errors = 0
         self.unrecorded: list[_Outcome] = []  # results the store refused; retried every pass
         self.last_error: str | None = None
@@ -101,9 +102,31 @@ class Scheduler:
         # A timed-out python thread that ends frees a concurrency slot: look again then.
         runner.lingering.on_end = self.poke
 
-    def poke(self) -> None:
-        """Wake the loop now (a job was inserted, a rule reloaded, the clock moved)."""
-        self.wake.set()
+    @property
+    def asleep(self) -> bool:
+        """Whether the loop is waiting on the clock (health: idle is not stuck)."""
+        return self.asleep_until is not _AWAKE
+
+    def poke(self, due: datetime | None = None) -> None:
+        """Wake the loop now (a job was inserted, a rule reloaded, the clock moved); with `due`
+        (a new job's perform_at), only if that is before the loop's current deadline.
+
+        Safe from any thread (an emit-batch stores its events in a worker thread).
+        """
+        loop = self._loop
+        if loop is not None:
+            try:
+                on_loop = asyncio.get_running_loop() is loop
+            except RuntimeError:
+                on_loop = False
+            if not on_loop:
+                loop.call_soon_threadsafe(self.poke, due)
+                return
+        # Most emits create jobs due later than something already waiting: waking for them
+        # cost an empty claim pass (a transaction) per emit, 4-6% of an emit's CPU.
+        until = self.asleep_until
+        if due is None or until is _AWAKE or until is None or due < until:
+            self.wake.set()
 
     def recover(self) -> int:
         """Record jobs left running by a dead daemon as interrupted; retry or dead-letter them;
@@ -131,6 +154,7 @@ class Scheduler:
     async def run(self) -> None:
         """Loop until stop(); then drain running actions within the grace period."""
         self.loop_alive = True
+        self._loop = asyncio.get_running_loop()
         try:
             while not self.stopping:
                 self.wake.clear()
@@ -156,11 +180,11 @@ class Scheduler:
                 if self.heartbeat_every is not None:
                     beat = now + self.heartbeat_every
                     deadline = beat if deadline is None else min(deadline, beat)
-                self.asleep, self.sleeping_until = True, deadline
+                self.asleep_until = deadline
                 try:
                     await self.clock.sleep_until(deadline, self.wake)
                 finally:
-                    self.asleep = False
+                    self.asleep_until = _AWAKE
         finally:
             self.loop_alive = False
             await self._drain()

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from timeos.clock import Clock
 from timeos.daemon.flow import FlowControl, KillRunning
+from timeos.daemon.group_commit import GroupCommit, PlannedEmit
 from timeos.daemon.logs import fields
 from timeos.daemon.metrics import Metrics
 from timeos.daemon.retention import Pruner
@@ -97,6 +98,7 @@ class Service(RuleControl, FlowControl):
         loader: RulesLoader,
         limits: Limits,
         on_change: Callable[[], None] = lambda: None,
+        wake_at: Callable[[datetime], None] | None = None,
         info: Mapping[str, Any] | None = None,
         probes: Mapping[str, HealthProbe] | None = None,
         schedule: RuleSchedule = lambda rule: {},
@@ -119,6 +121,9 @@ class Service(RuleControl, FlowControl):
         self.loader = loader
         self.limits = limits
         self.on_change = on_change
+        # New jobs from an emit, the earliest due then: the scheduler wakes only if that is
+        # before its deadline (without it, every change wakes it: on_change as set then).
+        self.wake_at: Callable[[datetime], None] = wake_at or (lambda due: self.on_change())
         self.info = dict(info or {})
         self.started_at = clock.now()
         self.reloads = 0
@@ -139,6 +144,7 @@ class Service(RuleControl, FlowControl):
         self.bus.subscribe(self._metrics.observe)
         # The scheduler's hand on running jobs (`jobs cancel --kill`): job ids -> those stopped.
         self.kill_running = kill_running
+        self._group = GroupCommit(store.emit_group, self._emitted)
 
     @property
     def rules(self) -> RuleSet:
@@ -176,6 +182,22 @@ class Service(RuleControl, FlowControl):
             return EmitResult(earlier, True, ())
         return self._emit(event_type, payload, job_emit_key(job_id), None)
 
+    async def emit_soon(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        *,
+        idempotency_key: str | None = None,
+        occurred_at: datetime | None = None,
+    ) -> EmitResult:
+        """emit(), committed together with the other emits that arrive within the same few
+        turns of the event loop (group commit); returns once its transaction has committed."""
+        check_idempotency_key(idempotency_key, self.limits)
+        planned = self._plan_emit(event_type, payload, idempotency_key, occurred_at)
+        if isinstance(planned, EmitResult):  # a duplicate, found before storing anything
+            return planned
+        return await self._group.submit(planned)
+
     def _emit(
         self,
         event_type: str,
@@ -183,6 +205,21 @@ class Service(RuleControl, FlowControl):
         idempotency_key: str | None,
         occurred_at: datetime | None,
     ) -> EmitResult:
+        planned = self._plan_emit(event_type, payload, idempotency_key, occurred_at)
+        if isinstance(planned, EmitResult):
+            return planned
+        result = self.store.emit(planned.event, planned.jobs, planned.now, planned.correlation)
+        return self._emitted(planned, result)
+
+    def _plan_emit(
+        self,
+        event_type: str,
+        payload: Mapping[str, Any],
+        idempotency_key: str | None,
+        occurred_at: datetime | None,
+    ) -> PlannedEmit | EmitResult:
+        """Check an emit and plan its jobs (nothing stored); a duplicate's result if its key
+        is stored already with the same type and payload."""
         check_event_type(event_type, self.limits)
         now = self.clock.now()
         if idempotency_key is not None:
@@ -209,7 +246,11 @@ class Service(RuleControl, FlowControl):
             jobs = list(plan.jobs)
         else:
             plan = None
-        result = self.store.emit(event, jobs, now, plan)
+        return PlannedEmit(event, jobs, now, plan)
+
+    def _emitted(self, planned: PlannedEmit, result: EmitResult) -> EmitResult:
+        """After an emit's transaction committed: log it, wake the scheduler, tell watchers."""
+        event, jobs = planned.event, planned.jobs
         made: Sequence[NewJob | Job] = jobs
         if result.debounced:  # some planned jobs were folded into waiting ones: the ones made
             made = [self.store.get_job(job_id) for job_id in result.job_ids]
@@ -217,7 +258,7 @@ class Service(RuleControl, FlowControl):
             "event received",
             extra=fields(
                 event_id=result.event_id,
-                type=event_type,
+                type=event.type,
                 jobs=len(result.job_ids),
                 duplicate=result.duplicate or None,
                 cancelled=len(result.cancelled) or None,
@@ -235,8 +276,10 @@ class Service(RuleControl, FlowControl):
                     perform_at=job.perform_at.isoformat(),
                 ),
             )
-        if result.job_ids or result.debounced:
+        if result.debounced:  # a waiting job moved: look again
             self.on_change()
+        elif result.job_ids:
+            self.wake_at(min(job.perform_at for job in made))
         if not result.duplicate:
             self._announce(event, made, result)
             self._announce_cancels(result)

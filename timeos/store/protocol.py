@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from timeos.engine import PrunePlan
+from timeos.errors import TimeOSError
 from timeos.model import (
     ActionResult,
     Attempt,
@@ -68,6 +69,14 @@ class Store(Protocol):
     ) -> EmitResult:
         """Store an event and the jobs it creates in one transaction (or find its duplicate);
         with a `correlation` (its jobs replace `jobs`), also apply its cancel_on and debounce."""
+        ...
+
+    def emit_group(
+        self, items: Sequence[tuple[Event, Sequence[NewJob], datetime, Correlation | None]]
+    ) -> list[EmitResult | TimeOSError]:
+        """Store independent emits (event, jobs, now, correlation) in one transaction, each as
+        `emit` would, in order; an emit that fails is undone alone (a savepoint) and its error
+        is its result. Nothing is stored, and this raises, if the transaction fails."""
         ...
 
     def get_event(self, event_id: str) -> Event:

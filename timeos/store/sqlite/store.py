@@ -13,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from timeos.errors import IdempotencyConflict, InvalidState, NotFound
+from timeos.errors import IdempotencyConflict, InvalidState, NotFound, TimeOSError
 from timeos.model import (
     ActionResult,
     Attempt,
@@ -34,6 +34,7 @@ from timeos.model import (
 from timeos.rules.correlation import Correlation
 from timeos.rules.limits import LimitsInForce
 from timeos.store.sqlite.bulk import Bulk
+from timeos.store.sqlite.connection import translated
 from timeos.store.sqlite.correlation import Correlations
 from timeos.store.sqlite.deps import depends_on, links
 from timeos.store.sqlite.limits import Limited
@@ -81,6 +82,35 @@ class SqliteStore(Bulk, RuleOverrides, Limited, Correlations):
         with a `correlation` (its jobs replace `jobs`), also its cancel_on and debounce."""
         with self._tx() as conn:
             return self._store_event(conn, event, jobs, now, correlation)
+
+    def emit_group(
+        self, items: Sequence[tuple[Event, Sequence[NewJob], datetime, Correlation | None]]
+    ) -> list[EmitResult | TimeOSError]:
+        """Store several independent emits in one transaction, each in a savepoint of its own:
+        one that fails (an idempotency conflict, a constraint) is rolled back alone and its
+        error takes its place in the results. Nothing is stored if the commit fails."""
+        if len(items) == 1:  # alone in its transaction: no savepoint needed to undo it alone
+            event, jobs, now, correlation = items[0]
+            try:
+                return [self.emit(event, jobs, now, correlation)]
+            except TimeOSError as exc:
+                return [exc]
+        results: list[EmitResult | TimeOSError] = []
+        with self._tx() as conn:
+            for event, jobs, now, correlation in items:
+                conn.execute("SAVEPOINT emit")
+                try:
+                    with translated(self.path):
+                        result = self._store_event(conn, event, jobs, now, correlation)
+                except TimeOSError as exc:
+                    if not conn.in_transaction:  # SQLite gave up the whole transaction
+                        raise
+                    conn.execute("ROLLBACK TO emit")
+                    results.append(exc)
+                else:
+                    results.append(result)
+                conn.execute("RELEASE emit")
+        return results
 
     def _store_event(
         self,
