@@ -300,7 +300,8 @@ def test_the_real_time_check_catches_what_it_claims():
 
 def test_the_checkpointer_waits_on_an_event_not_a_sleep():
     # The only other real wait in the package: threading.Event.wait(interval) in the SQLite
-    # checkpointer thread, which stop() interrupts at once.
+    # checkpointer thread, which stop() interrupts at once (between writes it waits on
+    # another event, with no timeout at all).
     source = (PACKAGE / "store" / "sqlite" / "connection.py").read_text()
     assert "time.sleep" not in source and "_stop_checkpointer.wait(" in source
 

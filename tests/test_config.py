@@ -7,11 +7,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+import typer.main
 from typer.testing import CliRunner
 
 from timeos.daemon.config import SETTINGS, config_path, resolve
 from timeos.daemon.http import ListenAddress
-from timeos.daemon.main import app
+from timeos.daemon.main import app, quick_options
 from timeos.errors import UsageError
 
 
@@ -147,3 +148,39 @@ def test_timeosd_with_a_bad_config_file_exits_2_before_touching_anything(tmp_pat
     assert result.exit_code == 2
     assert f"timeosd: error: {config}:1:1: unknown key 'databse'" in result.stderr
     assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["--rules", "a.yaml", "--rules=b.yaml", "--db", "t.db", "--socket", "t.sock"],
+        ["--workers", "2", "--grace=5s", "--http-read-only", "--config", "c.yaml"],
+        ["--log-level=debug", "--log-format", "json", "--print-config", "--json"],
+        ["--http", "127.0.0.1:0", "--http-token-file", "tok", "--keep-jobs", "2d"],
+        ["--workers", "2", "--workers", "3"],  # the last one wins, as in click
+        ["--version"],
+    ],
+    ids=["none", "paths", "switch-config", "print-config", "http", "repeated", "version"],
+)
+def test_timeosd_parses_a_well_formed_command_line_without_typer_exactly_as_typer(argv) -> None:
+    typer_given = typer.main.get_command(app).make_context("timeosd", list(argv)).params
+    assert quick_options(argv) == typer_given
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--help"],
+        ["-h"],
+        ["--bogus"],
+        ["--rules"],
+        ["stray"],
+        ["--rules", ""],
+        ["--rules", "-x"],
+        ["--work", "2"],  # click takes no abbreviations
+        ["--version", "--"],
+    ],
+)
+def test_timeosd_leaves_help_and_anything_odd_to_typer(argv) -> None:
+    assert quick_options(argv) is None

@@ -84,3 +84,36 @@ def test_the_daemon_raises_its_soft_descriptor_limit_to_what_the_hard_limit_allo
         [sys.executable, "-c", probe], preexec_fn=limits, capture_output=True, text=True, check=True
     )
     assert out.stdout.split() == ["4096", "4096"]
+
+
+@pytest.mark.parametrize(
+    ("deadline", "since_tick", "status", "message"),
+    [
+        (None, timedelta(days=2), "healthy", "last tick 2026-01-05T12:00:00+00:00"),
+        (
+            T0 + timedelta(hours=6),
+            timedelta(hours=6, seconds=30),
+            "healthy",
+            "last tick 2026-01-05T12:00:00+00:00",
+        ),
+        (
+            T0 + timedelta(hours=6),
+            timedelta(hours=6, seconds=31),
+            "degraded",
+            "no tick for 31s past its deadline 2026-01-05T18:00:00+00:00",
+        ),
+    ],
+    ids=["nothing-due", "due-in-6h-on-time", "overslept"],
+)
+def test_an_idle_scheduler_asleep_until_its_deadline_is_healthy_until_it_oversleeps(
+    daemon: Daemon, deadline: datetime | None, since_tick: timedelta, status: str, message: str
+) -> None:
+    # No periodic tick any more: asleep until its next deadline, however far.
+    daemon.scheduler.loop_alive = True
+    daemon.scheduler.last_tick = T0
+    daemon.scheduler.asleep_until = deadline
+    assert isinstance(daemon.clock, FakeClock)
+    daemon.clock.advance(since_tick)
+    health = daemon.service.health()
+    assert health["components"]["scheduler"]["status"] == status
+    assert health["components"]["scheduler"]["message"] == message

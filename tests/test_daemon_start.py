@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import socket
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import pytest
@@ -218,3 +222,94 @@ def test_connection_cap_leaves_room_for_actions_sqlite_and_an_accept_burst(
     nofile: int, workers: int, expected: int
 ) -> None:
     assert connection_limit(nofile, workers) == expected
+
+
+def test_at_rest_the_daemon_has_no_timer_on_its_loop(tmp_path: Path) -> None:
+    # uvicorn's own main loop slept 100 ms at a time (ten wake-ups a second with nothing due);
+    # with a FakeClock nothing else has a reason to wake either.
+    async def go() -> None:
+        async with running(tmp_path) as daemon:
+            assert (await ask(daemon))["up"] is True
+            loop = asyncio.get_running_loop()
+            await until(lambda: not daemon.connections.open, "the client's connection to close")
+            timers = [h for h in loop._scheduled if not h.cancelled()]  # type: ignore[attr-defined]
+            assert timers == []
+            # Nothing is due and there is no watchdog to feed: asleep until poked, no deadline.
+            await until(lambda: daemon.scheduler.asleep, "the scheduler to sleep")
+            assert daemon.scheduler.asleep_until is None
+
+    asyncio.run(go())
+
+
+def test_responses_carry_a_current_date_header_without_a_server_tick(tmp_path: Path) -> None:
+    async def go() -> None:
+        async with running(tmp_path) as daemon:
+            before = datetime.now(UTC).replace(microsecond=0)
+            sock = connect(daemon.socket_path, b"GET /v1/status HTTP/1.1\r\nHost: x\r\n\r\n")
+            sock.setblocking(True)
+            head = (await asyncio.to_thread(sock.recv, 65536)).split(b"\r\n\r\n")[0]
+            after = datetime.now(UTC)
+            sock.close()
+            headers = [line.split(b": ", 1) for line in head.split(b"\r\n")[1:]]
+            dates = [v.decode() for k, v in headers if k == b"date"]
+            assert len(dates) == 1
+            assert before <= parsedate_to_datetime(dates[0]) <= after
+            assert [b"server", b"uvicorn"] in headers  # as before: uvicorn's default headers
+
+    asyncio.run(go())
+
+
+_IMPORTS_PROBE = """
+import asyncio, json, sys
+from pathlib import Path
+from timeos.clock import SystemClock
+from timeos.daemon.main import Daemon
+from timeos.engine import Limits
+
+tmp = Path(sys.argv[1])
+async def go():
+    daemon = Daemon(rule_paths=[tmp / "rules.yaml"], db_path=tmp / "t.db",
+                    socket_path=tmp / "run" / "t.sock", workers=1, grace=1.0,
+                    synchronous="NORMAL", clock=SystemClock(), environ={}, limits=Limits())
+    task = asyncio.create_task(daemon.run())
+    while daemon.server is None or not daemon.server.started:
+        await asyncio.sleep(0.01)
+    daemon.stop()
+    await task
+asyncio.run(go())
+print(json.dumps(sorted(sys.modules)))
+"""
+
+_ONLY_WHEN_NEEDED = (
+    "typer", "rich", "prompt_toolkit", "pygments", "cel", "cel.cel", "cel.cli", "httpx2",
+    "jinja2", "timeos.web", "prometheus_client", "croniter", "ulid", "sqlite_utils",
+)  # fmt: skip
+
+
+def _loaded_by_a_daemon(tmp: Path, rules: str) -> set[str]:
+    (tmp / "rules.yaml").write_text(rules)
+    for _ in range(2):  # the second start finds the schema current: nothing to migrate
+        proc = subprocess.run(
+            [sys.executable, "-c", _IMPORTS_PROBE, str(tmp)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout)) & set(_ONLY_WHEN_NEEDED)
+
+
+def test_a_daemon_imports_nothing_its_rules_do_not_need(tmp_path: Path) -> None:
+    rules = "actions:\n  a: {emit: e2}\nrules:\n  - {name: r, on_event: e, perform: a}\n"
+    assert _loaded_by_a_daemon(tmp_path, rules) == set()
+
+
+def test_cel_and_croniter_come_with_the_rules_that_use_them_and_cel_without_its_shell(
+    tmp_path: Path,
+) -> None:
+    rules = (
+        "actions:\n  a: {emit: e2}\n  h: {http: {url: 'http://127.0.0.1:9/x'}}\n"
+        "rules:\n  - {name: r, on_event: e, when: 'payload.n > 1', perform: h}\n"
+        "  - {name: c, cron: '0 3 * * *', perform: a}\n"
+    )
+    assert _loaded_by_a_daemon(tmp_path, rules) == {"cel.cel", "croniter"}  # not `cel`

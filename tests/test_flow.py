@@ -16,7 +16,7 @@ from timeos.clock import FakeClock
 from timeos.daemon.service import Service
 from timeos.engine import Limits, MatchReason, explain_event, plan_event, plan_events
 from timeos.errors import IdempotencyConflict, InvalidState, NotFound, PayloadError, UsageError
-from timeos.model import ActionResult, Event, JobStatus, Outcome, RuleSet, new_ids
+from timeos.model import ActionResult, Event, JobStatus, Outcome, RuleSet, new_id, new_ids
 from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
 
@@ -110,6 +110,23 @@ def test_plan_events_plans_a_batch_as_plan_event_plans_each(tmp_path):
         _event("nobody_listens", {}),
     ]
     assert plan_events(events, rules) == [j for e in events for j in plan_event(e, rules)]
+
+
+@pytest.mark.parametrize(
+    "now",
+    [
+        datetime(1970, 1, 1, tzinfo=UTC),
+        T0,
+        datetime(2026, 3, 8, 7, 0, 0, 999_999, tzinfo=UTC),  # truncated, never rounded up
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),  # the last datetime
+    ],
+    ids=["epoch", "t0", "sub-millisecond", "last-datetime"],
+)
+def test_new_id_is_the_ulid_python_ulid_makes_of_the_instant(now):
+    made = new_id(now)
+    assert made[:10] == str(ULID.from_datetime(now))[:10]
+    assert ULID.from_str(made).milliseconds == int(now.timestamp() * 1000)
+    assert len({new_id(now) for _ in range(100)}) == 100
 
 
 def test_new_ids_are_ulids_of_the_instant_increasing_in_order():

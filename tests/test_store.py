@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
@@ -24,7 +25,7 @@ from timeos.model import (
     new_id,
 )
 from timeos.store.sqlite import schema
-from timeos.store.sqlite.connection import truncate_wanted
+from timeos.store.sqlite.connection import checkpoint_again, truncate_wanted
 from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 1, 5, 12, 0, tzinfo=UTC)
@@ -336,6 +337,59 @@ def test_wal_is_truncated_once_the_writer_has_been_idle(tmp_path):
         assert store.checkpoint() == "PASSIVE"  # nothing left to truncate
     finally:
         store.close()
+
+
+def test_checkpointer_sleeps_until_a_write_once_the_wal_is_truncated(tmp_path):
+    clock = FakeClock(T0)
+    store = SqliteStore(tmp_path / "t.db", clock=clock)
+    store.start_checkpointer(interval=0.001)
+    try:
+        ev = _event(T0)
+        store.emit(ev, [_job(ev, at=T0)], T0)
+        clock.advance(timedelta(seconds=2))  # the writer idle long enough to truncate
+        _wait_for(lambda: store.wal_bytes() == 0, "the WAL truncated")
+        passes = store.checkpoint_passes
+        time.sleep(0.05)  # the old loop would make ~50 passes here
+        assert store.checkpoint_passes == passes
+        ev2 = _event(T0 + timedelta(seconds=1))
+        store.emit(ev2, [_job(ev2, at=T0)], T0)  # a commit wakes it again
+        _wait_for(lambda: store.checkpoint_passes > passes, "a pass after the write")
+    finally:
+        store.close()
+
+
+def test_checkpointer_truncates_what_a_migration_left_in_one_pass_at_start(tmp_path):
+    store = SqliteStore(tmp_path / "t.db", clock=FakeClock(T0))  # a fresh file: migrated
+    assert store.wal_bytes() > 0
+    store.start_checkpointer(interval=0.001)
+    try:
+        _wait_for(lambda: store.wal_bytes() == 0, "the WAL truncated")
+        assert store.checkpoint_passes == 1  # no PASSIVE passes waiting for the writer's idle
+    finally:
+        store.close()
+
+
+def _wait_for(predicate, what: str) -> None:
+    for _ in range(1000):
+        if predicate():
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.mark.parametrize(
+    ("mode", "wal_bytes", "again"),
+    [
+        ("TRUNCATE", 0, False),
+        ("PASSIVE", 0, False),
+        ("PASSIVE", 4096, True),
+        (None, 4096, True),
+        (None, 0, True),
+    ],
+    ids=["truncated", "nothing-left", "frames-left", "busy", "busy-empty"],
+)
+def test_checkpointer_comes_back_only_while_the_wal_holds_frames(mode, wal_bytes, again):
+    assert checkpoint_again(mode, wal_bytes) is again
 
 
 def test_wal_size_is_limited_when_sqlite_restarts_it(store):

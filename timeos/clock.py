@@ -5,12 +5,14 @@ Everything that decides something about time takes `now` or a Clock; tests advan
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta, tzinfo
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class Clock(Protocol):
@@ -28,7 +30,12 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """Real time. Sleeps are capped so a wall-clock step is noticed within `max_sleep`."""
+    """Real time. A sleep longer than `max_sleep` waits on a Linux timerfd set to the deadline
+    on the wall clock, which also fires when the wall clock is set (a step, a resume from
+    suspend), so an idle daemon wakes exactly when something is due and never in between.
+    Shorter sleeps (the busy case) use the event loop's own timer; where there is no timerfd,
+    long sleeps are cut into `max_sleep` pieces so a wall-clock step is noticed within one.
+    """
 
     def __init__(self, max_sleep: float = 30.0) -> None:
         self.max_sleep = max_sleep
@@ -44,13 +51,88 @@ class SystemClock:
             return
         timeout = self.max_sleep
         if deadline is not None:
-            timeout = min(timeout, max(0.0, (deadline - self.now()).total_seconds()))
-        if timeout <= 0:
+            left = (deadline - self.now()).total_seconds()
+            if left <= 0:
+                return
+            timeout = min(timeout, left)
+        # Imported where it is used: the CLI reads this clock, and asyncio (with ssl) is most
+        # of what `timeos next` would otherwise spend starting up.
+        import asyncio
+
+        if timeout == self.max_sleep and await _sleep_on_wall_clock(deadline, wake):
             return
         try:
             await asyncio.wait_for(wake.wait(), timeout)
         except TimeoutError:
             pass
+
+
+async def _sleep_on_wall_clock(deadline: datetime | None, wake: asyncio.Event) -> bool:
+    """Wait for `deadline` on a timerfd (None: only for a wall-clock step), or for `wake`.
+
+    False when there is no timerfd here (not Linux, no libc): the caller sleeps as before.
+    """
+    import asyncio
+
+    alarm = _wall_alarm(deadline)
+    if alarm is None:
+        return False
+    loop = asyncio.get_running_loop()
+    rang: asyncio.Future[None] = loop.create_future()
+
+    def ring() -> None:
+        if not rang.done():
+            rang.set_result(None)
+
+    loop.add_reader(alarm, ring)
+    woken: asyncio.Future[None] = asyncio.ensure_future(_waited(wake))
+    try:
+        await asyncio.wait({rang, woken}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        woken.cancel()
+        loop.remove_reader(alarm)
+        os.close(alarm)
+    return True
+
+
+async def _waited(event: asyncio.Event) -> None:
+    await event.wait()
+
+
+_TFD_CLOEXEC, _TFD_NONBLOCK = 0o2000000, 0o4000
+_TFD_TIMER_ABSTIME, _TFD_TIMER_CANCEL_ON_SET = 1, 2
+_FAR = 4102444800  # 2100-01-01: "no deadline", still told of every wall-clock step
+
+
+def _wall_alarm(deadline: datetime | None) -> int | None:
+    """A non-blocking timerfd (CLOCK_REALTIME) that becomes readable at `deadline` or when the
+    wall clock is set; None where timerfds are not available."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        create, settime = libc.timerfd_create, libc.timerfd_settime
+    except (OSError, AttributeError):
+        return None
+
+    class Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    class Itimerspec(ctypes.Structure):
+        _fields_ = [("it_interval", Timespec), ("it_value", Timespec)]
+
+    fd = create(0, _TFD_CLOEXEC | _TFD_NONBLOCK)  # 0: CLOCK_REALTIME
+    if fd < 0:
+        return None
+    at = deadline.timestamp() if deadline is not None else _FAR
+    seconds = int(at)
+    nanoseconds = min(999_999_999, max(1, int((at - seconds) * 1e9)))  # (0, 0) disarms it
+    value = Timespec(seconds, nanoseconds)
+    flags = _TFD_TIMER_ABSTIME | _TFD_TIMER_CANCEL_ON_SET
+    if settime(fd, flags, ctypes.byref(Itimerspec(Timespec(0, 0), value)), None) != 0:
+        os.close(fd)
+        return None
+    return fd
 
 
 class FakeClock:
@@ -87,6 +169,8 @@ class FakeClock:
     async def sleep_until(self, deadline: datetime | None, wake: asyncio.Event) -> None:
         if deadline is not None and deadline <= self._now:
             return
+        import asyncio
+
         if self._moved is None:
             self._moved = asyncio.Event()
         self._moved.clear()

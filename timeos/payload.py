@@ -9,9 +9,13 @@ import json
 import math
 import re
 import sys
-from typing import Any
 
 from timeos.errors import PayloadError
+
+TYPE_CHECKING = False  # not `from typing import`: typing is a tenth of `timeos emit`'s start
+
+if TYPE_CHECKING:
+    from typing import Any
 
 EVENT_TYPE = re.compile(r"[A-Za-z0-9_.:-]+")
 

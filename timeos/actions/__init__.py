@@ -7,14 +7,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-
-import httpx2
+from typing import TYPE_CHECKING
 
 from timeos.actions.command import run_command
 from timeos.actions.context import ActionContext, Emitter, describe, timeout_message
 from timeos.actions.emit import run_emit
-from timeos.actions.http import new_client, run_http
 from timeos.actions.python import Lingering, ThreadPool, run_python
+
+if TYPE_CHECKING:
+    import httpx2
 from timeos.model import (
     Action,
     ActionKind,
@@ -108,6 +109,9 @@ class ActionRunner:
         if action.kind is ActionKind.COMMAND and isinstance(spec, CommandSpec):
             return await run_command(spec, ctx, environ=self.environ, output_cap=self.output_cap)
         if action.kind is ActionKind.HTTP and isinstance(spec, HttpSpec):
+            # httpx2 and its dependencies (~160 modules, ~10 MB) only once an http action runs.
+            from timeos.actions.http import run_http
+
             return await run_http(
                 self._client(), spec, ctx, output_cap=self.output_cap, timeout=action.timeout
             )
@@ -130,6 +134,8 @@ class ActionRunner:
     def _client(self) -> httpx2.AsyncClient:
         # Created on first use so a daemon without http actions never opens a connection pool.
         if self._http_client is None:
+            from timeos.actions.http import new_client
+
             self._http_client = new_client()
         return self._http_client
 

@@ -5,7 +5,6 @@ Shared by the typer command (cli/app.py) and the fast path in cli/entry.py.
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -14,6 +13,7 @@ from typing import Any
 
 from timeos import paths
 from timeos.cli.client import Client
+from timeos.cli.quick import print_result
 from timeos.errors import PayloadError, UsageError
 from timeos.payload import parse_object
 
@@ -113,14 +113,4 @@ def emit_event(
         body["occurred_at"] = occurred_at
     client = Client(socket_path or paths.default_socket(os.environ))
     result = client.call("POST", "/v1/events", body)
-    if as_json:
-        sys.stdout.write(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
-    else:
-        print(result["id"])  # only the id on stdout: `ID=$(timeos emit ...)` must always work
-        if result["duplicate"]:
-            sys.stderr.write("duplicate: this idempotency key was seen before; no new jobs\n")
-        # Correlation's effects go to stderr too, so stdout stays the id alone.
-        if result.get("cancelled"):
-            sys.stderr.write(f"cancelled (cancel_on): {' '.join(result['cancelled'])}\n")
-        if result.get("debounced"):
-            sys.stderr.write(f"debounced into: {' '.join(result['debounced'])}\n")
+    print_result(result, as_json)

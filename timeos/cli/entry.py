@@ -1,19 +1,23 @@
 """The `timeos` console entry point: runs a well-formed `timeos emit` without building typer's app.
 
-typer takes 30-60 ms to import and build; a well-formed `timeos emit` does not need it. Anything
-else (help, other commands, any argument argparse does not accept cleanly) goes to cli/app.py, so
-typer stays the one source of usage text and usage errors.
+typer takes 30-60 ms to import and build; a well-formed `timeos emit` does not need it. A plain
+one goes by cli/quick.py (stdlib socket and json only), the rest of them by argparse here.
+Anything else (help, other commands, any argument argparse does not accept cleanly) goes to
+cli/app.py, so typer stays the one source of usage text and usage errors.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
-from pathlib import Path
-from typing import NoReturn
 
-from timeos.cli.emit import FLAG_OPTIONS, VALUE_OPTIONS, emit_event
 from timeos.errors import TimeOSError, UsageError
+
+TYPE_CHECKING = False  # not `from typing import`: typing is a tenth of `timeos emit`'s start
+
+if TYPE_CHECKING:
+    from typing import NoReturn
 
 
 def fail(err: TimeOSError, as_json: bool, exit_code: int | None = None) -> NoReturn:
@@ -35,6 +39,9 @@ def _fast_emit(argv: list[str]) -> bool:
     if not argv or argv[0] != "emit" or any(a in ("-h", "--help") for a in argv):
         return False
     import argparse
+    from pathlib import Path
+
+    from timeos.cli.emit import FLAG_OPTIONS, VALUE_OPTIONS, emit_event
 
     parser = argparse.ArgumentParser(add_help=False, exit_on_error=False, allow_abbrev=False)
     # Optional here so a missing TYPE falls through to typer's usage error (argparse would
@@ -104,6 +111,13 @@ def main(argv: list[str] | None = None) -> None:
         fail(usage, "--json" in args, 2)
     if argv is not None:
         sys.argv[1:] = argv  # typer reads sys.argv
+    if args[:1] in (["emit"], ["next"]):
+        from timeos.cli import quick
+
+        run = quick.emit if args[0] == "emit" else quick.next_fires
+        code = run(args, os.environ)
+        if code is not None:
+            sys.exit(code)
     if _fast_emit(args):
         sys.exit(0)
     from timeos.cli.app import main as typer_main

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from timeos.cli.client import Client, segment
 from timeos.clock import SystemClock
 from timeos.errors import NotFound, UsageError
 from timeos.time.preview import cron_fires, rule_fires
 from timeos.timefmt import parse_instant
+
+if TYPE_CHECKING:  # the HTTP client only for a rule the daemon knows: `--cron` is offline
+    from pathlib import Path
+
+    from timeos.cli.client import Client
 
 
 def cli_zone(name: str, environ: Mapping[str, str]) -> ZoneInfo:
@@ -70,6 +73,8 @@ def preview(
             raise NotFound(f"no rule named {rule!r} in {', '.join(map(str, rules_path))}")
         return rule_fires(found, start, start, count), now
     # Without --after the daemon counts from its own clock (the one its schedule runs on).
+    from timeos.cli.client import segment
+
     query = {"count": count, "after": start.isoformat() if after else None}
     answer = client.call("GET", f"/v1/rules/{segment(rule)}/next", query=query)
     return answer["fires"], now

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
-import inspect
 import json
 import logging
 import os
@@ -18,14 +17,15 @@ import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
+from email.utils import formatdate
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
 import uvicorn
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from uvicorn.server import ServerState
 
 from timeos import __version__
 from timeos.actions import ActionContext, ActionRunner
@@ -54,7 +54,6 @@ from timeos.model import JobStatus, RuleSet
 from timeos.rules.loader import load_rules
 from timeos.store.sqlite.store import SqliteStore
 from timeos.timefmt import parse_duration, parse_instant
-from timeos.web.app import Dashboard, WithDashboard
 
 log = logging.getLogger("timeos.daemon")
 
@@ -67,14 +66,58 @@ STATUS_EVERY = 30.0  # seconds between STATUS= lines to systemd when it set no w
 TICK_MARGIN = timedelta(seconds=30)
 
 
+class _LiveHeaders(ServerState):
+    """uvicorn's shared server state, with a Date header read when a response needs it.
+
+    uvicorn refreshes `default_headers` from its main-loop tick; ours has no tick (see
+    `_Server.main_loop`), so the header is formatted on each read instead, once per request.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__()
+        self.config = config
+
+    @property
+    def default_headers(self) -> list[tuple[bytes, bytes]]:
+        extra = self.config.encoded_headers
+        if not self.config.date_header:
+            return extra
+        return [(b"date", formatdate(usegmt=True).encode()), *extra]
+
+    @default_headers.setter
+    def default_headers(self, value: list[tuple[bytes, bytes]]) -> None:
+        pass  # computed on read; uvicorn's own assignment (its tick, which we skip) is moot
+
+
 class _Server(uvicorn.Server):
-    """uvicorn without its own signal handlers: the daemon owns SIGTERM/SIGINT/SIGHUP."""
+    """uvicorn without its own signal handlers (the daemon owns SIGTERM/SIGINT/SIGHUP) and
+    without its 100 ms tick: at rest the server waits on an event, so it never wakes."""
 
     def __init__(
         self, config: uvicorn.Config, on_started: Callable[[], None] = lambda: None
     ) -> None:
+        self._exit = asyncio.Event()  # before super().__init__, which sets should_exit
         super().__init__(config)
+        self.server_state = _LiveHeaders(config)
         self.on_started = on_started
+
+    @property
+    def should_exit(self) -> bool:
+        return self._exit.is_set()
+
+    @should_exit.setter
+    def should_exit(self, value: bool) -> None:
+        # Set from Daemon.stop() on the loop (a signal handler added with add_signal_handler).
+        if value:
+            self._exit.set()
+        else:
+            self._exit.clear()
+
+    async def main_loop(self) -> None:
+        # uvicorn's loop sleeps 100 ms at a time to look at should_exit and refresh the Date
+        # header: ten wake-ups a second with nothing to do. We need neither poll (max-requests
+        # and callback_notify are not used); shutdown starts the moment should_exit is set.
+        await self._exit.wait()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -257,7 +300,11 @@ class Daemon:
             grace=grace,
             planner=self.planner,
             heartbeat=self._heartbeat if self.notifier.enabled else None,
-            heartbeat_every=self.notifier.watchdog_interval or STATUS_EVERY,
+            # Only a heartbeat to send is a reason to wake on a period: without systemd an idle
+            # loop woke (and ran a pass) every 30 s for nothing.
+            heartbeat_every=(self.notifier.watchdog_interval or STATUS_EVERY)
+            if self.notifier.enabled
+            else None,
             publish=self.bus.publish,
         )
         self.server: _Server | None = None
@@ -297,10 +344,19 @@ class Daemon:
         tick = self.scheduler.last_tick
         if self.scheduler.last_error:
             return "degraded", f"last pass failed: {self.scheduler.last_error}"
-        # The loop ticks at least every max_sleep (a FakeClock: whenever it moves); a tick much
-        # older than that means it is stuck, e.g. behind a request that holds the event loop.
+        now = self.clock.now()
+        if self.scheduler.asleep:
+            # Idle, it sleeps until its next deadline (None: until a job or reload pokes it),
+            # however far off; late only once it overslept that deadline, e.g. behind a request
+            # that holds the event loop.
+            due = self.scheduler.asleep_until
+            if due is not None and now - due > TICK_MARGIN:
+                over = (now - due).total_seconds()
+                return "degraded", f"no tick for {over:.0f}s past its deadline {due.isoformat()}"
+            return "healthy", f"last tick {tick.isoformat() if tick else 'never'}"
+        # In a pass: one that runs much longer than max_sleep means the loop is stuck.
         late = timedelta(seconds=getattr(self.clock, "max_sleep", DEFAULT_MAX_SLEEP)) + TICK_MARGIN
-        if tick is not None and self.clock.now() - tick > late:
+        if tick is not None and now - tick > late:
             age = (self.clock.now() - tick).total_seconds()
             return (
                 "degraded",
@@ -381,6 +437,9 @@ class Daemon:
             self.http = ListenAddress(self.http.host, tcp.getsockname()[1])
             # /ui/ (the dashboard, its own login) beside it: on TCP only, the Unix socket is
             # for the CLI.
+            # Imported only with a TCP listener: jinja2 and the pages cost ~90 modules.
+            from timeos.web.app import Dashboard, WithDashboard
+
             dashboard = Dashboard(self.service, self.http_token, read_only=self.http_read_only)
             tcp_app = WithDashboard(TokenGate(app, self.http_token), dashboard)
             self.http_server = _Server(self._server_config(tcp_app))
@@ -468,9 +527,6 @@ def _clock_from(environ: Mapping[str, str]) -> Clock:
     return SystemClock()
 
 
-app = typer.Typer(add_completion=False, rich_markup_mode=None)
-
-
 def serve(**given: Any) -> None:
     """Run the TimeOS daemon: load rules, run the scheduler, serve the API on a Unix socket.
 
@@ -491,7 +547,7 @@ def serve(**given: Any) -> None:
     except UsageError as exc:
         for line in exc.message.splitlines():
             print(f"timeosd: error: {line}", file=sys.stderr)
-        raise typer.Exit(2) from None
+        sys.exit(2)
     if given["print_config"]:
         print(json.dumps(settings.describe(), indent=2) if given["json"] else settings.render())
         return
@@ -532,45 +588,69 @@ def serve(**given: Any) -> None:
         asyncio.run(daemon.run())
     except TimeOSError as exc:
         print(f"timeosd: error: {exc.message}", file=sys.stderr)
-        raise typer.Exit(exc.exit_code) from None
+        sys.exit(exc.exit_code)
 
 
-def _options() -> inspect.Signature:
-    """serve()'s flags: one per row of config.SETTINGS, then the ones that are not settings."""
-    params: list[tuple[str, Any, Any]] = []
+def quick_options(argv: Sequence[str]) -> dict[str, Any] | None:
+    """serve()'s keyword arguments from a well-formed command line; None: "let typer do it".
+
+    typer (with click and rich) costs timeosd ~100 modules and start-up time for a parse that
+    argparse does with what the daemon already loads. Anything else (help, a bad or unknown
+    flag, a value argparse would take differently) goes to the typer app in
+    daemon/options.py, which stays the one source of usage text and usage errors.
+    """
+    if any(a in ("-h", "--help", "--") for a in argv):
+        return None
+    import argparse
+
+    parser = argparse.ArgumentParser(add_help=False, exit_on_error=False, allow_abbrev=False)
     for setting in config.SETTINGS:
-        kind: Any = list[str] | None if setting.many else str | None
-        env = f" Env: {setting.env}." if setting.env else ""
-        if setting.switch:  # a switch: absent is None (not False), so the env and file still count
-            option = typer.Option(f"{setting.flag}/", help=f"{setting.help}{env}")
-            params.append((setting.attr, Annotated[bool | None, option], None))
-            continue
-        option = typer.Option(setting.flag, help=f"{setting.help}{env}", metavar=setting.metavar)
-        params.append((setting.attr, Annotated[kind, option], None))
-    params += [
-        ("config", Annotated[Path | None, typer.Option("--config", help=(
-            "Config file (default /etc/timeos/timeosd.yaml, or $CONFIGURATION_DIRECTORY/"
-            "timeosd.yaml). Env: TIMEOS_CONFIG."))], None),
-        ("print_config", Annotated[bool, typer.Option(
-            "--print-config", help="Print each setting, its value and where it came from.")],
-         False),
-        ("json", Annotated[bool, typer.Option("--json", help="With --print-config: JSON.")],
-         False),
-        ("version", Annotated[bool, typer.Option("--version", help="Print the version.")], False),
-    ]  # fmt: skip
-    return inspect.Signature(
-        [inspect.Parameter(n, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a)
-         for n, a, d in params]
-    )  # fmt: skip
+        if setting.switch:  # absent is None (not False), so the env and file still count
+            parser.add_argument(setting.flag, action="store_const", const=True, default=None)
+        else:
+            parser.add_argument(setting.flag, action="append" if setting.many else "store")
+    parser.add_argument("--config")
+    for flag in ("--print-config", "--json", "--version"):
+        parser.add_argument(flag, action="store_true")
+    try:
+        args, rest = parser.parse_known_args(list(argv))
+    except (argparse.ArgumentError, SystemExit):
+        return None
+    given = vars(args)
+    if rest or any(v == "" or (isinstance(v, str) and v.startswith("-")) for v in _values(given)):
+        return None  # an empty value or one that looks like a flag: typer judges those
+    for setting in config.SETTINGS:
+        if setting.many:  # as click hands a repeatable option over
+            given[setting.attr] = tuple(given[setting.attr] or ())
+    return given
 
 
-serve.__signature__ = _options()  # type: ignore[attr-defined]
-app.command()(serve)
+def _values(given: Mapping[str, Any]) -> Iterator[Any]:
+    for value in given.values():
+        yield from value if isinstance(value, list) else [value]
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point for `timeosd`."""
-    app()
+    given = quick_options(sys.argv[1:] if argv is None else argv)
+    if given is None:
+        from timeos.daemon.options import app
+
+        app(args=None if argv is None else list(argv))
+        return
+    try:
+        serve(**given)
+    except KeyboardInterrupt:  # as click reports it
+        print("\nAborted!", file=sys.stderr)
+        sys.exit(1)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "app":  # the typer app, for tests and --help; built on first use
+        from timeos.daemon.options import app
+
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":

@@ -122,6 +122,11 @@ class Scheduler:
         # A timed-out python thread that ends frees a concurrency slot: look again then.
         runner.lingering.on_end = self.poke
 
+    @property
+    def asleep(self) -> bool:
+        """Whether the loop is waiting on the clock (health: idle is not stuck)."""
+        return self.asleep_until is not _AWAKE
+
     def poke(self, due: datetime | None = None) -> None:
         """Wake the loop now (a job was inserted, a rule reloaded, the clock moved); with `due`
         (a new job's perform_at), only if that is before the loop's current deadline.

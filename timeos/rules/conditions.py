@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import difflib
+import functools
+import importlib.machinery
+import importlib.util
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
 from typing import Any
-
-import cel
 
 from timeos.errors import ConditionFailed
 
@@ -72,7 +76,7 @@ def compile_condition(source: str, variables: tuple[str, str] = VARIABLES) -> Ce
     """Compile a CEL expression over `variables`; raise ConditionSyntax (with its position) if
     it is invalid or names another variable."""
     try:
-        program = cel.compile(source)
+        program = cel_module().compile(source)
     except ValueError as exc:
         match = _POSITION.search(str(exc))
         if match is None:
@@ -84,6 +88,39 @@ def compile_condition(source: str, variables: tuple[str, str] = VARIABLES) -> Ce
         ) from None
     _check_variables(source, program.variables(), variables)
     return CelCondition(source, program, variables)
+
+
+@functools.cache
+def cel_module() -> ModuleType:
+    """The CEL binding's compiled module, loaded on the first expression and without `cel`'s
+    package __init__.
+
+    That __init__ also imports the binding's interactive shell (`cel.cli`: typer, rich,
+    prompt_toolkit, pygments; 400 modules and ~23 MB of RSS) which TimeOS never uses. Rules
+    without CEL expressions load no CEL at all. Should the package's layout change, this falls
+    back to a plain `import cel`.
+    """
+    loaded = sys.modules.get("cel.cel")
+    if loaded is not None:
+        return loaded
+    package = importlib.util.find_spec("cel")  # finds the package without running its __init__
+    for folder in (package.submodule_search_locations or []) if package else []:
+        for suffix in importlib.machinery.EXTENSION_SUFFIXES:
+            path = f"{folder}/cel{suffix}"
+            spec = importlib.util.spec_from_file_location("cel.cel", path)
+            if spec is None or spec.loader is None or not Path(path).is_file():
+                continue
+            try:
+                module = importlib.util.module_from_spec(spec)  # the extension's init runs here
+                sys.modules["cel.cel"] = module  # a later `import cel` reuses it, never twice
+                spec.loader.exec_module(module)
+            except Exception:  # not what we expect to find: the package's own way, below
+                sys.modules.pop("cel.cel", None)
+                break
+            return module
+    import cel
+
+    return cel
 
 
 def _check_variables(source: str, names: list[str], allowed: tuple[str, str]) -> None:

@@ -15,8 +15,6 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
-from croniter import CroniterBadDateError, croniter
-
 from timeos.errors import ScheduleError
 from timeos.model import DstPolicy, FoldPolicy, GapPolicy
 
@@ -181,6 +179,10 @@ def _split_fields(expression: str) -> tuple[str, ...]:
 
 def _compile_sides(expression: str, fields: tuple[str, ...]) -> tuple[Any, ...]:
     """Build the croniter(s) whose merged output is the expression's wall times."""
+    # Imported here, not at the top: croniter and dateutil (~100 modules, ~1 MB) are loaded
+    # only by rules that have a cron expression, and never by `timeos next` without one.
+    from croniter import CroniterBadDateError, croniter
+
     minute, hour, dom, month, dow = (_check_field(expression, i, f) for i, f in enumerate(fields))
     # Vixie: day-of-month and day-of-week are ORed unless either starts with '*' ('?' is
     # croniter's spelling of '*'). croniter's own day_or looks at the expanded sets instead (it ORs
@@ -209,6 +211,8 @@ def _compile_sides(expression: str, fields: tuple[str, ...]) -> tuple[Any, ...]:
 
 def _check_field(expression: str, index: int, shown: str) -> str:
     """Validate one field alone so the error can name it; return it as croniter should see it."""
+    from croniter import croniter
+
     name, field = FIELD_NAMES[index], shown.lower()
     for item in field.split(","):
         if _HASHED.match(item):
@@ -337,6 +341,8 @@ class _CronWalls:
 
     @staticmethod
     def _advance(side: Any, start: datetime | None) -> datetime | None:
+        from croniter import CroniterBadDateError
+
         try:
             wall: datetime = side.get_next(datetime, start)
         except CroniterBadDateError:

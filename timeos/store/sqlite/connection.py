@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-import sqlite_utils.db
 
 from timeos.clock import Clock, SystemClock
 from timeos.errors import StoreError
@@ -42,8 +41,23 @@ def truncate_wanted(idle_seconds: float, wal_bytes: int, caught_up: bool) -> boo
     return idle_seconds >= IDLE_TRUNCATE_SECONDS or (wal_bytes > TRUNCATE_WAL_BYTES and caught_up)
 
 
-# What the driver and sqlite-utils raise: translated to StoreError, never seen above the store.
-FOREIGN_ERRORS = (sqlite3.Error, sqlite_utils.db.AlterError)
+def checkpoint_again(mode: str | None, wal_bytes: int) -> bool:
+    """Whether the checkpointer needs another pass with no new write: until the WAL is empty.
+
+    After TRUNCATE (or with no WAL) it sleeps until the next commit; after a PASSIVE pass that
+    left frames (the writer was busy a moment ago) or a failed pass (busy, locked) it comes
+    back, so the WAL is still truncated once the writer has been idle for a while.
+    """
+    return mode is None or (mode == "PASSIVE" and wal_bytes > 0)
+
+
+def foreign_errors() -> tuple[type[Exception], ...]:
+    """What the driver and sqlite-utils raise: translated to StoreError, never seen above the store.
+
+    sqlite-utils is imported only to migrate (schema.migrate); until it is, it raises nothing.
+    """
+    alter = getattr(sys.modules.get("sqlite_utils.db"), "AlterError", None)
+    return (sqlite3.Error, alter) if alter is not None else (sqlite3.Error,)
 
 
 @contextmanager
@@ -51,7 +65,7 @@ def translated(what: str) -> Iterator[None]:
     """Raise any database error inside the block as StoreError(`what: error`)."""
     try:
         yield
-    except FOREIGN_ERRORS as exc:
+    except foreign_errors() as exc:
         notes = getattr(exc, "__notes__", ())  # e.g. which migration step failed
         detail = f"{exc} ({'; '.join(notes)})" if notes else str(exc)
         raise StoreError(f"{what}: {detail}") from exc
@@ -73,6 +87,10 @@ class Connection:
         self.synchronous = mode
         self._checkpointer: threading.Thread | None = None
         self._stop_checkpointer = threading.Event()
+        # Set by every commit (and by close): the checkpointer sleeps on it, so a daemon with
+        # nothing to write never wakes that thread. `checkpoint_passes` counts its passes.
+        self._written = threading.Event()
+        self.checkpoint_passes = 0
         # One transaction at a time on self.conn: timeosd runs a batch in a worker thread while
         # the event loop writes on the same connection, and SQLite transactions belong to the
         # connection, not the thread (interleaved, one thread's COMMIT ended the other's).
@@ -113,6 +131,8 @@ class Connection:
         if self.path == ":memory:" or self._checkpointer is not None:
             return
         self._stop_checkpointer.clear()
+        if self.wal_bytes():  # frames from before (a migration): a first pass truncates them
+            self._written.set()
         self._checkpointer = threading.Thread(
             target=self._checkpoint_loop, args=(interval,), name="timeos-checkpoint", daemon=True
         )
@@ -121,8 +141,25 @@ class Connection:
     def _checkpoint_loop(self, interval: float) -> None:
         conn = sqlite3.connect(self.path, check_same_thread=False)
         try:
-            while not self._stop_checkpointer.wait(interval):
-                self.checkpoint(conn)
+            if self._written.is_set():
+                # Frames from before the daemon started (a migration, a crash): nothing is
+                # writing yet, so truncate at once rather than in passes a second apart.
+                self._written.clear()
+                self.checkpoint_passes += 1
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                except sqlite3.Error:
+                    self._written.set()  # busy: the loop below tries again
+            while True:
+                self._written.wait()  # at rest: no timer, no wake-up until something commits
+                # One pass per `interval` while writes keep coming: a burst shares a pass.
+                if self._stop_checkpointer.wait(interval):
+                    return
+                self._written.clear()  # commits from here on ask for another pass
+                self.checkpoint_passes += 1  # counted as it starts: tests wait on its effect
+                mode = self.checkpoint(conn)
+                if checkpoint_again(mode, self.wal_bytes()):
+                    self._written.set()
         finally:
             conn.close()
 
@@ -156,6 +193,7 @@ class Connection:
     def close(self) -> None:
         """Stop the checkpointer and close the connection (checkpointing the WAL)."""
         self._stop_checkpointer.set()
+        self._written.set()  # wake a checkpointer parked until the next write
         if self._checkpointer is not None:
             self._checkpointer.join(5)
             self._checkpointer = None
@@ -185,7 +223,7 @@ class Connection:
                 yield self.conn
         except StoreError as exc:
             self._rollback()
-            if isinstance(exc.__cause__, FOREIGN_ERRORS):  # the database refused the write
+            if isinstance(exc.__cause__, foreign_errors()):  # the database refused the write
                 self._write_failed(exc)
             raise
         except BaseException:
@@ -200,6 +238,8 @@ class Connection:
             raise
         self.last_write = WriteOutcome(True, self.clock.now())
         self._last_write_mono = self.clock.monotonic()
+        if not self._written.is_set():  # a lock and a notify only for the first of a burst
+            self._written.set()
 
     def _write_failed(self, exc: StoreError) -> None:
         self.last_write = WriteOutcome(False, self.clock.now(), exc.message)

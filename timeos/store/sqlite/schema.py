@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from timeos.errors import StoreError
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 
 def _v1(db: sqlite_utils.Database) -> None:
@@ -275,13 +277,17 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 def migrate(conn: sqlite3.Connection, where: str) -> int:
     """Bring the database up to SCHEMA_VERSION in place; return the version found before."""
-    db = sqlite_utils.Database(conn)
     found = int(conn.execute("PRAGMA user_version").fetchone()[0])
     if found > SCHEMA_VERSION:
         raise StoreError(
             f"{where}: database schema version {found} is newer than this timeosd supports"
             f" ({SCHEMA_VERSION}); upgrade timeos"
         )
+    if found == SCHEMA_VERSION:
+        return found  # up to date: sqlite-utils (and click, pluggy, dateutil) stay unloaded
+    import sqlite_utils
+
+    db = sqlite_utils.Database(conn)
     for version in range(found, SCHEMA_VERSION):
         conn.execute("BEGIN IMMEDIATE")
         try:
