@@ -1,4 +1,5 @@
-"""Store behaviour on real SQLite files in tmp_path."""
+"""Store behaviour on real databases: SQLite files in tmp_path and PostgreSQL schemas (each test
+that is not about SQLite itself runs on both, see stores.py)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def _job(event: Event, *, at: datetime, priority: int = 0, rule: str = "r") -> N
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SqliteStore(tmp_path / "t.db")
+def store(backend, tmp_path):
+    s = backend.open(tmp_path / "t.db")
     yield s
     s.close()
 
@@ -162,16 +163,31 @@ def test_occurrence_key_makes_duplicate_jobs_impossible(store):
     assert len(store.list_jobs(rule="cron-rule")) == 1
 
 
-def test_data_survives_reopen_and_schema_is_versioned(tmp_path):
+def test_data_survives_reopen_and_schema_is_versioned(backend, tmp_path):
     path = tmp_path / "t.db"
-    s = SqliteStore(path)
+    s = backend.open(path)
+    assert s.schema_found == 0
     ev = _event(T0)
     s.emit(ev, [_job(ev, at=T0)], T0)
     s.close()
-    s2 = SqliteStore(path)
+    s2 = backend.open(path)
     assert s2.get_event(ev.id).id == ev.id
-    assert s2.schema_found == schema.SCHEMA_VERSION
-    assert s2.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert s2.schema_found == _schema_of(backend).SCHEMA_VERSION
+    s2.close()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    s = SqliteStore(tmp_path / "t.db")
+    assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.close()
+
+
+def _schema_of(backend):
+    if backend.name == "sqlite":
+        return schema
+    from timeos.store.postgres import schema as pg_schema
+
+    return pg_schema
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -252,7 +268,8 @@ def test_wal_is_truncated_once_the_writer_has_been_idle(tmp_path):
         store.close()
 
 
-def test_wal_size_is_limited_when_sqlite_restarts_it(store):
+def test_wal_size_is_limited_when_sqlite_restarts_it(tmp_path):
+    store = SqliteStore(tmp_path / "t.db")
     limit = store.conn.execute("PRAGMA journal_size_limit").fetchone()[0]
     assert limit == 16 * 1024 * 1024
 

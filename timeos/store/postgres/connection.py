@@ -1,0 +1,155 @@
+"""PostgreSQL connections under the store: the pool, transactions, and the error translation.
+
+Every psycopg error becomes a StoreError in Session.execute/executemany (and in open_pool), the
+one place that catches them. A transaction is one pooled connection held by one thread; a
+statement outside a transaction borrows a connection for itself (autocommit).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+from timeos.errors import StoreError
+from timeos.store.postgres.dialect import translate
+
+FOREIGN_ERRORS = (psycopg.Error,)
+# NUL cannot be stored in a PostgreSQL text value; SQLite keeps it. A command's output or an
+# error message may hold one: stored as U+FFFD, as undecodable bytes already are.
+_NUL = "\x00"
+_REPLACEMENT = "\ufffd"
+_SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
+
+
+def redacted(url: str) -> str:
+    """The database URL without its password, for status, health and messages."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
+class Result:
+    """A statement's rows, fetched at once, with the parts of sqlite3.Cursor the store uses."""
+
+    __slots__ = ("rowcount", "rows")
+
+    def __init__(self, rows: list[tuple[Any, ...]], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self.rows
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self.rows)
+
+
+def _clean(args: Sequence[Any]) -> Sequence[Any]:
+    if any(isinstance(a, str) and _NUL in a for a in args):
+        return [a.replace(_NUL, _REPLACEMENT) if isinstance(a, str) else a for a in args]
+    return args
+
+
+class Session:
+    """Runs the store's statements (SQLite dialect, translated) on PostgreSQL: on the calling
+    thread's transaction connection when it has one, else on a pooled connection of its own."""
+
+    def __init__(self, pool: ConnectionPool, where: str) -> None:
+        self.pool = pool
+        self.where = where
+        self._local = threading.local()
+
+    @property
+    def current(self) -> psycopg.Connection[Any] | None:
+        """The calling thread's transaction connection (None outside a transaction)."""
+        return getattr(self._local, "conn", None)
+
+    def execute(self, sql: str, args: Sequence[Any] = ()) -> Result:
+        return self._run(translate(sql), _clean(list(args)), many=False)
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> Result:
+        return self._run(translate(sql), [_clean(list(r)) for r in rows], many=True)
+
+    def native(self, sql: str, args: Sequence[Any] = ()) -> Result:
+        """Run PostgreSQL's own dialect (`%s` parameters), untranslated."""
+        return self._run(sql, list(args), many=False)
+
+    def _run(self, sql: str, args: Any, *, many: bool) -> Result:
+        conn = self.current
+        try:
+            if conn is not None:
+                return _execute(conn, sql, args, many)
+            with self.pool.connection() as own:
+                return _execute(own, sql, args, many)
+        except FOREIGN_ERRORS as exc:
+            raise StoreError(f"{self.where}: {_message(exc)}") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[psycopg.Connection[Any]]:
+        """One transaction on a pooled connection, held by this thread until it ends; a nested
+        call joins the transaction already open."""
+        if self.current is not None:
+            yield self.current
+            return
+        try:
+            with self.pool.connection() as conn, conn.transaction():
+                self._local.conn = conn
+                try:
+                    yield conn
+                finally:
+                    self._local.conn = None
+        except FOREIGN_ERRORS as exc:  # BEGIN or COMMIT failed
+            raise StoreError(f"{self.where}: {_message(exc)}") from exc
+
+
+def _execute(conn: psycopg.Connection[Any], sql: str, args: Any, many: bool) -> Result:
+    with conn.cursor() as cur:
+        if many:
+            if args:
+                cur.executemany(sql, args)
+            return Result([], cur.rowcount if args else 0)
+        cur.execute(sql, args)
+        rows = cur.fetchall() if cur.description is not None else []
+        return Result(rows, cur.rowcount)
+
+
+def _message(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    notes = getattr(exc, "__notes__", ())
+    detail = text[0] if text else type(exc).__name__
+    return f"{detail} ({'; '.join(notes)})" if notes else detail
+
+
+def open_pool(
+    url: str, *, min_size: int, max_size: int, where: str, schema: str | None = None
+) -> ConnectionPool:
+    """Open a pool of autocommit connections to `url` (in `schema`, created if missing: tests
+    and several TimeOS instances on one database); StoreError when the server is not there."""
+    kwargs: dict[str, Any] = {"autocommit": True}
+    try:
+        if schema is not None:
+            if not _SCHEMA.fullmatch(schema):
+                raise StoreError(f"{where}: schema name {schema!r}: use a-z, 0-9 and _")
+            with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")  # a checked identifier
+            kwargs["options"] = f"-c search_path={schema}"
+        pool = ConnectionPool(
+            url,
+            min_size=min_size,
+            max_size=max_size,
+            kwargs=kwargs,
+            open=False,
+            name="timeos",
+        )
+        pool.open(wait=True, timeout=10)
+    except psycopg.Error as exc:  # PoolTimeout included
+        raise StoreError(f"cannot open database {where}: {_message(exc)}") from exc
+    return pool

@@ -1,0 +1,300 @@
+"""The PostgreSQL implementation of the store protocol, for several daemons on one database.
+
+It is the SQLite store's code (store/sqlite/) on a psycopg pool: the statements are translated
+(dialect.py), and what several writers on one database change is done here:
+
+- Every write transaction takes an advisory lock first: exclusive for every write but the plain
+  claim, shared for the plain claim. The SQLite store's writes assume they are the only writer
+  (BEGIN IMMEDIATE); under the exclusive lock they still are, across daemons.
+- The plain claim runs concurrently with other daemons' claims: due rows are taken with
+  `FOR UPDATE SKIP LOCKED` inside the claim's one transaction, so no two daemons take one job.
+- Each daemon has a row in `daemons` with a heartbeat; a job records the daemon that claimed it,
+  and start-up recovery (running_jobs) takes only jobs whose daemon is this one's previous
+  life or has stopped beating, never those a live daemon is running.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sqlite3
+import threading
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any, cast
+
+from timeos.clock import Clock, SystemClock
+from timeos.errors import StoreError
+from timeos.model import Job, JobStatus, WriteOutcome
+from timeos.rules.limits import LimitsInForce
+from timeos.store.postgres import schema
+from timeos.store.postgres.connection import FOREIGN_ERRORS, Session, open_pool, redacted
+from timeos.store.sqlite.store import _JOB_COLUMNS, SqliteStore, _job, _with
+from timeos.timefmt import to_micros
+
+# pg_advisory_xact_lock(WRITE_LOCK, hashtext(schema)): the writer lock of one schema.
+WRITE_LOCK = 0x7101
+HEARTBEAT_SECONDS = 2.0
+# A daemon whose heartbeat is older than this is dead: its running jobs may be rescued.
+LEASE_SECONDS = 15
+_WAITING = "status IN ('pending', 'retrying')"
+
+
+def is_postgres_url(text: str) -> bool:
+    """True when `--db` names a PostgreSQL database rather than a SQLite file."""
+    return text.startswith(("postgresql://", "postgres://"))
+
+
+class PostgresStore(SqliteStore):
+    """The shared store (implements store.protocol.Store). One instance per daemon."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        clock: Clock | None = None,
+        daemon_id: str | None = None,
+        schema_name: str | None = None,
+        pool_size: int = 4,
+    ) -> None:
+        # Deliberately not SqliteStore.__init__: no file, no pragmas, no checkpointer.
+        self.url = url
+        self.path = redacted(url) + (f" (schema {schema_name})" if schema_name else "")
+        self.clock = clock or SystemClock()
+        self.last_write: WriteOutcome | None = None
+        self._last_write_mono = self.clock.monotonic()
+        self.synchronous = "FULL"  # a commit returns once the server has it (synchronous_commit)
+        self.daemon_id = daemon_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._heart: threading.Thread | None = None
+        self._stop_heart = threading.Event()
+        self.pool = open_pool(
+            url, min_size=1, max_size=pool_size, where=self.path, schema=schema_name
+        )
+        self.session = Session(self.pool, self.path)
+        # The SQLite store's code runs its statements on `self.conn`: here the session, which
+        # uses this thread's open transaction, or a pooled connection.
+        self.conn = cast(sqlite3.Connection, self.session)
+        try:
+            self.schema_found = schema.migrate(
+                lambda sql, args=(): self.session.native(sql, args).rows,
+                self.session.transaction,
+                self.path,
+            )
+            self._beat(register=True)
+        except BaseException:
+            self.pool.close()
+            raise
+
+    # ---- connection -------------------------------------------------------------------------
+
+    @property
+    def location(self) -> str:
+        """The database URL without its password."""
+        return self.path
+
+    def facts(self) -> dict[str, Any]:
+        """Backend numbers for health: the daemons sharing the database and which are alive."""
+        rows = self.session.native(
+            "SELECT id, heartbeat_at > now() - make_interval(secs => %s) FROM daemons",
+            (LEASE_SECONDS,),
+        ).rows
+        return {
+            "daemon_id": self.daemon_id,
+            "daemons": len(rows),
+            "daemons_alive": sum(1 for _, alive in rows if alive),
+        }
+
+    def close(self) -> None:
+        """Stop the heartbeat, leave the daemons table, close the pool (once)."""
+        if self.pool.closed:
+            return
+        self._stop_heart.set()
+        if self._heart is not None:
+            self._heart.join(5)
+            self._heart = None
+        try:
+            self.session.native("DELETE FROM daemons WHERE id = %s", (self.daemon_id,))
+        except StoreError:
+            pass  # the server is gone: the row expires by its heartbeat
+        self.pool.close()
+
+    def start_checkpointer(self, interval: float = 1.0) -> None:
+        """Start the heartbeat thread (what the daemon starts beside a SQLite store's
+        checkpointer): other daemons see this one alive while it beats."""
+        if self._heart is not None:
+            return
+        self._stop_heart.clear()
+        self._heart = threading.Thread(
+            target=self._heart_loop, name="timeos-heartbeat", daemon=True
+        )
+        self._heart.start()
+
+    def _heart_loop(self) -> None:
+        while not self._stop_heart.wait(HEARTBEAT_SECONDS):
+            try:
+                self._beat()
+            except StoreError:
+                pass  # the server is away this time: the next beat tries again
+
+    def _beat(self, register: bool = False) -> None:
+        if register:
+            self.session.native(
+                "INSERT INTO daemons (id, host, pid, started_at, heartbeat_at)"
+                " VALUES (%s, %s, %s, now(), now()) ON CONFLICT (id) DO UPDATE SET"
+                " host = excluded.host, pid = excluded.pid, started_at = now(),"
+                " heartbeat_at = now()",
+                (self.daemon_id, socket.gethostname(), os.getpid()),
+            )
+            return
+        self.session.native(
+            "UPDATE daemons SET heartbeat_at = now() WHERE id = %s", (self.daemon_id,)
+        )
+
+    def checkpoint(self, conn: sqlite3.Connection | None = None) -> str | None:
+        """No WAL file to checkpoint: PostgreSQL manages its own."""
+        return None
+
+    def wal_bytes(self) -> int:
+        """No WAL file of ours (health shows no WAL size for PostgreSQL)."""
+        return 0
+
+    @contextmanager
+    def _tx(self, *, shared: bool = False) -> Iterator[sqlite3.Connection]:
+        if self.session.current is not None:  # joined: the outer transaction holds the lock
+            yield self.conn
+            return
+        mode = "_shared" if shared else ""
+        try:
+            with self.session.transaction():
+                self.session.native(
+                    f"SELECT pg_advisory_xact_lock{mode}(%s, hashtext(current_schema()))",
+                    (WRITE_LOCK,),
+                )
+                yield self.conn
+        except StoreError as exc:
+            if isinstance(exc.__cause__, FOREIGN_ERRORS):  # the database refused the write
+                self._write_failed(exc)
+            raise
+        self.last_write = WriteOutcome(True, self.clock.now())
+        self._last_write_mono = self.clock.monotonic()
+
+    def _read(self, sql: str, args: Any = ()) -> list[tuple[Any, ...]]:
+        return self.session.execute(sql, args).rows
+
+    @contextmanager
+    def _big_cache(self, rows: int) -> Iterator[None]:
+        yield  # the server sizes its own buffers
+
+    def vacuum(self) -> None:
+        """VACUUM the tables (space goes back to the table files; autovacuum runs anyway)."""
+        self.session.native("VACUUM", ())
+
+    def file_bytes(self) -> int:
+        """Size of this schema's tables and indexes."""
+        rows = self.session.native(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind = 'r'",
+            (),
+        ).rows
+        return int(rows[0][0])
+
+    # ---- claims -----------------------------------------------------------------------------
+
+    def claim_due(
+        self,
+        now: datetime,
+        limit: int,
+        blocked: Collection[str] = (),
+        exclusive: Collection[str] = (),
+        limits: LimitsInForce | None = None,
+    ) -> list[Job]:
+        """Mark up to `limit` due jobs running (highest priority, then earliest) and return them.
+
+        Without limits, daemons claim side by side: `FOR UPDATE SKIP LOCKED` passes over the
+        rows another daemon's claim holds, in this one transaction. Under limits, the claim takes
+        the writer lock (the buckets and running counts must be read and written by one claimer
+        at a time) and runs the SQLite store's limited claim.
+        """
+        if limit <= 0:
+            return []
+        if limits:
+            with self._tx():
+                jobs = super().claim_due(now, limit, blocked, exclusive, limits)
+                self._mark_claimed([j.id for j in jobs])
+            return jobs
+        stamp = to_micros(now)
+        claimed: list[Job] = []
+        with self._tx(shared=True):
+            skip = set(blocked)
+            while len(claimed) < limit:
+                want = limit - len(claimed)
+                rows = self.session.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE {_WAITING} AND perform_at <= ?"
+                    " AND NOT (rule = ANY(?)) ORDER BY priority DESC, perform_at, id"
+                    " LIMIT ? FOR UPDATE SKIP LOCKED",
+                    (stamp, sorted(skip), want),
+                ).rows
+                again = False
+                taken: list[Job] = []
+                for row in rows:
+                    job = _job(row)
+                    if job.rule in skip:
+                        again = True  # a second job of an exclusive rule: look again without it
+                        continue
+                    if job.rule in exclusive:
+                        skip.add(job.rule)
+                        if not self._exclusive_free(job.rule):
+                            again = True  # running in another daemon (or being claimed there)
+                            continue
+                    taken.append(job)
+                claimed += self._start_all(taken, stamp)
+                if not again or len(rows) == 0:
+                    break
+        return claimed
+
+    def _exclusive_free(self, rule: str) -> bool:
+        """Whether a job of the exclusive `rule` may start: no other daemon is claiming one now
+        (a transaction-scoped advisory lock on the rule) and none is running."""
+        got = self.session.native(
+            "SELECT pg_try_advisory_xact_lock(%s, hashtext(current_schema() || ':' || %s))",
+            (WRITE_LOCK + 1, rule),
+        ).rows[0][0]
+        if not got:
+            return False
+        running = self.session.native(
+            "SELECT 1 FROM jobs WHERE status = 'running' AND rule = %s LIMIT 1", (rule,)
+        ).rows
+        return not running
+
+    def _start_all(self, jobs: list[Job], stamp: int) -> list[Job]:
+        if not jobs:
+            return []
+        self.session.executemany(
+            "UPDATE jobs SET status = 'running', attempts = ?, updated_at = ?, claimed_by = ?"
+            " WHERE id = ?",
+            [(j.attempts + 1, stamp, self.daemon_id, j.id) for j in jobs],
+        )
+        self.session.executemany(
+            "INSERT INTO attempts (job_id, number, started_at) VALUES (?, ?, ?)",
+            [(j.id, j.attempts + 1, stamp) for j in jobs],
+        )
+        return [_with(j, status=JobStatus.RUNNING, attempts=j.attempts + 1) for j in jobs]
+
+    def _mark_claimed(self, ids: list[str]) -> None:
+        if ids:
+            self.session.execute(
+                "UPDATE jobs SET claimed_by = ? WHERE id = ANY(?)", (self.daemon_id, ids)
+            )
+
+    def running_jobs(self) -> list[Job]:
+        """Jobs marked running that no live daemon runs: this daemon's previous life's, and
+        those of daemons whose heartbeat stopped (crash recovery rescues them)."""
+        rows = self._read(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'running' AND (claimed_by IS NULL"
+            " OR claimed_by = ? OR claimed_by NOT IN (SELECT id FROM daemons WHERE"
+            " heartbeat_at > now() - make_interval(secs => ?)))",
+            (self.daemon_id, LEASE_SECONDS),
+        )
+        return [_job(r) for r in rows]
