@@ -51,7 +51,7 @@ class Backend:
     def __repr__(self) -> str:
         return self.name
 
-    def open(self, path: Path | str, **kwargs: Any) -> Any:
+    def open(self, path: Path | str, **kwargs: Any) -> SqliteStore:
         """A store at `path` (SQLite) or in the schema standing for `path` (PostgreSQL)."""
         if self.name == "sqlite":
             return SqliteStore(path, **kwargs)

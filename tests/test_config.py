@@ -147,3 +147,20 @@ def test_timeosd_with_a_bad_config_file_exits_2_before_touching_anything(tmp_pat
     assert result.exit_code == 2
     assert f"timeosd: error: {config}:1:1: unknown key 'databse'" in result.stderr
     assert not db.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "db"),
+    [
+        ({"db": "postgresql://u@db.example/timeos"}, {}, "postgresql://u@db.example/timeos"),
+        ({}, {"TIMEOS_DB": "postgres://u@h/x"}, "postgres://u@h/x"),
+        ({}, {"DATABASE_URL": "postgresql://u@h/x", "HOME": "/h"}, "postgresql://u@h/x"),
+        ({}, {"DATABASE_URL": "mysql://u@h/x", "HOME": "/h"},
+         Path("/h/.local/state/timeos/timeos.db")),
+        ({"db": "var/t.db"}, {}, Path("var/t.db")),
+    ],
+    ids=["flag-url", "env-url", "database-url", "other-database-url-ignored", "file"],
+)  # fmt: skip
+def test_db_is_a_postgresql_url_kept_whole_or_a_sqlite_path(tmp_path, flags, env, db) -> None:
+    settings = resolve(flags, env, (tmp_path / "none.yaml", False))
+    assert settings["db"] == db

@@ -172,7 +172,7 @@ class Daemon:
         self,
         *,
         rule_paths: Sequence[Path],
-        db_path: Path,
+        db_path: Path | str,
         socket_path: Path,
         workers: int,
         grace: float,
@@ -204,8 +204,9 @@ class Daemon:
         rules = self._load(self.rule_paths)  # before touching the database: fail fast
         if listen_socket is None:
             refuse_live_socket(socket_path)  # a daemon already serving here: create no database
-        self.lock_fd = lock_database(db_path)
-        self.store = SqliteStore(db_path, synchronous=synchronous, clock=clock)
+        # A SQLite file is locked (one timeosd per file); a PostgreSQL database is shared.
+        self.lock_fd = lock_database(db_path) if isinstance(db_path, Path) else None
+        self.store = _open_store(db_path, synchronous, clock, socket_path)
         self.store.start_checkpointer()
         self.runner = ActionRunner(environ=self.environ, emitter=self._emit_from_action)
         # The planner and scheduler read the service's current rules at each pass (after a
@@ -229,7 +230,7 @@ class Daemon:
                 "version": __version__,
                 "pid": os.getpid(),
                 "socket": str(socket_path),
-                "database": str(db_path),
+                "database": self.store.location,
                 "synchronous": synchronous,
                 "workers": workers,
             },
@@ -456,6 +457,16 @@ class Daemon:
             await self.service.reload()
         except TimeOSError:
             pass  # already logged by Service.reload; old rules stay active
+
+
+def _open_store(db: Path | str, synchronous: str, clock: Clock, socket_path: Path) -> SqliteStore:
+    """The store `--db` names: a SQLite file, or a PostgreSQL URL
+    (shared: this daemon is known there by its host and socket, the same after a restart)."""
+    if isinstance(db, str):
+        from timeos.store.postgres.store import PostgresStore
+
+        return PostgresStore(db, clock=clock, daemon_id=f"{socket.gethostname()}:{socket_path}")
+    return SqliteStore(db, synchronous=synchronous, clock=clock)
 
 
 def _clock_from(environ: Mapping[str, str]) -> Clock:

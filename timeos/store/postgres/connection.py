@@ -139,7 +139,10 @@ def open_pool(
             if not _SCHEMA.fullmatch(schema):
                 raise StoreError(f"{where}: schema name {schema!r}: use a-z, 0-9 and _")
             with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-                conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")  # a checked identifier
+                try:
+                    conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")  # a checked name
+                except psycopg.errors.UniqueViolation:
+                    pass  # another daemon created it at the same moment
             kwargs["options"] = f"-c search_path={schema}"
         pool = ConnectionPool(
             url,

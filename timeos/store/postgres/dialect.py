@@ -18,6 +18,8 @@ _INSERT = re.compile(r"^\s*INSERT\s+OR\s+(IGNORE|REPLACE)\s+INTO\s+(\w+)\s*\(([^
 _UPSERT = re.compile(
     r"INSERT\s+INTO\s+(\w+)\s*\(([^)]*)\).*?ON CONFLICT\s*\([^)]*\)\s*DO UPDATE SET", re.I | re.S
 )
+# The first element of a JSON list held in a text column (spans a literal: rewritten first).
+_JSON_FIRST = re.compile(r"json_extract\((\w+), '\$\[0\]'\)")
 _RETURNING = re.compile(r"\sRETURNING\s", re.I)
 
 # (pattern, replacement) applied outside string literals, in order.
@@ -29,8 +31,6 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
     # Scalar MAX/MIN of two values (the aggregate takes one argument, never `x,`).
     (re.compile(r"\bMAX\(([\w.]+),", re.I), r"GREATEST(\1,"),
     (re.compile(r"\bMIN\(([\w.]+),", re.I), r"LEAST(\1,"),
-    # The first element of a JSON list held in a text column.
-    (re.compile(r"json_extract\((\w+), '\$\[0\]'\)"), r"((\1)::json ->> 0)"),
     # A row's physical address, for DELETE ... WHERE rowid IN (SELECT rowid ... LIMIT n).
     (re.compile(r"\browid\b"), "ctid"),
 ]
@@ -39,7 +39,7 @@ _RULES: list[tuple[re.Pattern[str], str]] = [
 @lru_cache(maxsize=2048)
 def translate(sql: str) -> str:
     """Return `sql` (SQLite dialect, `?` parameters) as PostgreSQL (psycopg's `%s`)."""
-    sql = _conflicts(sql)
+    sql = _JSON_FIRST.sub(r"((\1)::json ->> 0)", _conflicts(sql))
     parts: list[str] = []
     at = 0
     for literal in _LITERAL.finditer(sql):

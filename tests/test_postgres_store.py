@@ -1,0 +1,231 @@
+"""The PostgreSQL store's own behaviour: the dialect rewrite, and several daemons (stores) on one
+database claiming side by side without ever taking one job twice."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+
+import pytest
+import stores
+from stores import Backend, backend_fixture, pg_unreachable
+
+from timeos.model import (
+    Event,
+    JobStatus,
+    NewJob,
+    Occurrence,
+    OccurrenceOutcome,
+    RateLimit,
+    RuleState,
+    new_id,
+    occurrence_key,
+)
+from timeos.rules.limits import Limit
+from timeos.store.postgres.connection import redacted
+from timeos.store.postgres.dialect import translate
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("sqlite", "postgres"),
+    [
+        ("SELECT a FROM jobs INDEXED BY jobs_wake WHERE x = ?",
+         "SELECT a FROM jobs WHERE x = %s"),
+        ("WHERE rule = ? AND +status IN ('a', 'b')", "WHERE rule = %s AND status IN ('a', 'b')"),
+        ("SET perform_at = MAX(perform_at, CASE WHEN a < ? THEN a ELSE ? END)",
+         "SET perform_at = GREATEST(perform_at, CASE WHEN a < %s THEN a ELSE %s END)"),
+        ("SELECT MAX(priority) FROM jobs", "SELECT MAX(priority) FROM jobs"),
+        ("last_error LIKE 'parent job % ended %' AND x LIKE ?",
+         "last_error LIKE 'parent job %% ended %%' AND x LIKE %s"),
+        ("SET e = 'parent ' || COALESCE(json_extract(depends_on, '$[0]'), '?') || ?",
+         "SET e = 'parent ' || COALESCE(((depends_on)::json ->> 0), '?') || %s"),
+        ("INSERT OR IGNORE INTO job_deps (parent, child, wait) VALUES (?, ?, ?)",
+         "INSERT INTO job_deps (parent, child, wait) VALUES (%s, %s, %s) ON CONFLICT DO NOTHING"),
+        ("INSERT OR IGNORE INTO t (a) VALUES (?) RETURNING a",
+         "INSERT INTO t (a) VALUES (%s) ON CONFLICT DO NOTHING RETURNING a"),
+        ("INSERT OR REPLACE INTO job_keys (job_id, rule, key, value) VALUES (?, ?, ?, ?)",
+         "INSERT INTO job_keys (job_id, rule, key, value) VALUES (%s, %s, %s, %s)"
+         " ON CONFLICT (job_id, key) DO UPDATE SET rule = excluded.rule, value = excluded.value"),
+        ("INSERT INTO rate_buckets (key, tokens, held_at) VALUES (?, ?, ?) ON CONFLICT(key) DO"
+         " UPDATE SET tokens = CASE WHEN ? THEN excluded.tokens ELSE tokens END,"
+         " held_at = COALESCE(excluded.held_at, held_at)",
+         "INSERT INTO rate_buckets (key, tokens, held_at) VALUES (%s, %s, %s) ON CONFLICT(key) DO"
+         " UPDATE SET tokens = CASE WHEN %s THEN excluded.tokens ELSE rate_buckets.tokens END,"
+         " held_at = COALESCE(excluded.held_at, rate_buckets.held_at)"),
+        ("DELETE FROM o WHERE rowid IN (SELECT rowid FROM o LIMIT ?)",
+         "DELETE FROM o WHERE ctid IN (SELECT ctid FROM o LIMIT %s)"),
+    ],
+    ids=["index-hint", "unary-plus", "scalar-max", "aggregate-max", "percent-in-literal",
+         "json-first", "or-ignore", "or-ignore-returning", "or-replace", "upsert-bare-columns",
+         "rowid"],
+)  # fmt: skip
+def test_sqlite_idioms_are_rewritten_and_literals_kept(sqlite, postgres):
+    assert translate(sqlite) == postgres
+
+
+def test_a_password_never_reaches_status_or_messages():
+    assert redacted("postgresql://u:s3cret@db:5432/x") == "postgresql://u:***@db:5432/x"
+    assert redacted("postgresql://u@db/x") == "postgresql://u@db/x"
+
+
+def test_an_unreachable_server_skips_the_postgres_variants_or_fails_them_under_ci(monkeypatch):
+    monkeypatch.setattr(stores, "PG_URL", "postgresql://nobody@127.0.0.1:1/none")
+    monkeypatch.setattr(stores, "_reachable", [])
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.delenv("TIMEOS_TEST_PG", raising=False)
+    request = SimpleNamespace(param="postgres")
+    with pytest.raises(pytest.skip.Exception, match="no PostgreSQL at postgresql://nobody"):
+        next(backend_fixture(request))  # type: ignore[arg-type]
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="PostgreSQL is required"):
+        next(backend_fixture(request))  # type: ignore[arg-type]
+
+
+# ---- several daemons on one database ----------------------------------------------------------
+
+
+@pytest.fixture
+def pg(request):
+    """A PostgreSQL backend (these tests are about PostgreSQL only)."""
+    request.param = "postgres"
+    yield from backend_fixture(request)
+
+
+def _emit(store, count: int, *, rule: str = "r", at: datetime = T0) -> list[str]:
+    event = Event(new_id(T0), "e", {}, T0, T0)
+    jobs = [NewJob(rule, "act", at, 0, 3, {}, event.id) for _ in range(count)]
+    return list(store.emit(event, jobs, T0).job_ids)
+
+
+def _claim_all(store, limit: int, out: list[str], start: threading.Barrier, **kw) -> None:
+    start.wait()
+    while True:
+        jobs = store.claim_due(T0, limit, **kw)
+        if not jobs:
+            return
+        out += [j.id for j in jobs]
+
+
+def test_two_daemons_claiming_at_once_never_take_one_job_twice(pg: Backend, tmp_path):
+    path = tmp_path / "shared"
+    a, b = pg.open(path, daemon_id="a"), pg.open(path, daemon_id="b")
+    ids = _emit(a, 400)
+    taken: dict[str, list[str]] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+    threads = [
+        threading.Thread(target=_claim_all, args=(s, 7, taken[n], start))
+        for n, s in (("a", a), ("b", b))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    both = taken["a"] + taken["b"]
+    assert sorted(both) == sorted(ids)  # every job once: none lost, none twice
+    assert taken["a"] and taken["b"]  # and both daemons claimed
+    assert {r[0] for r in a.conn.execute("SELECT claimed_by FROM jobs WHERE id = ANY(?)",
+                                         (taken["b"],))} == {"b"}  # fmt: skip
+
+
+def test_a_rate_limit_holds_across_daemons(pg: Backend, tmp_path):
+    path = tmp_path / "shared"
+    a, b = pg.open(path, daemon_id="a"), pg.open(path, daemon_id="b")
+    _emit(a, 50, rule="slow")
+    limits = {"rule:slow": Limit("rule:slow", RateLimit(5, "minute", 5), None)}
+    taken: dict[str, list[str]] = {"a": [], "b": []}
+    start = threading.Barrier(2)
+    threads = [
+        threading.Thread(target=_claim_all, args=(s, 3, taken[n], start), kwargs={"limits": limits})
+        for n, s in (("a", a), ("b", b))
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert len(taken["a"]) + len(taken["b"]) == 5  # one bucket, whoever claims
+
+
+def test_an_exclusive_rule_runs_once_across_daemons(pg: Backend, tmp_path):
+    path = tmp_path / "shared"
+    a, b = pg.open(path, daemon_id="a"), pg.open(path, daemon_id="b")
+    _emit(a, 3, rule="single", at=T0 - timedelta(seconds=1))
+    other = _emit(a, 1, rule="other")
+    (first,) = a.claim_due(T0, 1, exclusive={"single"})
+    assert first.rule == "single"  # the earliest due; `other` is due after
+    # b knows nothing of a's running job in memory: the database tells it.
+    assert [j.id for j in b.claim_due(T0, 5, exclusive={"single"})] == other
+
+
+def test_recovery_takes_only_jobs_no_live_daemon_runs(pg: Backend, tmp_path):
+    path = tmp_path / "shared"
+    a, b = pg.open(path, daemon_id="a"), pg.open(path, daemon_id="b")
+    _emit(a, 2)
+    (mine,) = a.claim_due(T0, 1)
+    (theirs,) = b.claim_due(T0, 1)
+    # A restart of `a` (same id) takes back what its previous life left running, never b's.
+    again = pg.open(path, daemon_id="a")
+    assert [j.id for j in again.running_jobs()] == [mine.id]
+    c = pg.open(path, daemon_id="c")
+    assert c.running_jobs() == []  # a and b are alive: nothing to rescue
+    # b stops beating (killed): its job is rescued by the next daemon to start; a's is a's.
+    c.conn.execute("UPDATE daemons SET heartbeat_at = now() - interval '1 hour' WHERE id = 'b'")
+    assert [j.id for j in c.running_jobs()] == [theirs.id]
+
+
+def test_two_daemons_planning_one_occurrence_make_one_job(pg: Backend, tmp_path):
+    path = tmp_path / "shared"
+    a, b = pg.open(path, daemon_id="a"), pg.open(path, daemon_id="b")
+    fire = T0 + timedelta(minutes=1)
+    key = occurrence_key("tick", fire)
+    job = NewJob("tick", "act", fire, 0, 3, {}, None, key, fire)
+    occ = Occurrence("tick", fire, OccurrenceOutcome.FIRED, None, None, None, T0)
+    state = RuleState("tick", "f1", T0, fire + timedelta(minutes=1), fire)
+    results = []
+    start = threading.Barrier(2)
+
+    def plan(store) -> None:
+        start.wait()
+        results.append(store.save_rule_state(state, T0, [occ], [job]))
+
+    threads = [threading.Thread(target=plan, args=(s,)) for s in (a, b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    made = [ids[0] for ids in results if ids[0] is not None]
+    assert len(made) == 1
+    assert [j.id for j in a.list_jobs(rule="tick")] == made
+    assert [o.job_id for o in b.history("tick")] == made
+    assert a.get_job(made[0]).status is JobStatus.PENDING
+
+
+def test_the_schema_is_migrated_once_by_daemons_starting_together(pg: Backend, tmp_path):
+    path = tmp_path / "fresh"
+    opened: list[int] = []
+    start = threading.Barrier(3)
+
+    def open_one(n: int) -> None:
+        start.wait()
+        opened.append(pg.open(path, daemon_id=f"d{n}").schema_found)
+
+    threads = [threading.Thread(target=open_one, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    # All three opened (a second run of the migration would have failed on CREATE TABLE), each
+    # finding the schema empty or already migrated by another.
+    assert len(opened) == 3 and set(opened) <= {0, 1}
+    (version,) = pg.open(path).conn.execute("SELECT version FROM timeos_schema").fetchall()
+    assert version == (1,)
+
+
+def test_health_facts_count_the_daemons_sharing_the_database(pg: Backend, tmp_path):
+    path = tmp_path / "shared"
+    a = pg.open(path, daemon_id="a")
+    pg.open(path, daemon_id="b")
+    assert a.facts() == {"daemon_id": "a", "daemons": 2, "daemons_alive": 2}
+    assert pg_unreachable() is None
