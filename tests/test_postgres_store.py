@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 import stores
-from stores import Backend, backend_fixture, pg_unreachable
+from stores import Backend, backend_fixture
 
 from timeos.model import (
     Event,
@@ -223,9 +223,17 @@ def test_the_schema_is_migrated_once_by_daemons_starting_together(pg: Backend, t
     assert version == (1,)
 
 
-def test_health_facts_count_the_daemons_sharing_the_database(pg: Backend, tmp_path):
+def test_health_facts_list_the_daemons_sharing_the_database(pg: Backend, tmp_path):
     path = tmp_path / "shared"
     a = pg.open(path, daemon_id="a")
-    pg.open(path, daemon_id="b")
-    assert a.facts() == {"daemon_id": "a", "daemons": 2, "daemons_alive": 2}
-    assert pg_unreachable() is None
+    b = pg.open(path, daemon_id="b")
+    facts = a.facts()
+    assert facts["daemon_id"] == "a" and facts["daemons_alive"] == 2
+    assert [(d["id"], d["alive"]) for d in facts["daemons"]] == [("a", True), ("b", True)]
+    a.conn.execute("UPDATE daemons SET heartbeat_at = now() - interval '1 hour' WHERE id = 'b'")
+    assert [d["alive"] for d in a.facts()["daemons"]] == [True, False]
+    b.close()  # a clean stop leaves the table
+    assert [d["id"] for d in a.facts()["daemons"]] == ["a"]
+    # The server gone: health still answers, its ping says what is wrong.
+    a.pool.close()  # type: ignore[attr-defined]
+    assert a.facts() == {"daemon_id": "a"}

@@ -3,8 +3,8 @@
 It is the SQLite store's code (store/sqlite/) on a psycopg pool: the statements are translated
 (dialect.py), and what several writers on one database change is done here:
 
-- Every write transaction takes an advisory lock first: exclusive for every write but the plain
-  claim, shared for the plain claim. The SQLite store's writes assume they are the only writer
+- Every write transaction takes an advisory lock first: shared for the plain claim and for
+  finish, exclusive for every other write. The SQLite store's writes assume they are the only writer
   (BEGIN IMMEDIATE); under the exclusive lock they still are, across daemons.
 - The plain claim runs concurrently with other daemons' claims: due rows are taken with
   `FOR UPDATE SKIP LOCKED` inside the claim's one transaction, so no two daemons take one job.
@@ -26,7 +26,7 @@ from typing import Any, cast
 
 from timeos.clock import Clock, SystemClock
 from timeos.errors import StoreError
-from timeos.model import Job, JobStatus, WriteOutcome
+from timeos.model import ActionResult, Job, JobStatus, Verdict, WriteOutcome
 from timeos.rules.limits import LimitsInForce
 from timeos.store.postgres import schema
 from timeos.store.postgres.connection import FOREIGN_ERRORS, Session, open_pool, redacted
@@ -94,16 +94,23 @@ class PostgresStore(SqliteStore):
         return self.path
 
     def facts(self) -> dict[str, Any]:
-        """Backend numbers for health: the daemons sharing the database and which are alive."""
-        rows = self.session.native(
-            "SELECT id, heartbeat_at > now() - make_interval(secs => %s) FROM daemons",
-            (LEASE_SECONDS,),
-        ).rows
-        return {
-            "daemon_id": self.daemon_id,
-            "daemons": len(rows),
-            "daemons_alive": sum(1 for _, alive in rows if alive),
-        }
+        """Backend facts for health: this daemon's id and every daemon sharing the database
+        (host, pid, last heartbeat, alive: beat within the lease)."""
+        facts: dict[str, Any] = {"daemon_id": self.daemon_id}
+        try:
+            rows = self.session.native(
+                "SELECT id, host, pid, heartbeat_at,"
+                " heartbeat_at > now() - make_interval(secs => %s) FROM daemons ORDER BY id",
+                (LEASE_SECONDS,),
+            ).rows
+        except StoreError:
+            return facts  # health's ping reports the outage itself
+        facts["daemons"] = [
+            {"id": i, "host": h, "pid": p, "heartbeat_at": at.isoformat(), "alive": alive}
+            for i, h, p, at, alive in rows
+        ]
+        facts["daemons_alive"] = sum(1 for *_, alive in rows if alive)
+        return facts
 
     def close(self) -> None:
         """Stop the heartbeat, leave the daemons table, close the pool (once)."""
@@ -253,6 +260,14 @@ class PostgresStore(SqliteStore):
                 if not again or len(rows) == 0:
                     break
         return claimed
+
+    def finish(self, job: Job, result: ActionResult, now: datetime, verdict: Verdict) -> Job:
+        """Record how attempt `job.attempts` ended and write the verdict, beside other daemons'
+        claims and finishes (the shared lock): the job's row is this daemon's alone (claimed by
+        it, and guarded by its attempt number), a notification job is new, and a chain child
+        has one parent, so no other claim or finish writes what this one reads."""
+        with self._tx(shared=True):
+            return super().finish(job, result, now, verdict)
 
     def _exclusive_free(self, rule: str) -> bool:
         """Whether a job of the exclusive `rule` may start: no other daemon is claiming one now
