@@ -53,6 +53,11 @@ class Store(Protocol):
         """Release connections and background work."""
         ...
 
+    def leads_planning(self) -> bool:
+        """Whether this daemon plans time-based rules now (always, alone on a database; one
+        daemon at a time of those sharing one)."""
+        ...
+
     # ---- events ----
 
     def find_idempotent(self, key: str, event_type: str, payload: Mapping[str, Any]) -> str | None:

@@ -130,9 +130,10 @@ def _message(exc: BaseException) -> str:
 
 def open_pool(
     url: str, *, min_size: int, max_size: int, where: str, schema: str | None = None
-) -> ConnectionPool:
+) -> tuple[ConnectionPool, dict[str, Any]]:
     """Open a pool of autocommit connections to `url` (in `schema`, created if missing: tests
-    and several TimeOS instances on one database); StoreError when the server is not there."""
+    and several TimeOS instances on one database); StoreError when the server is not there.
+    Returns the pool and the connection arguments, for connections of the store's own."""
     kwargs: dict[str, Any] = {"autocommit": True}
     try:
         if schema is not None:
@@ -155,4 +156,45 @@ def open_pool(
         pool.open(wait=True, timeout=10)
     except psycopg.Error as exc:  # PoolTimeout included
         raise StoreError(f"cannot open database {where}: {_message(exc)}") from exc
-    return pool
+    return pool, kwargs
+
+
+class Leadership:
+    """A session-level advisory lock on a connection of its own, held while that connection
+    lives: when the holder dies, or loses the server, PostgreSQL releases it and the next daemon
+    to ask takes it. Never raises: a connection that fails means not holding the lock."""
+
+    def __init__(self, url: str, kwargs: dict[str, Any], key: int) -> None:
+        self.url = url
+        self.kwargs = kwargs
+        self.key = key
+        self.conn: psycopg.Connection[Any] | None = None
+        self.holding = False
+
+    def check(self) -> bool:
+        """Whether this daemon holds the lock now: take it if free, or confirm the connection
+        that holds it is still alive (one round trip either way)."""
+        try:
+            if self.conn is None or self.conn.closed:
+                self.holding = False
+                self.conn = psycopg.connect(self.url, connect_timeout=5, **self.kwargs)
+            if self.holding:
+                self.conn.execute("SELECT 1")
+            else:
+                row = self.conn.execute(
+                    "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (self.key,)
+                ).fetchone()
+                self.holding = bool(row and row[0])
+        except psycopg.Error:
+            self.close()
+        return self.holding
+
+    def close(self) -> None:
+        """Give the lock up (closing the connection releases it)."""
+        self.holding = False
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+            self.conn = None

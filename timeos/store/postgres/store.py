@@ -29,7 +29,13 @@ from timeos.errors import StoreError
 from timeos.model import ActionResult, Job, JobStatus, Verdict, WriteOutcome
 from timeos.rules.limits import LimitsInForce
 from timeos.store.postgres import schema
-from timeos.store.postgres.connection import FOREIGN_ERRORS, Session, open_pool, redacted
+from timeos.store.postgres.connection import (
+    FOREIGN_ERRORS,
+    Leadership,
+    Session,
+    open_pool,
+    redacted,
+)
 from timeos.store.sqlite.store import _JOB_COLUMNS, SqliteStore, _job, _with
 from timeos.timefmt import to_micros
 
@@ -39,6 +45,11 @@ HEARTBEAT_SECONDS = 2.0
 # A daemon whose heartbeat is older than this is dead: its running jobs may be rescued.
 LEASE_SECONDS = 15
 _WAITING = "status IN ('pending', 'retrying')"
+# pg_try_advisory_lock(LEADER_LOCK, hashtext(schema)), session-level: the daemon that plans.
+LEADER_LOCK = 0x7102
+# How often the leader confirms its lock's connection (a round trip), and a follower asks for
+# the lock: a dead leader is replaced within about this long after PostgreSQL notices.
+LEADER_CHECK_SECONDS = 1.0
 
 
 def is_postgres_url(text: str) -> bool:
@@ -68,9 +79,11 @@ class PostgresStore(SqliteStore):
         self.daemon_id = daemon_id or f"{socket.gethostname()}:{os.getpid()}"
         self._heart: threading.Thread | None = None
         self._stop_heart = threading.Event()
-        self.pool = open_pool(
+        self.pool, kwargs = open_pool(
             url, min_size=1, max_size=pool_size, where=self.path, schema=schema_name
         )
+        self.leadership = Leadership(url, kwargs, LEADER_LOCK)
+        self._leader_checked: float | None = None
         self.session = Session(self.pool, self.path)
         # The SQLite store's code runs its statements on `self.conn`: here the session, which
         # uses this thread's open transaction, or a pooled connection.
@@ -113,9 +126,11 @@ class PostgresStore(SqliteStore):
         return facts
 
     def close(self) -> None:
-        """Stop the heartbeat, leave the daemons table, close the pool (once)."""
+        """Stop the heartbeat, give up leadership, leave the daemons table, close the pool
+        (once)."""
         if self.pool.closed:
             return
+        self.leadership.close()
         self._stop_heart.set()
         if self._heart is not None:
             self._heart.join(5)
@@ -157,6 +172,16 @@ class PostgresStore(SqliteStore):
         self.session.native(
             "UPDATE daemons SET heartbeat_at = now() WHERE id = %s", (self.daemon_id,)
         )
+
+    def leads_planning(self) -> bool:
+        """Whether this daemon plans time-based rules now: it holds the leader lock. Checked
+        against the server at most every LEADER_CHECK_SECONDS; between checks, the last answer
+        (two leaders for a moment still make one job per occurrence: its unique key)."""
+        mono = self.clock.monotonic()
+        if self._leader_checked is None or mono - self._leader_checked >= LEADER_CHECK_SECONDS:
+            self._leader_checked = mono
+            self.leadership.check()
+        return self.leadership.holding
 
     def checkpoint(self, conn: sqlite3.Connection | None = None) -> str | None:
         """No WAL file to checkpoint: PostgreSQL manages its own."""

@@ -145,6 +145,10 @@ class Connection:
         """Backend numbers for health and metrics: the WAL's size."""
         return {"wal_bytes": self.wal_bytes()}
 
+    def leads_planning(self) -> bool:
+        """Whether this daemon plans time-based rules: always, the file is its alone."""
+        return True
+
     def wal_bytes(self) -> int:
         """Size of the WAL file now (0 when there is none)."""
         try:
