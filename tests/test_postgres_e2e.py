@@ -1,0 +1,104 @@
+"""Real timeosd processes sharing one PostgreSQL database: jobs emitted to either daemon run once,
+by one of them, and a daemon killed with `kill -9` mid-run loses nothing when it comes back."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import psycopg
+import pytest
+from harness import Daemon, wait_until
+from stores import PG_URL, backend_fixture
+
+RULES = """\
+actions:
+  record:
+    command: ["./record.sh", "{runs}"]
+    timeout: 30s
+rules:
+  - {{name: work, on_event: work, perform: record}}
+"""
+RECORD = '#!/bin/sh\necho "$TIMEOS_JOB_ID" >> "$1"\nsleep 0.3\n'
+
+
+@pytest.fixture
+def shared(request, tmp_path: Path):
+    """A fresh schema on the test server, as a `--db` URL, and the rules every daemon loads."""
+    request.param = "postgres"
+    gen = backend_fixture(request)
+    next(gen)  # skips (or fails under CI) without a server
+    schema = f"e2e_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    runs = tmp_path / "runs.txt"
+    runs.touch()
+    script = tmp_path / "record.sh"
+    script.write_text(RECORD)
+    script.chmod(0o755)
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES.format(runs=runs))
+    yield f"{PG_URL}?options=-csearch_path%3D{schema}", rules, runs
+    with psycopg.connect(PG_URL, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def _daemon(tmp: Path, name: str, url: str, rules: Path) -> Daemon:
+    (tmp / name).mkdir()
+    d = Daemon(tmp / name, rules, workers=3)
+    d.db = url  # type: ignore[assignment]
+    return d.start()
+
+
+def _emit(d: Daemon, count: int) -> list[str]:
+    ids = []
+    for _ in range(count):
+        ids += d.client.call("POST", "/v1/events", {"type": "work"})["jobs"]
+    return ids
+
+
+def _succeeded(d: Daemon, ids: list[str]) -> bool:
+    counts = d.client.call("GET", "/v1/health")["jobs"]
+    return counts["succeeded"] == len(ids)
+
+
+def test_two_daemons_share_the_work_and_run_each_job_once(shared, tmp_path):
+    url, rules, runs = shared
+    a, b = _daemon(tmp_path, "a", url, rules), _daemon(tmp_path, "b", url, rules)
+    try:
+        ids = _emit(a, 15) + _emit(b, 15)
+        wait_until(lambda: _succeeded(a, ids), 60, "every job to succeed")
+        ran = Counter(runs.read_text().split())
+        assert sorted(ran) == sorted(ids) and set(ran.values()) == {1}
+        health = b.client.call("GET", "/v1/health")
+        daemons = health["components"]["database"]["daemons"]
+        assert len(daemons) == 2 and all(d["alive"] for d in daemons)
+    finally:
+        a.stop()
+        b.stop()
+
+
+def test_a_daemon_killed_mid_run_reruns_only_what_it_was_running(shared, tmp_path):
+    url, rules, runs = shared
+    a, b = _daemon(tmp_path, "a", url, rules), _daemon(tmp_path, "b", url, rules)
+    try:
+        ids = _emit(a, 20)
+        wait_until(lambda: len(runs.read_text().split()) >= 4, 30, "some jobs to start")
+        a.kill9()  # its running jobs stay `running`, claimed by a
+        a.start()  # the same socket: the same daemon id, so it recovers its own jobs
+        wait_until(lambda: _succeeded(b, ids), 60, "every job to succeed")
+        ran = Counter(runs.read_text().split())
+        assert sorted(ran) == sorted(ids)  # none lost
+        interrupted = set()
+        for job in ids:
+            history = b.client.call("GET", f"/v1/jobs/{job}")["attempt_history"]
+            if any(x["outcome"] == "interrupted" for x in history):
+                interrupted.add(job)
+        assert interrupted  # the kill caught a run: recovery had something to do
+        # Only a job the killed daemon was running ran again; nothing ran more than twice.
+        assert {job for job, n in ran.items() if n > 1} <= interrupted
+        assert max(ran.values()) <= 2
+    finally:
+        a.stop()
+        b.stop()
