@@ -274,3 +274,17 @@ def test_one_daemon_plans_and_another_takes_the_lead_when_it_dies(pg: Backend, t
     # Every occurrence exactly once, across the failover (minute 3 late, not missed).
     assert fired == [T0 + timedelta(minutes=m) for m in (1, 2, 3, 4)]
     assert len(b.list_jobs(rule="tick")) == 4
+
+
+def test_a_job_made_due_by_another_daemon_wakes_an_idle_one(pg: Backend, tmp_path):
+    path = tmp_path / "shared"
+    a, b = pg.open(path, daemon_id="a"), pg.open(path, daemon_id="b")
+    woken = threading.Event()
+    b.watch(woken.set)
+    assert woken.wait(10)  # a (re)connected listener looks once at once
+    woken.clear()
+    _emit(b, 1)  # b's own writes never wake b
+    a.claim_due(T0, 10)  # nor does a claim (nothing becomes due by it)
+    assert not woken.wait(1.5)
+    _emit(a, 1)  # a new job by another daemon does
+    assert woken.wait(10)

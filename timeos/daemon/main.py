@@ -369,6 +369,8 @@ class Daemon:
         # systemd's socket outlives us (it queues clients while we restart): never unlink it.
         bound = None if self.listen_socket else self.socket_path.lstat()
         recovered = self.scheduler.recover()
+        # Another daemon on a shared database made a job due: look now (from its thread).
+        self.store.watch(lambda: loop.call_soon_threadsafe(self.scheduler.poke))
         app = build_app(self.service, self._extra_routes())
         self.server = _Server(
             self._server_config(app), on_started=lambda: self.notifier.ready(self._status_line())

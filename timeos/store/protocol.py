@@ -7,7 +7,7 @@ domain errors (NotFound, InvalidState, IdempotencyConflict) mean the same in eve
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -51,6 +51,11 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections and background work."""
+        ...
+
+    def watch(self, wake: Callable[[], object]) -> None:
+        """Call `wake` (from another thread) when another daemon sharing the database may have
+        made a job due earlier (nothing to watch alone on a database)."""
         ...
 
     def leads_planning(self) -> bool:

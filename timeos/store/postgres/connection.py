@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import re
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from timeos.errors import StoreError
@@ -58,13 +59,26 @@ def _clean(args: Sequence[Any]) -> Sequence[Any]:
     return args
 
 
+# A statement that may make a job due earlier than other daemons plan to look: a new job, or a
+# job's perform_at or pending status written. Its transaction notifies the other daemons.
+_WAKES = re.compile(r"^\s*(INSERT INTO jobs\b|UPDATE jobs SET (status = 'pending'|.*perform_at =))")
+
+
 class Session:
     """Runs the store's statements (SQLite dialect, translated) on PostgreSQL: on the calling
-    thread's transaction connection when it has one, else on a pooled connection of its own."""
+    thread's transaction connection when it has one, else on a pooled connection of its own.
 
-    def __init__(self, pool: ConnectionPool, where: str) -> None:
+    A transaction that may have made a job due sends `NOTIFY` on `channel` (payload: `sender`)
+    as it commits, so idle daemons look at once rather than at their next planned wake.
+    """
+
+    def __init__(
+        self, pool: ConnectionPool, where: str, channel: str | None = None, sender: str = ""
+    ) -> None:
         self.pool = pool
         self.where = where
+        self.channel = channel
+        self.sender = sender
         self._local = threading.local()
 
     @property
@@ -86,6 +100,8 @@ class Session:
         conn = self.current
         try:
             if conn is not None:
+                if self.channel is not None and _WAKES.match(sql):
+                    self._local.wakes = True
                 return _execute(conn, sql, args, many)
             with self.pool.connection() as own:
                 return _execute(own, sql, args, many)
@@ -102,8 +118,11 @@ class Session:
         try:
             with self.pool.connection() as conn, conn.transaction():
                 self._local.conn = conn
+                self._local.wakes = False
                 try:
                     yield conn
+                    if self._local.wakes:  # delivered by PostgreSQL on commit, never before
+                        conn.execute("SELECT pg_notify(%s, %s)", (self.channel, self.sender))
                 finally:
                     self._local.conn = None
         except FOREIGN_ERRORS as exc:  # BEGIN or COMMIT failed
@@ -198,3 +217,41 @@ class Leadership:
             except psycopg.Error:
                 pass
             self.conn = None
+
+
+class Listener:
+    """A thread that LISTENs on `channel` on a connection of its own and calls `wake` for each
+    batch of notifications another daemon (payload != `me`) sent; reconnects after an error."""
+
+    def __init__(self, url: str, kwargs: dict[str, Any], channel: str, me: str) -> None:
+        self.url = url
+        self.kwargs = kwargs
+        self.channel = channel
+        self.me = me
+        self.stop = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self, wake: Callable[[], object]) -> None:
+        self.thread = threading.Thread(
+            target=self._loop, args=(wake,), name="timeos-listen", daemon=True
+        )
+        self.thread.start()
+
+    def _loop(self, wake: Callable[[], object]) -> None:
+        while not self.stop.is_set():
+            try:
+                with psycopg.connect(self.url, connect_timeout=5, **self.kwargs) as conn:
+                    conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+                    wake()  # (re)connected: anything sent meanwhile was missed, look now
+                    while not self.stop.is_set():
+                        others = [n for n in conn.notifies(timeout=1.0) if n.payload != self.me]
+                        if others:
+                            wake()
+            except psycopg.Error:
+                self.stop.wait(2.0)  # the server is away: try again, never spin
+
+    def close(self) -> None:
+        self.stop.set()
+        if self.thread is not None:
+            self.thread.join(5)
+            self.thread = None

@@ -19,7 +19,7 @@ import os
 import socket
 import sqlite3
 import threading
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, cast
@@ -32,6 +32,7 @@ from timeos.store.postgres import schema
 from timeos.store.postgres.connection import (
     FOREIGN_ERRORS,
     Leadership,
+    Listener,
     Session,
     open_pool,
     redacted,
@@ -83,8 +84,11 @@ class PostgresStore(SqliteStore):
             url, min_size=1, max_size=pool_size, where=self.path, schema=schema_name
         )
         self.leadership = Leadership(url, kwargs, LEADER_LOCK)
+        self.listener: Listener | None = None
+        self._kwargs = kwargs
         self._leader_checked: float | None = None
         self.session = Session(self.pool, self.path)
+        self.session.sender = self.daemon_id
         # The SQLite store's code runs its statements on `self.conn`: here the session, which
         # uses this thread's open transaction, or a pooled connection.
         self.conn = cast(sqlite3.Connection, self.session)
@@ -95,6 +99,9 @@ class PostgresStore(SqliteStore):
                 self.path,
             )
             self._beat(register=True)
+            # One channel per schema (NOTIFY channels are per database).
+            schema_now = self.session.native("SELECT current_schema()", ()).rows[0][0]
+            self.session.channel = f"timeos:{schema_now}"
         except BaseException:
             self.pool.close()
             raise
@@ -131,6 +138,8 @@ class PostgresStore(SqliteStore):
         if self.pool.closed:
             return
         self.leadership.close()
+        if self.listener is not None:
+            self.listener.close()
         self._stop_heart.set()
         if self._heart is not None:
             self._heart.join(5)
@@ -172,6 +181,14 @@ class PostgresStore(SqliteStore):
         self.session.native(
             "UPDATE daemons SET heartbeat_at = now() WHERE id = %s", (self.daemon_id,)
         )
+
+    def watch(self, wake: Callable[[], object]) -> None:
+        """Call `wake` (from a thread of ours) when another daemon may have made a job due
+        earlier: LISTEN on this schema's channel, which every such write transaction notifies."""
+        if self.listener is not None or self.session.channel is None:
+            return
+        self.listener = Listener(self.url, self._kwargs, self.session.channel, self.daemon_id)
+        self.listener.start(wake)
 
     def leads_planning(self) -> bool:
         """Whether this daemon plans time-based rules now: it holds the leader lock. Checked

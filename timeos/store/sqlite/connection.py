@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -144,6 +144,9 @@ class Connection:
     def facts(self) -> dict[str, Any]:
         """Backend numbers for health and metrics: the WAL's size."""
         return {"wal_bytes": self.wal_bytes()}
+
+    def watch(self, wake: Callable[[], object]) -> None:
+        """No other daemon writes this file: nothing to watch for."""
 
     def leads_planning(self) -> bool:
         """Whether this daemon plans time-based rules: always, the file is its alone."""
