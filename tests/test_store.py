@@ -289,3 +289,11 @@ def test_wal_size_is_limited_when_sqlite_restarts_it(tmp_path):
 )  # fmt: skip
 def test_truncate_wanted_when_idle_or_big_and_caught_up(idle, wal, caught_up, wanted):
     assert truncate_wanted(idle, wal, caught_up) is wanted
+
+
+def test_vacuum_runs_and_the_size_counts_the_data(store):
+    ev = _event(T0, payload={"blob": "z" * 10_000})
+    store.emit(ev, [_job(ev, at=T0)], T0)
+    store.vacuum()
+    assert store.get_event(ev.id).payload == ev.payload
+    assert store.file_bytes() > 10_000

@@ -1,6 +1,6 @@
 """What the daemon needs from a store: every operation the service, scheduler and planner call.
 
-The SQLite store (store/sqlite/) implements it today; a PostgreSQL store will sit beside it. All
+The SQLite store (store/sqlite/) and the PostgreSQL store (store/postgres/) implement it. All
 instants are timezone-aware UTC; every failure of the backend is raised as StoreError, and the
 domain errors (NotFound, InvalidState, IdempotencyConflict) mean the same in every backend.
 """

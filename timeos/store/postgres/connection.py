@@ -178,6 +178,35 @@ def open_pool(
     return pool, kwargs
 
 
+class OwnConnection:
+    """A connection outside the pool, for a thread's periodic statement (the heartbeat): it
+    never waits behind the pool's transactions. Reconnects when the last use failed."""
+
+    def __init__(self, url: str, kwargs: dict[str, Any], where: str) -> None:
+        self.url = url
+        self.kwargs = kwargs
+        self.where = where
+        self.conn: psycopg.Connection[Any] | None = None
+
+    def run(self, statement: str, args: Sequence[Any]) -> None:
+        """Run one statement (autocommit); StoreError if the server does not take it."""
+        try:
+            if self.conn is None or self.conn.closed:
+                self.conn = psycopg.connect(self.url, connect_timeout=5, **self.kwargs)
+            self.conn.execute(statement, args)
+        except psycopg.Error as exc:
+            self.close()
+            raise StoreError(f"{self.where}: {_message(exc)}") from exc
+
+    def close(self) -> None:
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except psycopg.Error:
+                pass
+            self.conn = None
+
+
 class Leadership:
     """A session-level advisory lock on a connection of its own, held while that connection
     lives: when the holder dies, or loses the server, PostgreSQL releases it and the next daemon

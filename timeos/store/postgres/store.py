@@ -33,6 +33,7 @@ from timeos.store.postgres.connection import (
     FOREIGN_ERRORS,
     Leadership,
     Listener,
+    OwnConnection,
     Session,
     open_pool,
     redacted,
@@ -79,12 +80,14 @@ class PostgresStore(SqliteStore):
         self.synchronous = "FULL"  # a commit returns once the server has it (synchronous_commit)
         self.daemon_id = daemon_id or f"{socket.gethostname()}:{os.getpid()}"
         self._heart: threading.Thread | None = None
+        self._heart_conn: OwnConnection | None = None
         self._stop_heart = threading.Event()
         self.pool, kwargs = open_pool(
             url, min_size=1, max_size=pool_size, where=self.path, schema=schema_name
         )
         self.leadership = Leadership(url, kwargs, LEADER_LOCK)
         self.listener: Listener | None = None
+        self._heart_conn = OwnConnection(url, kwargs, self.path)
         self._kwargs = kwargs
         self._leader_checked: float | None = None
         self.session = Session(self.pool, self.path)
@@ -144,6 +147,8 @@ class PostgresStore(SqliteStore):
         if self._heart is not None:
             self._heart.join(5)
             self._heart = None
+        if self._heart_conn is not None:
+            self._heart_conn.close()
         try:
             self.session.native("DELETE FROM daemons WHERE id = %s", (self.daemon_id,))
         except StoreError:
@@ -178,7 +183,8 @@ class PostgresStore(SqliteStore):
                 (self.daemon_id, socket.gethostname(), os.getpid()),
             )
             return
-        self.session.native(
+        assert self._heart_conn is not None
+        self._heart_conn.run(
             "UPDATE daemons SET heartbeat_at = now() WHERE id = %s", (self.daemon_id,)
         )
 
@@ -236,8 +242,8 @@ class PostgresStore(SqliteStore):
         yield  # the server sizes its own buffers
 
     def vacuum(self) -> None:
-        """VACUUM the tables (space goes back to the table files; autovacuum runs anyway)."""
-        self.session.native("VACUUM", ())
+        """VACUUM this schema's tables (space freed for reuse; autovacuum runs anyway)."""
+        self.session.native(f"VACUUM {', '.join(schema.PRIMARY_KEYS)}", ())
 
     def file_bytes(self) -> int:
         """Size of this schema's tables and indexes."""
