@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -102,3 +103,81 @@ def test_a_daemon_killed_mid_run_reruns_only_what_it_was_running(shared, tmp_pat
     finally:
         a.stop()
         b.stop()
+
+
+TICK_RULES = """\
+actions:
+  noop:
+    command: ["true"]
+rules:
+  - {name: tick, every: 1s, perform: noop, overlap: allow}
+"""
+
+
+def test_every_occurrence_of_a_1s_rule_fires_once_across_a_leader_kill(shared, tmp_path):
+    url, _, _ = shared
+    rules = tmp_path / "tick.yaml"
+    rules.write_text(TICK_RULES)
+    leader = _daemon(tmp_path, "a", url, rules)  # first to start: it takes the lead
+    follower = _daemon(tmp_path, "b", url, rules)
+
+    def fired() -> list[str]:
+        page = follower.client.call("GET", "/v1/rules/tick/history?limit=500")
+        return [o["scheduled_for"] for o in page["occurrences"] if o["outcome"] == "fired"]
+
+    try:
+        wait_until(lambda: len(fired()) >= 3, 30, "the leader to fire")
+        leader.kill9()
+        before = len(fired())
+        wait_until(lambda: len(fired()) >= before + 5, 30, "the follower to take the lead")
+        page = follower.client.call("GET", "/v1/rules/tick/history?limit=500")
+        seen = sorted(o["scheduled_for"] for o in page["occurrences"])
+        assert len(seen) == len(set(seen))  # one record per occurrence
+        assert all(o["outcome"] == "fired" for o in page["occurrences"])  # none missed
+        instants = [datetime.fromisoformat(s) for s in seen]
+        gaps = {b - a for a, b in zip(instants, instants[1:], strict=False)}
+        assert gaps == {timedelta(seconds=1)}  # every second, none skipped across the kill
+    finally:
+        leader.stop()
+        follower.stop()
+
+
+SLOW_RULES = """\
+actions:
+  slow:
+    command: ["./slow.sh", "{runs}"]
+    timeout: 60s
+rules:
+  - {{name: slow, on_event: slow, perform: slow}}
+"""
+
+
+def test_the_leader_rescues_the_jobs_of_a_daemon_that_died_without_a_restart(shared, tmp_path):
+    url, _, runs = shared
+    script = tmp_path / "slow.sh"
+    script.write_text('#!/bin/sh\necho "$TIMEOS_JOB_ID" >> "$1"\nsleep 2\n')
+    script.chmod(0o755)
+    rules = tmp_path / "slow.yaml"
+    rules.write_text(SLOW_RULES.format(runs=runs))
+    leader = _daemon(tmp_path, "a", url, rules)
+    doomed = _daemon(tmp_path, "b", url, rules)
+    try:
+        ids = []
+        for _ in range(8):
+            ids += doomed.client.call("POST", "/v1/events", {"type": "slow"})["jobs"]
+        wait_until(lambda: len(runs.read_text().split()) >= 5, 30, "both daemons to run jobs")
+        doomed.kill9()  # never restarted: its running jobs wait for the leader's rescue
+        # Lease 15 s, then the leader's next rescue pass (every 10 s), then a 2 s rerun.
+        wait_until(lambda: _succeeded(leader, ids), 60, "every job to succeed")
+        interrupted = [
+            job
+            for job in ids
+            if any(
+                x["outcome"] == "interrupted"
+                for x in leader.client.call("GET", f"/v1/jobs/{job}")["attempt_history"]
+            )
+        ]
+        assert interrupted  # b was running some when it died; the leader ran them again
+    finally:
+        leader.stop()
+        doomed.stop()

@@ -168,6 +168,8 @@ def test_recovery_takes_only_jobs_no_live_daemon_runs(pg: Backend, tmp_path):
     # A restart of `a` (same id) takes back what its previous life left running, never b's.
     again = pg.open(path, daemon_id="a")
     assert [j.id for j in again.running_jobs()] == [mine.id]
+    # Later calls (the leader's periodic rescue) never hand a daemon its own running jobs.
+    assert again.running_jobs() == []
     c = pg.open(path, daemon_id="c")
     assert c.running_jobs() == []  # a and b are alive: nothing to rescue
     # b stops beating (killed): its job is rescued by the next daemon to start; a's is a's.

@@ -213,7 +213,11 @@ class Daemon:
         # reload, the new ones): the lambda is resolved then, not now.
         self.bus = EventBus(clock)  # lifecycle events: metrics and `timeos watch` streams
         self.planner = OccurrencePlanner(
-            store=self.store, rules=lambda: self.service.rules, publish=self.bus.publish
+            store=self.store,
+            rules=lambda: self.service.rules,
+            publish=self.bus.publish,
+            # A shared database: the planning leader also rescues dead daemons' running jobs.
+            rescue=(lambda: self.scheduler.recover()) if isinstance(db_path, str) else None,
         )
         self.pruner = Pruner(
             store=self.store, clock=clock, rules=lambda: self.service.rules, retention=retention

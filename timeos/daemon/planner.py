@@ -33,15 +33,26 @@ log = logging.getLogger("timeos.occurrences")
 # A daemon that does not plan (another one leads) asks for the lead this often, so a dead
 # leader's rules are planned again within seconds.
 FOLLOW_EVERY = timedelta(seconds=2)
+# The leader of daemons sharing a database rescues the jobs of dead ones this often.
+RESCUE_EVERY = timedelta(seconds=10)
 
 
 class OccurrencePlanner:
     """Creates due occurrences' jobs for every time-based rule; returns the next deadline."""
 
     def __init__(
-        self, *, store: Store, rules: Callable[[], RuleSet], publish: Publish = no_publish
+        self,
+        *,
+        store: Store,
+        rules: Callable[[], RuleSet],
+        publish: Publish = no_publish,
+        rescue: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
+        # Daemons sharing a database: the leader calls this (crash recovery: the jobs left
+        # running by daemons that stopped beating) every RESCUE_EVERY.
+        self.rescue = rescue
+        self.next_rescue: datetime | None = None
         self.rules = rules
         self.publish = publish
         self.states: dict[str, RuleState] = store.rule_states()
@@ -66,7 +77,13 @@ class OccurrencePlanner:
             self.states = self.store.rule_states()
             self.clocks.clear()
             self.following = False
-        deadline: datetime | None = None
+        if self.rescue is not None:
+            if self.next_rescue is None or now >= self.next_rescue:
+                self.next_rescue = now + RESCUE_EVERY
+                self.rescue()
+            deadline: datetime | None = self.next_rescue
+        else:
+            deadline = None
         loaded = {r.name for r in rules.rules if r.time_based}
         if self.loaded is None:
             # First pass of this process: a stored rule missing from the files was removed

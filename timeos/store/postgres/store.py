@@ -81,6 +81,7 @@ class PostgresStore(SqliteStore):
         self.daemon_id = daemon_id or f"{socket.gethostname()}:{os.getpid()}"
         self._heart: threading.Thread | None = None
         self._heart_conn: OwnConnection | None = None
+        self._recovered = False  # running_jobs() has run once (start-up recovery)
         self._stop_heart = threading.Event()
         self.pool, kwargs = open_pool(
             url, min_size=1, max_size=pool_size, where=self.path, schema=schema_name
@@ -352,12 +353,15 @@ class PostgresStore(SqliteStore):
             )
 
     def running_jobs(self) -> list[Job]:
-        """Jobs marked running that no live daemon runs: this daemon's previous life's, and
-        those of daemons whose heartbeat stopped (crash recovery rescues them)."""
+        """Jobs marked running that no live daemon runs: those of daemons whose heartbeat
+        stopped, and at the first call (start-up) this daemon's previous life's. Later calls
+        (the leader's periodic rescue) never return this daemon's own jobs: it runs them."""
+        own: tuple[str, ...] = () if self._recovered else (self.daemon_id,)
+        self._recovered = True
         rows = self._read(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'running' AND (claimed_by IS NULL"
-            " OR claimed_by = ? OR claimed_by NOT IN (SELECT id FROM daemons WHERE"
-            " heartbeat_at > now() - make_interval(secs => ?)))",
-            (self.daemon_id, LEASE_SECONDS),
+            f"{' OR claimed_by = ?' if own else ''} OR claimed_by NOT IN (SELECT id FROM daemons"
+            " WHERE heartbeat_at > now() - make_interval(secs => ?)))",
+            (*own, LEASE_SECONDS),
         )
         return [_job(r) for r in rows]
