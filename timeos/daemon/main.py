@@ -235,7 +235,7 @@ class Daemon:
                 "pid": os.getpid(),
                 "socket": str(socket_path),
                 "database": self.store.location,
-                "synchronous": synchronous,
+                "synchronous": self.store.synchronous,  # PostgreSQL: its synchronous_commit
                 "workers": workers,
             },
             probes={"scheduler": self._scheduler_health, "workers": self._workers_health},

@@ -9,8 +9,10 @@ It is the SQLite store's code (store/sqlite/) on a psycopg pool: the statements 
 - The plain claim runs concurrently with other daemons' claims: due rows are taken with
   `FOR UPDATE SKIP LOCKED` inside the claim's one transaction, so no two daemons take one job.
 - Each daemon has a row in `daemons` with a heartbeat; a job records the daemon that claimed it,
-  and start-up recovery (running_jobs) takes only jobs whose daemon is this one's previous
-  life or has stopped beating, never those a live daemon is running.
+  and recovery (running_jobs: at start-up, then the leader's periodic rescue) takes only jobs
+  whose daemon is this one's previous life or has stopped beating, never a live daemon's.
+- One daemon at a time plans time-based rules (leads_planning: a session-level advisory lock);
+  a transaction that makes a job due notifies the others (watch: LISTEN/NOTIFY).
 """
 
 from __future__ import annotations
@@ -54,11 +56,6 @@ LEADER_LOCK = 0x7102
 LEADER_CHECK_SECONDS = 1.0
 
 
-def is_postgres_url(text: str) -> bool:
-    """True when `--db` names a PostgreSQL database rather than a SQLite file."""
-    return text.startswith(("postgresql://", "postgres://"))
-
-
 class PostgresStore(SqliteStore):
     """The shared store (implements store.protocol.Store). One instance per daemon."""
 
@@ -77,10 +74,8 @@ class PostgresStore(SqliteStore):
         self.clock = clock or SystemClock()
         self.last_write: WriteOutcome | None = None
         self._last_write_mono = self.clock.monotonic()
-        self.synchronous = "FULL"  # a commit returns once the server has it (synchronous_commit)
         self.daemon_id = daemon_id or f"{socket.gethostname()}:{os.getpid()}"
         self._heart: threading.Thread | None = None
-        self._heart_conn: OwnConnection | None = None
         self._recovered = False  # running_jobs() has run once (start-up recovery)
         self._stop_heart = threading.Event()
         self.pool, kwargs = open_pool(
@@ -88,7 +83,7 @@ class PostgresStore(SqliteStore):
         )
         self.leadership = Leadership(url, kwargs, LEADER_LOCK)
         self.listener: Listener | None = None
-        self._heart_conn = OwnConnection(url, kwargs, self.path)
+        self._heart_conn = OwnConnection(url, kwargs, self.path)  # never behind the pool
         self._kwargs = kwargs
         self._leader_checked: float | None = None
         self.session = Session(self.pool, self.path)
@@ -106,6 +101,10 @@ class PostgresStore(SqliteStore):
             # One channel per schema (NOTIFY channels are per database).
             schema_now = self.session.native("SELECT current_schema()", ()).rows[0][0]
             self.session.channel = f"timeos:{schema_now}"
+            # Durability of an acknowledged write is the server's: on (the default) or above,
+            # a commit has reached the server's disk before the API answers.
+            setting = self.session.native("SHOW synchronous_commit", ()).rows[0][0]
+            self.synchronous = f"synchronous_commit={setting}"
         except BaseException:
             self.pool.close()
             raise
@@ -148,8 +147,7 @@ class PostgresStore(SqliteStore):
         if self._heart is not None:
             self._heart.join(5)
             self._heart = None
-        if self._heart_conn is not None:
-            self._heart_conn.close()
+        self._heart_conn.close()
         try:
             self.session.native("DELETE FROM daemons WHERE id = %s", (self.daemon_id,))
         except StoreError:
@@ -184,7 +182,6 @@ class PostgresStore(SqliteStore):
                 (self.daemon_id, socket.gethostname(), os.getpid()),
             )
             return
-        assert self._heart_conn is not None
         self._heart_conn.run(
             "UPDATE daemons SET heartbeat_at = now() WHERE id = %s", (self.daemon_id,)
         )
