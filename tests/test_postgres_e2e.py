@@ -3,6 +3,7 @@ by one of them, and a daemon killed with `kill -9` mid-run loses nothing when it
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections import Counter
 from datetime import datetime, timedelta
@@ -181,3 +182,39 @@ def test_the_leader_rescues_the_jobs_of_a_daemon_that_died_without_a_restart(sha
     finally:
         leader.stop()
         doomed.stop()
+
+
+def test_three_daemons_under_emit_load_lose_nothing_when_one_is_killed(shared, tmp_path):
+    url, rules, runs = shared
+    daemons = [_daemon(tmp_path, name, url, rules) for name in ("a", "b", "c")]
+    ids: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:  # emits into the survivors, one event every 50 ms, until stopped
+        n = 0
+        while not stop.is_set():
+            target = daemons[1 + n % 2]
+            ids.extend(target.client.call("POST", "/v1/events", {"type": "work"})["jobs"])
+            n += 1
+            stop.wait(0.05)
+
+    emitter = threading.Thread(target=load)
+    try:
+        ids += _emit(daemons[0], 10)
+        emitter.start()
+        wait_until(lambda: len(runs.read_text().split()) >= 8, 30, "all three to run jobs")
+        daemons[0].kill9()  # mid-run, under load; never restarted
+        wait_until(lambda: len(ids) >= 60, 30, "more load after the kill")
+        stop.set()
+        emitter.join(10)
+        wait_until(lambda: _succeeded(daemons[1], ids), 90, "every job to succeed")
+        ran = Counter(runs.read_text().split())
+        assert set(ran) == set(ids)  # none lost
+        for job, count in ran.items():
+            if count > 1:  # run again only after the dead daemon's interrupted attempt
+                history = daemons[1].client.call("GET", f"/v1/jobs/{job}")["attempt_history"]
+                assert [x["outcome"] for x in history][:-1] == ["interrupted"] * (count - 1)
+    finally:
+        stop.set()
+        for d in daemons:
+            d.stop()
