@@ -4,6 +4,7 @@ database claiming side by side without ever taking one job twice."""
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
@@ -292,3 +293,41 @@ def test_a_job_made_due_by_another_daemon_wakes_an_idle_one(pg: Backend, tmp_pat
     assert not woken.wait(1.5)
     _emit(a, 1)  # a new job by another daemon does
     assert woken.wait(10)
+
+
+def test_a_daemon_stalled_holding_the_writer_lock_blocks_others_only_briefly(pg: Backend, tmp_path):
+    import psycopg
+
+    from timeos.errors import StoreError
+    from timeos.store.postgres.store import WRITE_LOCK
+
+    path = tmp_path / "shared"
+    a = pg.open(path, daemon_id="a", lock_timeout_ms=200)
+    stalled = psycopg.connect(stores.PG_URL, options=f"-c search_path={pg.schemas[str(path)]}")
+    try:  # a daemon stopped (SIGSTOP) in the middle of a write transaction
+        stalled.execute(
+            "SELECT pg_advisory_xact_lock(%s, hashtext(current_schema()))", (WRITE_LOCK,)
+        )
+        with pytest.raises(StoreError, match="lock timeout"):
+            _emit(a, 1)  # an error after lock_timeout, never a loop blocked for good
+        assert a.last_write is not None and not a.last_write.ok  # health says so
+        idle = a.conn.execute("SHOW idle_in_transaction_session_timeout").fetchone()
+        assert idle == ("30s",)  # and the server ends such a session, releasing its locks
+    finally:
+        stalled.close()
+    assert len(_emit(a, 1)) == 1  # the lock freed: writes go through again
+
+
+def test_a_search_path_in_the_url_is_kept_beside_the_store_settings(pg: Backend, tmp_path):
+    import psycopg
+
+    from timeos.store.postgres.store import PostgresStore
+
+    schema = f"t_{uuid.uuid4().hex}"
+    pg.schemas[str(tmp_path / "url")] = schema
+    with psycopg.connect(stores.PG_URL, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    store = PostgresStore(f"{stores.PG_URL}?options=-csearch_path%3D{schema}", daemon_id="u")
+    pg.opened.append(store)
+    assert store.conn.execute("SELECT current_schema()").fetchone() == (schema,)
+    assert store.conn.execute("SHOW lock_timeout").fetchone() == ("5s",)

@@ -15,6 +15,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from timeos.errors import StoreError
@@ -25,6 +26,8 @@ FOREIGN_ERRORS = (psycopg.Error,)
 # error message may hold one: stored as U+FFFD, as undecodable bytes already are.
 _NUL = "\x00"
 _REPLACEMENT = "\ufffd"
+# A transaction of ours is a few statements long: one idle this long belongs to a stalled daemon.
+IDLE_IN_TRANSACTION_MS = 30_000
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
 
@@ -148,11 +151,28 @@ def _message(exc: BaseException) -> str:
 
 
 def open_pool(
-    url: str, *, min_size: int, max_size: int, where: str, schema: str | None = None
+    url: str,
+    *,
+    min_size: int,
+    max_size: int,
+    where: str,
+    schema: str | None = None,
+    lock_timeout_ms: int = 5_000,
+    wait_seconds: float = 5.0,
 ) -> tuple[ConnectionPool, dict[str, Any]]:
     """Open a pool of autocommit connections to `url` (in `schema`, created if missing: tests
     and several TimeOS instances on one database); StoreError when the server is not there.
-    Returns the pool and the connection arguments, for connections of the store's own."""
+    Returns the pool and the connection arguments, for connections of the store's own.
+
+    The store is called on the daemon's event loop, so nothing may wait long: a lock held by
+    another daemon (`lock_timeout`), or a free pooled connection (`wait_seconds`), fails as
+    StoreError after a few seconds, and the server ends a session left idle inside a transaction
+    (a daemon stopped mid-write by SIGSTOP or a paused VM), releasing what it held.
+    """
+    settings = [
+        f"lock_timeout={lock_timeout_ms}",
+        f"idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
+    ]
     kwargs: dict[str, Any] = {"autocommit": True}
     try:
         if schema is not None:
@@ -163,12 +183,17 @@ def open_pool(
                     conn.execute(f"CREATE SCHEMA IF NOT EXISTS {schema}")  # a checked name
                 except psycopg.errors.UniqueViolation:
                     pass  # another daemon created it at the same moment
-            kwargs["options"] = f"-c search_path={schema}"
+            settings.append(f"search_path={schema}")
+        # Ours first, then the URL's own `options` (a search_path, or another lock_timeout),
+        # which a keyword argument would otherwise replace.
+        given = str(conninfo_to_dict(url).get("options") or "")
+        kwargs["options"] = " ".join([*(f"-c {setting}" for setting in settings), given]).strip()
         pool = ConnectionPool(
             url,
             min_size=min_size,
             max_size=max_size,
             kwargs=kwargs,
+            timeout=wait_seconds,
             open=False,
             name="timeos",
         )
@@ -225,7 +250,8 @@ class Leadership:
         try:
             if self.conn is None or self.conn.closed:
                 self.holding = False
-                self.conn = psycopg.connect(self.url, connect_timeout=5, **self.kwargs)
+                # On the event loop (the planner asks): never wait long for a server away.
+                self.conn = psycopg.connect(self.url, connect_timeout=2, **self.kwargs)
             if self.holding:
                 self.conn.execute("SELECT 1")
             else:

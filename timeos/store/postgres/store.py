@@ -67,6 +67,7 @@ class PostgresStore(SqliteStore):
         daemon_id: str | None = None,
         schema_name: str | None = None,
         pool_size: int = 4,
+        lock_timeout_ms: int = 5_000,
     ) -> None:
         # Deliberately not SqliteStore.__init__: no file, no pragmas, no checkpointer.
         self.url = url
@@ -79,7 +80,12 @@ class PostgresStore(SqliteStore):
         self._recovered = False  # running_jobs() has run once (start-up recovery)
         self._stop_heart = threading.Event()
         self.pool, kwargs = open_pool(
-            url, min_size=1, max_size=pool_size, where=self.path, schema=schema_name
+            url,
+            min_size=1,
+            max_size=pool_size,
+            where=self.path,
+            schema=schema_name,
+            lock_timeout_ms=lock_timeout_ms,
         )
         self.leadership = Leadership(url, kwargs, LEADER_LOCK)
         self.listener: Listener | None = None
