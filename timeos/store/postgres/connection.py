@@ -204,21 +204,32 @@ def open_pool(
 
 
 class OwnConnection:
-    """A connection outside the pool, for a thread's periodic statement (the heartbeat): it
-    never waits behind the pool's transactions. Reconnects when the last use failed."""
+    """A connection outside the pool, for one thread's periodic statements (the heartbeat, the
+    leader lock): it never waits behind the pool's transactions. Reconnects after a failure."""
 
-    def __init__(self, url: str, kwargs: dict[str, Any], where: str) -> None:
+    def __init__(
+        self, url: str, kwargs: dict[str, Any], where: str, connect_timeout: int = 5
+    ) -> None:
         self.url = url
         self.kwargs = kwargs
         self.where = where
+        self.connect_timeout = connect_timeout
         self.conn: psycopg.Connection[Any] | None = None
 
-    def run(self, statement: str, args: Sequence[Any]) -> None:
-        """Run one statement (autocommit); StoreError if the server does not take it."""
+    @property
+    def connected(self) -> bool:
+        return self.conn is not None and not self.conn.closed
+
+    def run(self, statement: str, args: Sequence[Any]) -> list[tuple[Any, ...]]:
+        """Run one statement (autocommit) and return its rows; StoreError if the server does
+        not take it (the connection is dropped, the next call opens a new one)."""
         try:
             if self.conn is None or self.conn.closed:
-                self.conn = psycopg.connect(self.url, connect_timeout=5, **self.kwargs)
-            self.conn.execute(statement, args)
+                self.conn = psycopg.connect(
+                    self.url, connect_timeout=self.connect_timeout, **self.kwargs
+                )
+            cur = self.conn.execute(statement, args)
+            return cur.fetchall() if cur.description is not None else []
         except psycopg.Error as exc:
             self.close()
             raise StoreError(f"{self.where}: {_message(exc)}") from exc
@@ -238,40 +249,32 @@ class Leadership:
     to ask takes it. Never raises: a connection that fails means not holding the lock."""
 
     def __init__(self, url: str, kwargs: dict[str, Any], key: int) -> None:
-        self.url = url
-        self.kwargs = kwargs
+        # On the event loop (the planner asks): never wait long for a server that is away.
+        self.own = OwnConnection(url, kwargs, "leader lock", connect_timeout=2)
         self.key = key
-        self.conn: psycopg.Connection[Any] | None = None
         self.holding = False
 
     def check(self) -> bool:
         """Whether this daemon holds the lock now: take it if free, or confirm the connection
         that holds it is still alive (one round trip either way)."""
+        if not self.own.connected:
+            self.holding = False  # a new connection holds nothing yet
         try:
-            if self.conn is None or self.conn.closed:
-                self.holding = False
-                # On the event loop (the planner asks): never wait long for a server away.
-                self.conn = psycopg.connect(self.url, connect_timeout=2, **self.kwargs)
             if self.holding:
-                self.conn.execute("SELECT 1")
+                self.own.run("SELECT 1", ())
             else:
-                row = self.conn.execute(
+                rows = self.own.run(
                     "SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", (self.key,)
-                ).fetchone()
-                self.holding = bool(row and row[0])
-        except psycopg.Error:
-            self.close()
+                )
+                self.holding = bool(rows and rows[0][0])
+        except StoreError:
+            self.holding = False
         return self.holding
 
     def close(self) -> None:
         """Give the lock up (closing the connection releases it)."""
         self.holding = False
-        if self.conn is not None:
-            try:
-                self.conn.close()
-            except psycopg.Error:
-                pass
-            self.conn = None
+        self.own.close()
 
 
 class Listener:
