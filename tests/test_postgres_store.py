@@ -331,3 +331,20 @@ def test_a_search_path_in_the_url_is_kept_beside_the_store_settings(pg: Backend,
     pg.opened.append(store)
     assert store.conn.execute("SELECT current_schema()").fetchone() == (schema,)
     assert store.conn.execute("SHOW lock_timeout").fetchone() == ("5s",)
+
+
+def test_a_chain_started_by_one_daemon_continues_on_another(pg: Backend, tmp_path):
+    from timeos.model import ActionResult, Outcome, Verdict
+
+    path = tmp_path / "shared"
+    a, b = pg.open(path, daemon_id="a"), pg.open(path, daemon_id="b")
+    event = Event(new_id(T0), "e", {}, T0, T0)
+    parent = NewJob("chain", "first", T0, 0, 3, {}, event.id)
+    child = NewJob("chain", "second", T0, 0, 3, {}, event.id, after=1)
+    first, second = a.emit(event, [parent, child], T0).job_ids
+    assert a.get_job(second).status is JobStatus.BLOCKED
+    (running,) = b.claim_due(T0, 5)  # b runs the parent; the child waits for it
+    assert running.id == first
+    done = Verdict(JobStatus.SUCCEEDED, T0, 3, 0)
+    b.finish(running, ActionResult(Outcome.SUCCEEDED), T0, done)
+    assert [j.id for j in a.claim_due(T0, 5)] == [second]  # released in b's finish, run by a

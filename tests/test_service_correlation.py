@@ -534,3 +534,24 @@ def test_a_failing_cel_match_logs_once_per_event_not_once_per_job(
         assert rig.service.emit("order_refunded", {"other": 1}).cancelled == ()
     assert len([r for r in caplog.records if "cancel_on" in r.getMessage()]) == 1
     assert all(rig.status(j) is JobStatus.PENDING for j in jobs)
+
+
+def test_cancel_on_and_debounce_hold_across_two_daemons_on_one_database(
+    backend: Backend, tmp_path: Path
+) -> None:
+    # Two services on one database (on SQLite: two stores on one file, one after the other):
+    # what one daemon created, an event received by the other cancels or debounces.
+    a = Rig(backend, tmp_path)
+    b = Rig(backend, tmp_path, FakeClock(T0 + timedelta(minutes=1)))
+    try:
+        job = a.remind(7)
+        paid = b.service.emit("order_paid", {"order_id": 7})
+        assert paid.cancelled == (job,) and a.status(job) is JobStatus.CANCELLED
+        first = a.service.emit("user_active", {"user_id": "u9", "n": 1})
+        again = b.service.emit("user_active", {"user_id": "u9", "n": 2})
+        assert again.debounced == first.job_ids and again.job_ids == ()
+        (digest,) = first.job_ids
+        assert a.store.get_job(digest).payload == {"user_id": "u9", "n": 2}
+    finally:
+        a.store.close()
+        b.store.close()
