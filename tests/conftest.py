@@ -16,3 +16,13 @@ time.tzset()
 zoneinfo.reset_tzpath(to=[])
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+
+import pytest  # noqa: E402
+from stores import backend_fixture  # noqa: E402
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request):
+    """Run the test on each store backend (stores.py); PostgreSQL skips without a server."""
+    yield from backend_fixture(request)

@@ -89,8 +89,9 @@ async def _ping(request: Request) -> JSONResponse:
 
 
 @pytest.fixture
-def api(tmp_path):
-    a = Api(tmp_path)
+def api(backend, tmp_path):
+    # Every route on each store backend: the same answers from SQLite and PostgreSQL.
+    a = Api(tmp_path, backend.open(tmp_path / "t.db"))
     yield a
     a.store.close()
 

@@ -262,8 +262,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path):
-    store = SqliteStore(tmp_path / "t.db")
+def rig(backend, tmp_path):
+    store = backend.open(tmp_path / "t.db")
     yield Rig(store)
     store.close()
 
@@ -413,11 +413,11 @@ def test_counts_and_health_list_blocked(rig) -> None:
     assert 'timeos_jobs{status="blocked"} 3.0' in rig.service.metrics().decode()
 
 
-def test_a_time_based_rule_with_a_perform_list_chains_each_fire(tmp_path) -> None:
+def test_a_time_based_rule_with_a_perform_list_chains_each_fire(backend, tmp_path) -> None:
     from timeos.daemon.planner import OccurrencePlanner
     from timeos.model import CronTrigger
 
-    store = SqliteStore(tmp_path / "t.db")
+    store = backend.open(tmp_path / "t.db")
     rules = RuleSet(
         (Rule("nightly", CronTrigger("0 * * * *"), "charge", then=("receipt",)),),
         RULES.actions,

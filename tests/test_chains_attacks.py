@@ -72,8 +72,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path):
-    store = SqliteStore(tmp_path / "t.db")
+def rig(backend, tmp_path):
+    store = backend.open(tmp_path / "t.db")
     yield Rig(store)
     store.close()
 

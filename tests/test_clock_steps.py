@@ -83,9 +83,10 @@ def _run(store: SqliteStore, clock: FakeClock, rules: RuleSet, body: Any) -> Non
 
 
 def test_backward_step_neither_reruns_done_jobs_nor_runs_waiting_ones_early(
+    backend,
     tmp_path: Path,
 ) -> None:
-    store = SqliteStore(tmp_path / "t.db")
+    store = backend.open(tmp_path / "t.db")
     calls: list[str] = []
     first, second = _jobs(store, timedelta(minutes=10), timedelta(minutes=20))
     clock = FakeClock(T0)
@@ -111,8 +112,10 @@ def test_backward_step_neither_reruns_done_jobs_nor_runs_waiting_ones_early(
     store.close()
 
 
-def test_forward_step_past_many_waiting_jobs_runs_each_exactly_once(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "t.db")
+def test_forward_step_past_many_waiting_jobs_runs_each_exactly_once(
+    backend, tmp_path: Path
+) -> None:
+    store = backend.open(tmp_path / "t.db")
     calls: list[str] = []
     ids = _jobs(store, *(timedelta(minutes=m) for m in range(1, 13)))
     clock = FakeClock(T0)

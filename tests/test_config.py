@@ -184,3 +184,20 @@ def test_timeosd_parses_a_well_formed_command_line_without_typer_exactly_as_type
 )
 def test_timeosd_leaves_help_and_anything_odd_to_typer(argv) -> None:
     assert quick_options(argv) is None
+
+
+@pytest.mark.parametrize(
+    ("flags", "env", "db"),
+    [
+        ({"db": "postgresql://u@db.example/timeos"}, {}, "postgresql://u@db.example/timeos"),
+        ({}, {"TIMEOS_DB": "postgres://u@h/x"}, "postgres://u@h/x"),
+        ({}, {"DATABASE_URL": "postgresql://u@h/x", "HOME": "/h"}, "postgresql://u@h/x"),
+        ({}, {"DATABASE_URL": "mysql://u@h/x", "HOME": "/h"},
+         Path("/h/.local/state/timeos/timeos.db")),
+        ({"db": "var/t.db"}, {}, Path("var/t.db")),
+    ],
+    ids=["flag-url", "env-url", "database-url", "other-database-url-ignored", "file"],
+)  # fmt: skip
+def test_db_is_a_postgresql_url_kept_whole_or_a_sqlite_path(tmp_path, flags, env, db) -> None:
+    settings = resolve(flags, env, (tmp_path / "none.yaml", False))
+    assert settings["db"] == db

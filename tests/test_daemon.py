@@ -36,6 +36,7 @@ def daemon(tmp_path: Path) -> Iterator[Daemon]:
     )
     yield built
     built.store.close()
+    assert built.lock_fd is not None
     os.close(built.lock_fd)
 
 

@@ -18,7 +18,6 @@ from timeos.engine import Limits, MatchReason, explain_event, plan_event, plan_e
 from timeos.errors import IdempotencyConflict, InvalidState, NotFound, PayloadError, UsageError
 from timeos.model import ActionResult, Event, JobStatus, Outcome, RuleSet, new_id, new_ids
 from timeos.rules.loader import load_rules
-from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -53,8 +52,8 @@ def _rules(tmp: Path) -> RuleSet:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    store = SqliteStore(tmp_path / "t.db")
+def service(backend, tmp_path: Path) -> Iterator[Service]:
+    store = backend.open(tmp_path / "t.db")
     rules = _rules(tmp_path)
     yield Service(
         store=store,

@@ -30,7 +30,6 @@ from timeos.model import (
 )
 from timeos.rules.limits import limits_in_force
 from timeos.rules.loader import load_rules
-from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 HEAD = "actions:\n  mail: {command: [/bin/true]}\nrules:\n"
@@ -84,12 +83,12 @@ def test_bad_limit_and_after_values_are_clear_load_errors(tmp_path, extra, needl
     assert needle in message, message
 
 
-def test_the_largest_accepted_rate_loads_and_claims_without_overflow(tmp_path) -> None:
+def test_the_largest_accepted_rate_loads_and_claims_without_overflow(backend, tmp_path) -> None:
 
     rules = _load(
         tmp_path, "  - {name: a, on_event: x, perform: mail, rate_limit: 999999999/second}\n"
     )
-    store = SqliteStore(tmp_path / "t.db")
+    store = backend.open(tmp_path / "t.db")
     event = Event("01E", "x", {}, T0, T0)
     store.emit(event, [NewJob("a", "mail", T0, 0, 1, {}, event.id)] * 5, T0)
     assert len(store.claim_due(T0, 10, limits=limits_in_force(rules))) == 5
@@ -109,10 +108,10 @@ def test_the_largest_accepted_rate_loads_and_claims_without_overflow(tmp_path) -
         {"priority": 10**30},
     ],
 )
-def test_bad_overrides_are_usage_errors_not_crashes(tmp_path, kwargs) -> None:
+def test_bad_overrides_are_usage_errors_not_crashes(backend, tmp_path, kwargs) -> None:
 
     rules = _load(tmp_path, "  - {name: a, on_event: x, perform: mail}\n")
-    store = SqliteStore(tmp_path / "t.db")
+    store = backend.open(tmp_path / "t.db")
     service = Service(
         store=store,
         clock=FakeClock(T0),
@@ -204,8 +203,8 @@ def test_an_uneven_rate_gives_exactly_its_count_in_every_window_with_no_wasted_p
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SqliteStore(tmp_path / "t.db")
+def store(backend, tmp_path):
+    s = backend.open(tmp_path / "t.db")
     yield s
     s.close()
 

@@ -17,7 +17,6 @@ from timeos.clock import FakeClock
 from timeos.daemon.notify import Notifier
 from timeos.daemon.scheduler import Scheduler
 from timeos.model import RuleSet
-from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -168,8 +167,8 @@ def test_an_unreachable_notify_socket_is_reported_once_and_never_raises(tmp_path
     assert len([r for r in caplog.records if "cannot notify" in r.message]) == 1
 
 
-def test_the_scheduler_loop_itself_beats_at_least_every_interval_and_no_faster(tmp_path):
-    store = SqliteStore(tmp_path / "t.db")
+def test_the_scheduler_loop_itself_beats_at_least_every_interval_and_no_faster(backend, tmp_path):
+    store = backend.open(tmp_path / "t.db")
     clock = FakeClock(T0)
     beats: list[datetime] = []
     runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]

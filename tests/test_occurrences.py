@@ -47,8 +47,8 @@ class Rules:
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SqliteStore(tmp_path / "t.db")
+def store(backend, tmp_path):
+    s = backend.open(tmp_path / "t.db")
     yield s
     s.close()
 
@@ -325,3 +325,18 @@ def test_a_rule_the_files_disable_skips_its_fires_as_rule_disabled_too(store):
     planner.plan(T0 + timedelta(hours=2, minutes=5))
     assert _outcomes(store) == [("10:00", "skipped"), ("11:00", "skipped")]
     assert {o.reason for o in store.history("r")} == {"rule disabled"}
+
+
+def test_the_leader_rescues_dead_daemons_jobs_every_ten_seconds_and_wakes_for_it(store):
+    from timeos.daemon.planner import RESCUE_EVERY
+
+    calls: list[int] = []
+    planner = OccurrencePlanner(store=store, rules=Rules(), rescue=lambda: calls.append(1))
+    assert planner.plan(T0) == T0 + RESCUE_EVERY  # nothing else to do: wake for the next one
+    assert calls == [1]
+    planner.plan(T0 + RESCUE_EVERY - timedelta(seconds=1))
+    assert calls == [1]
+    planner.plan(T0 + RESCUE_EVERY)
+    assert calls == [1, 1]
+    alone = OccurrencePlanner(store=store, rules=Rules())  # SQLite, by itself: nothing to rescue
+    assert alone.plan(T0) is None

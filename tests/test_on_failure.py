@@ -32,7 +32,6 @@ from timeos.model import (
     new_id,
 )
 from timeos.rules.loader import load_rules
-from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -123,8 +122,8 @@ def test_a_notification_job_is_retried_by_its_own_actions_policy() -> None:
     assert retry_policy_for(RULES, _job(rule="billing/on_failure", action="page")).max_attempts == 7
 
 
-def test_a_dead_job_and_its_notification_run_once_through_the_scheduler(tmp_path) -> None:
-    store = SqliteStore(tmp_path / "t.db")
+def test_a_dead_job_and_its_notification_run_once_through_the_scheduler(backend, tmp_path) -> None:
+    store = backend.open(tmp_path / "t.db")
     clock = FakeClock(T0)
     heard: list[dict] = []
 

@@ -151,9 +151,10 @@ def _counts(store: SqliteStore) -> tuple[int, ...]:
 
 
 def test_pruning_removes_old_finished_jobs_with_attempts_and_occurrences_and_keeps_the_rest(
+    backend,
     tmp_path,
 ) -> None:
-    store = SqliteStore(tmp_path / "t.db")
+    store = backend.open(tmp_path / "t.db")
     old, new = T0 - 40 * DAY, T0 - DAY
     gone = _job(store, old, JobStatus.SUCCEEDED)
     _job(store, old, JobStatus.CANCELLED)
@@ -184,8 +185,8 @@ def test_pruning_removes_old_finished_jobs_with_attempts_and_occurrences_and_kee
     store.close()
 
 
-def test_pruning_goes_in_batches_of_the_given_size(tmp_path) -> None:
-    store = SqliteStore(tmp_path / "t.db")
+def test_pruning_goes_in_batches_of_the_given_size(backend, tmp_path) -> None:
+    store = backend.open(tmp_path / "t.db")
     for i in range(7):
         _job(store, T0 - 40 * DAY + timedelta(seconds=i), JobStatus.SUCCEEDED)
     plan = prune_plan(Retention(events=FOREVER), _rules(), T0)
@@ -200,9 +201,10 @@ def test_pruning_goes_in_batches_of_the_given_size(tmp_path) -> None:
 
 
 def test_a_dead_job_with_a_waiting_notification_is_kept_until_the_notification_ran(
+    backend,
     tmp_path,
 ) -> None:
-    store = SqliteStore(tmp_path / "t.db")
+    store = backend.open(tmp_path / "t.db")
     old = T0 - 40 * DAY
     dead = _job(store, old, JobStatus.DEAD)
     notice = _job(store, T0 + DAY, JobStatus.PENDING, rule="r/on_failure", failure_of=dead)
@@ -233,8 +235,8 @@ def test_pruning_walks_the_partial_index_of_finished_jobs(tmp_path) -> None:
 # ---- the pruner on a fake clock ---------------------------------------------------------------
 
 
-def test_the_daemon_prunes_a_minute_after_start_then_every_ten_minutes(tmp_path) -> None:
-    store = SqliteStore(tmp_path / "t.db")
+def test_the_daemon_prunes_a_minute_after_start_then_every_ten_minutes(backend, tmp_path) -> None:
+    store = backend.open(tmp_path / "t.db")
     clock = FakeClock(T0)
     keep = Retention(jobs=timedelta(hours=1), events=timedelta(hours=1))
     pruner = Pruner(store=store, clock=clock, rules=_rules, retention=keep)
@@ -269,8 +271,8 @@ def test_the_daemon_prunes_a_minute_after_start_then_every_ten_minutes(tmp_path)
     store.close()
 
 
-def test_pruning_yields_to_the_event_loop_between_batches(tmp_path) -> None:
-    store = SqliteStore(tmp_path / "t.db")
+def test_pruning_yields_to_the_event_loop_between_batches(backend, tmp_path) -> None:
+    store = backend.open(tmp_path / "t.db")
     for i in range(5):
         _job(store, T0 - 40 * DAY + timedelta(seconds=i), JobStatus.SUCCEEDED)
     pruner = Pruner(store=store, clock=FakeClock(T0), rules=_rules, retention=Retention(batch=2))

@@ -92,8 +92,8 @@ def test_the_loop_survives_a_failed_pass_and_reports_it(tmp_path):
     store.close()
 
 
-def test_jobs_run_when_due_on_the_fake_clock_and_not_before(tmp_path):
-    store = SqliteStore(tmp_path / "t.db")
+def test_jobs_run_when_due_on_the_fake_clock_and_not_before(backend, tmp_path):
+    store = backend.open(tmp_path / "t.db")
     calls: list[str] = []
     later = _add_job(store, T0 + timedelta(minutes=5))
     clock = FakeClock(T0)
@@ -116,8 +116,8 @@ def test_jobs_run_when_due_on_the_fake_clock_and_not_before(tmp_path):
     store.close()
 
 
-def test_a_job_inserted_earlier_than_the_planned_wake_wakes_the_loop(tmp_path):
-    store = SqliteStore(tmp_path / "t.db")
+def test_a_job_inserted_earlier_than_the_planned_wake_wakes_the_loop(backend, tmp_path):
+    store = backend.open(tmp_path / "t.db")
     calls: list[str] = []
     _add_job(store, T0 + timedelta(hours=1))
     clock = FakeClock(T0)
@@ -135,8 +135,8 @@ def test_a_job_inserted_earlier_than_the_planned_wake_wakes_the_loop(tmp_path):
     store.close()
 
 
-def test_an_action_cancelled_by_its_own_code_is_an_ordinary_failure(tmp_path):
-    store = SqliteStore(tmp_path / "t.db")
+def test_an_action_cancelled_by_its_own_code_is_an_ordinary_failure(backend, tmp_path):
+    store = backend.open(tmp_path / "t.db")
 
     async def cancelled(payload, ctx):
         raise asyncio.CancelledError  # e.g. it awaited a task someone else cancelled
@@ -195,8 +195,8 @@ def test_a_result_the_store_refused_is_written_on_a_later_pass(tmp_path):
     store.close()
 
 
-def test_backoff_counts_from_the_stored_base_not_todays_policy(tmp_path):
-    store = SqliteStore(tmp_path / "t.db")
+def test_backoff_counts_from_the_stored_base_not_todays_policy(backend, tmp_path):
+    store = backend.open(tmp_path / "t.db")
 
     def fail(payload, ctx):
         raise RuntimeError("down")

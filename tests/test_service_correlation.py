@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from harness import verdict
+from stores import Backend
 
 from timeos.clock import FakeClock
 from timeos.daemon.service import Service
@@ -19,7 +20,6 @@ from timeos.engine import Limits
 from timeos.errors import PayloadError
 from timeos.model import ActionResult, JobStatus, Outcome, RuleSet
 from timeos.rules.loader import load_rules
-from timeos.store.sqlite.store import SqliteStore
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 RULES = """\
@@ -50,10 +50,10 @@ def _rules(tmp_path: Path) -> RuleSet:
 
 
 class Rig:
-    def __init__(self, tmp_path: Path, clock: FakeClock | None = None) -> None:
+    def __init__(self, backend: Backend, tmp_path: Path, clock: FakeClock | None = None) -> None:
         self.tmp_path = tmp_path
         self.clock = clock or FakeClock(T0)
-        self.store = SqliteStore(tmp_path / "t.db")
+        self.store = backend.open(tmp_path / "t.db")
         rules = _rules(tmp_path)
         self.service = Service(
             store=self.store,
@@ -74,8 +74,8 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    r = Rig(tmp_path)
+def rig(backend: Backend, tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(backend, tmp_path)
     yield r
     r.store.close()
 
@@ -137,11 +137,13 @@ def test_a_finished_job_is_not_cancelled_again(rig: Rig) -> None:
     assert rig.status(job) is JobStatus.CANCELLED
 
 
-def test_jobs_created_before_a_restart_are_still_cancelled(tmp_path: Path) -> None:
-    before = Rig(tmp_path)
+def test_jobs_created_before_a_restart_are_still_cancelled(
+    backend: Backend, tmp_path: Path
+) -> None:
+    before = Rig(backend, tmp_path)
     job = before.remind(42)
     before.store.close()
-    after = Rig(tmp_path, FakeClock(T0 + timedelta(minutes=5)))
+    after = Rig(backend, tmp_path, FakeClock(T0 + timedelta(minutes=5)))
     try:
         paid = after.service.emit("order_paid", {"order_id": 42})
         assert paid.cancelled == (job,)
@@ -195,11 +197,11 @@ def test_a_running_debounced_job_is_not_replaced(rig: Rig) -> None:
     assert rig.store.get_job(job).status is JobStatus.RUNNING
 
 
-def test_a_debounced_job_survives_a_restart(tmp_path: Path) -> None:
-    before = Rig(tmp_path)
+def test_a_debounced_job_survives_a_restart(backend: Backend, tmp_path: Path) -> None:
+    before = Rig(backend, tmp_path)
     (job,) = before.service.emit("user_active", {"user_id": "u1"}).job_ids
     before.store.close()
-    after = Rig(tmp_path, FakeClock(T0 + timedelta(minutes=3)))
+    after = Rig(backend, tmp_path, FakeClock(T0 + timedelta(minutes=3)))
     try:
         again = after.service.emit("user_active", {"user_id": "u1"})
         assert again.debounced == (job,)
@@ -226,8 +228,10 @@ def test_emit_batch_applies_correlation_event_by_event_in_order(rig: Rig) -> Non
     assert rig.store.get_job(created_1[0]).cancelled_by == results[2].event_id
 
 
-def test_emit_batch_without_correlating_rules_keeps_the_fast_path(tmp_path: Path) -> None:
-    store = SqliteStore(tmp_path / "t.db")
+def test_emit_batch_without_correlating_rules_keeps_the_fast_path(
+    backend: Backend, tmp_path: Path
+) -> None:
+    store = backend.open(tmp_path / "t.db")
     path = tmp_path / "plain.yaml"
     path.write_text(
         "actions:\n  a: {command: [/bin/true]}\n"
@@ -317,11 +321,11 @@ rules:
 
 
 @pytest.fixture
-def chained(tmp_path: Path) -> Iterator[Service]:
+def chained(backend, tmp_path: Path) -> Iterator[Service]:
     path = tmp_path / "rules.yaml"
     path.write_text(CHAINED)
     rules = load_rules([path], {})
-    store = SqliteStore(tmp_path / "t.db")
+    store = backend.open(tmp_path / "t.db")
     yield Service(
         store=store,
         clock=FakeClock(T0),
@@ -405,7 +409,7 @@ def test_a_late_delivered_event_never_pulls_a_debounced_job_forward(rig: Rig) ->
     assert rig.store.get_job(job).perform_at == T0 + timedelta(minutes=40)
 
 
-def test_an_after_rules_job_follows_its_debounced_parent(tmp_path: Path) -> None:
+def test_an_after_rules_job_follows_its_debounced_parent(backend, tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(
         "actions:\n  a: {command: [/bin/true]}\n"
@@ -416,7 +420,7 @@ def test_an_after_rules_job_follows_its_debounced_parent(tmp_path: Path) -> None
         "    cancel_on: [{event: user_gone, match: payload.n}]\n"
     )
     rules = load_rules([path], {})
-    store = SqliteStore(tmp_path / "t.db")
+    store = backend.open(tmp_path / "t.db")
     service = Service(
         store=store,
         clock=FakeClock(T0),
@@ -450,7 +454,9 @@ def test_watchers_hear_of_a_batchs_correlated_cancels(rig: Rig) -> None:
     assert cancels == list(results[1].cancelled) and len(cancels) == 1
 
 
-def test_a_reload_that_adds_cancel_on_indexes_the_jobs_already_waiting(tmp_path: Path) -> None:
+def test_a_reload_that_adds_cancel_on_indexes_the_jobs_already_waiting(
+    backend, tmp_path: Path
+) -> None:
     path = tmp_path / "rules.yaml"
     plain = RULES.replace(
         "    cancel_on:\n      - {event: order_paid, match: payload.order_id}\n"
@@ -458,7 +464,7 @@ def test_a_reload_that_adds_cancel_on_indexes_the_jobs_already_waiting(tmp_path:
         "",
     ).replace("    debounce: {key: payload.user_id, period: 10m, max_wait: 1h}\n", "")
     path.write_text(plain)
-    store = SqliteStore(tmp_path / "t.db")
+    store = backend.open(tmp_path / "t.db")
     service = Service(
         store=store,
         clock=FakeClock(T0),
@@ -481,7 +487,7 @@ def test_a_reload_that_adds_cancel_on_indexes_the_jobs_already_waiting(tmp_path:
         store.close()
 
 
-def test_watchers_hear_of_the_jobs_an_event_made_beside_a_debounce(tmp_path: Path) -> None:
+def test_watchers_hear_of_the_jobs_an_event_made_beside_a_debounce(backend, tmp_path: Path) -> None:
     path = tmp_path / "rules.yaml"
     path.write_text(
         "actions:\n  a: {command: [/bin/true]}\n"
@@ -491,7 +497,7 @@ def test_watchers_hear_of_the_jobs_an_event_made_beside_a_debounce(tmp_path: Pat
         "  - {name: audit, on_event: user_active, perform: a}\n"
     )
     rules = load_rules([path], {})
-    store = SqliteStore(tmp_path / "t.db")
+    store = backend.open(tmp_path / "t.db")
     service = Service(
         store=store,
         clock=FakeClock(T0),
@@ -528,3 +534,24 @@ def test_a_failing_cel_match_logs_once_per_event_not_once_per_job(
         assert rig.service.emit("order_refunded", {"other": 1}).cancelled == ()
     assert len([r for r in caplog.records if "cancel_on" in r.getMessage()]) == 1
     assert all(rig.status(j) is JobStatus.PENDING for j in jobs)
+
+
+def test_cancel_on_and_debounce_hold_across_two_daemons_on_one_database(
+    backend: Backend, tmp_path: Path
+) -> None:
+    # Two services on one database (on SQLite: two stores on one file, one after the other):
+    # what one daemon created, an event received by the other cancels or debounces.
+    a = Rig(backend, tmp_path)
+    b = Rig(backend, tmp_path, FakeClock(T0 + timedelta(minutes=1)))
+    try:
+        job = a.remind(7)
+        paid = b.service.emit("order_paid", {"order_id": 7})
+        assert paid.cancelled == (job,) and a.status(job) is JobStatus.CANCELLED
+        first = a.service.emit("user_active", {"user_id": "u9", "n": 1})
+        again = b.service.emit("user_active", {"user_id": "u9", "n": 2})
+        assert again.debounced == first.job_ids and again.job_ids == ()
+        (digest,) = first.job_ids
+        assert a.store.get_job(digest).payload == {"user_id": "u9", "n": 2}
+    finally:
+        a.store.close()
+        b.store.close()

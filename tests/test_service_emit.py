@@ -20,8 +20,8 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
-    store = SqliteStore(tmp_path / "t.db")
+def service(backend, tmp_path: Path) -> Iterator[Service]:
+    store = backend.open(tmp_path / "t.db")
     empty = RuleSet((), {})
     yield Service(
         store=store,

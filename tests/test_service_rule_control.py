@@ -39,8 +39,8 @@ RULES = RuleSet(
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SqliteStore(tmp_path / "t.db")
+def store(backend, tmp_path):
+    s = backend.open(tmp_path / "t.db")
     yield s
     s.close()
 

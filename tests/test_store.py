@@ -1,4 +1,5 @@
-"""Store behaviour on real SQLite files in tmp_path."""
+"""Store behaviour on real databases: SQLite files in tmp_path and PostgreSQL schemas (each test
+that is not about SQLite itself runs on both, see stores.py)."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ def _job(event: Event, *, at: datetime, priority: int = 0, rule: str = "r") -> N
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SqliteStore(tmp_path / "t.db")
+def store(backend, tmp_path):
+    s = backend.open(tmp_path / "t.db")
     yield s
     s.close()
 
@@ -249,16 +250,31 @@ def test_occurrence_key_makes_duplicate_jobs_impossible(store):
     assert len(store.list_jobs(rule="cron-rule")) == 1
 
 
-def test_data_survives_reopen_and_schema_is_versioned(tmp_path):
+def test_data_survives_reopen_and_schema_is_versioned(backend, tmp_path):
     path = tmp_path / "t.db"
-    s = SqliteStore(path)
+    s = backend.open(path)
+    assert s.schema_found == 0
     ev = _event(T0)
     s.emit(ev, [_job(ev, at=T0)], T0)
     s.close()
-    s2 = SqliteStore(path)
+    s2 = backend.open(path)
     assert s2.get_event(ev.id).id == ev.id
-    assert s2.schema_found == schema.SCHEMA_VERSION
-    assert s2.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert s2.schema_found == _schema_of(backend).SCHEMA_VERSION
+    s2.close()
+
+
+def test_sqlite_runs_in_wal_mode(tmp_path):
+    s = SqliteStore(tmp_path / "t.db")
+    assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    s.close()
+
+
+def _schema_of(backend):
+    if backend.name == "sqlite":
+        return schema
+    from timeos.store.postgres import schema as pg_schema
+
+    return pg_schema
 
 
 def test_newer_schema_is_refused(tmp_path):
@@ -392,7 +408,8 @@ def test_checkpointer_comes_back_only_while_the_wal_holds_frames(mode, wal_bytes
     assert checkpoint_again(mode, wal_bytes) is again
 
 
-def test_wal_size_is_limited_when_sqlite_restarts_it(store):
+def test_wal_size_is_limited_when_sqlite_restarts_it(tmp_path):
+    store = SqliteStore(tmp_path / "t.db")
     limit = store.conn.execute("PRAGMA journal_size_limit").fetchone()[0]
     assert limit == 16 * 1024 * 1024
 
@@ -414,7 +431,9 @@ def test_truncate_wanted_when_idle_or_big_and_caught_up(idle, wal, caught_up, wa
     assert truncate_wanted(idle, wal, caught_up) is wanted
 
 
-def test_a_group_of_emits_is_one_transaction_where_a_bad_one_is_undone_alone(store, tmp_path):
+def test_a_group_of_emits_is_one_transaction_where_a_bad_one_is_undone_alone(
+    store, backend, tmp_path
+):
     first, clash, third = _event(T0, "k1"), _event(T0, "k1", {"user_id": "2"}), _event(T0)
     again = _event(T0 + timedelta(seconds=1), "k1")  # same key and payload as `first`
     results = store.emit_group(
@@ -429,11 +448,10 @@ def test_a_group_of_emits_is_one_transaction_where_a_bad_one_is_undone_alone(sto
     assert duplicate.duplicate and duplicate.event_id == first.id and duplicate.job_ids == ()
     # Committed (another connection sees it): the two good events and their jobs, no trace
     # of the one that failed.
-    other = sqlite3.connect(tmp_path / "t.db")
+    other = backend.open(tmp_path / "t.db")
     try:
-        stored = {row[0] for row in other.execute("SELECT id FROM events")}
-        assert stored == {first.id, third.id}
-        assert other.execute("SELECT COUNT(*) FROM jobs").fetchone() == (2,)
+        assert {e.id for e in other.list_events()} == {first.id, third.id}
+        assert len(other.list_jobs()) == 2
     finally:
         other.close()
 
@@ -445,3 +463,11 @@ def test_a_group_of_one_that_fails_returns_its_error(store):
     (result,) = store.emit_group([(other, [_job(other, at=T0)], T0, None)])
     assert isinstance(result, IdempotencyConflict)
     assert len(store.list_events()) == 1
+
+
+def test_vacuum_runs_and_the_size_counts_the_data(store):
+    ev = _event(T0, payload={"blob": "z" * 10_000})
+    store.emit(ev, [_job(ev, at=T0)], T0)
+    store.vacuum()
+    assert store.get_event(ev.id).payload == ev.payload
+    assert store.file_bytes() > 10_000

@@ -1,4 +1,4 @@
-"""Claims under rate limits and concurrency on a real SQLite store: limited jobs wait (never
+"""Claims under rate limits and concurrency on a real store (each backend): limited jobs wait (never
 dropped), priority order holds among what is allowed, buckets persist across a new store."""
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ SECOND = timedelta(seconds=1)
 
 
 @pytest.fixture
-def store(tmp_path):
-    s = SqliteStore(tmp_path / "t.db")
+def store(backend, tmp_path):
+    s = backend.open(tmp_path / "t.db")
     yield s
     s.close()
 
@@ -91,14 +91,14 @@ def test_concurrency_counts_running_jobs_and_frees_a_slot_when_one_ends(store):
     assert _ids(store.claim_due(T0 + 2 * SECOND, 10, limits=limits)) == [jobs[1]]
 
 
-def test_buckets_persist_across_a_new_store_over_the_same_database(tmp_path):
+def test_buckets_persist_across_a_new_store_over_the_same_database(backend, tmp_path):
     path = tmp_path / "t.db"
-    first = SqliteStore(path)
+    first = backend.open(path)
     jobs = _jobs(first, "slow", 20)
     limits = _rate("rule:slow", 10)
     assert len(first.claim_due(T0, 20, limits=limits)) == 10
     first.close()
-    again = SqliteStore(path)  # a restart: no fresh full bucket
+    again = backend.open(path)  # a restart: no fresh full bucket
     try:
         assert again.claim_due(T0 + SECOND, 20, limits=limits) == []
         assert _ids(again.claim_due(T0 + 6 * SECOND, 20, limits=limits)) == [jobs[10]]

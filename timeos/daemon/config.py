@@ -62,6 +62,13 @@ def _path(text: str) -> Path:
     return Path(text)
 
 
+def _db(text: str) -> Path | str:
+    """A SQLite file, or a PostgreSQL URL (kept as text: a Path would fold its `//`)."""
+    if text.strip().startswith(("postgresql://", "postgres://")):
+        return text.strip()
+    return _path(text)
+
+
 def _keep(text: str) -> timedelta:
     """A keep time: a positive duration, or `never` (kept for good)."""
     return FOREVER if text.strip().lower() == "never" else _duration(text)
@@ -134,7 +141,10 @@ def _default_rules(environ: Mapping[str, str]) -> list[Path]:
     return paths.default_rules({k: v for k, v in environ.items() if k != "TIMEOS_RULES"})
 
 
-def _default_db(environ: Mapping[str, str]) -> Path:
+def _default_db(environ: Mapping[str, str]) -> Path | str:
+    url = environ.get("DATABASE_URL", "")
+    if url.startswith(("postgresql://", "postgres://")):  # the convention of hosted PostgreSQL
+        return url
     return paths.default_db({k: v for k, v in environ.items() if k != "TIMEOS_DB"})
 
 
@@ -150,8 +160,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("rules", _path, _default_rules, "TIMEOS_RULES",
             "Rules file or directory of *.yaml (repeatable).",
             many=True, path=True, metavar="PATH"),
-    Setting("db", _path, _default_db, "TIMEOS_DB",
-            "SQLite database file.", path=True, metavar="PATH"),
+    Setting("db", _db, _default_db, "TIMEOS_DB",
+            "SQLite database file, or postgresql://USER@HOST/DB (several daemons share one; "
+            "default $DATABASE_URL when it is one).", path=True, metavar="PATH|URL"),
     Setting("socket", _path, _default_socket, "TIMEOS_SOCKET",
             "Unix socket to serve on.", path=True, metavar="PATH"),
     Setting("workers", _count(1), _const(4), "TIMEOS_WORKERS",

@@ -215,7 +215,7 @@ class Daemon:
         self,
         *,
         rule_paths: Sequence[Path],
-        db_path: Path,
+        db_path: Path | str,
         socket_path: Path,
         workers: int,
         grace: float,
@@ -247,8 +247,9 @@ class Daemon:
         rules = self._load(self.rule_paths)  # before touching the database: fail fast
         if listen_socket is None:
             refuse_live_socket(socket_path)  # a daemon already serving here: create no database
-        self.lock_fd = lock_database(db_path)
-        self.store = SqliteStore(db_path, synchronous=synchronous, clock=clock)
+        # A SQLite file is locked (one timeosd per file); a PostgreSQL database is shared.
+        self.lock_fd = lock_database(db_path) if isinstance(db_path, Path) else None
+        self.store = _open_store(db_path, synchronous, clock, socket_path)
         self.store.start_checkpointer()
         self.runner = ActionRunner(
             environ=self.environ, emitter=self._emit_from_action, python_threads=workers
@@ -257,7 +258,11 @@ class Daemon:
         # reload, the new ones): the lambda is resolved then, not now.
         self.bus = EventBus(clock)  # lifecycle events: metrics and `timeos watch` streams
         self.planner = OccurrencePlanner(
-            store=self.store, rules=lambda: self.service.rules, publish=self.bus.publish
+            store=self.store,
+            rules=lambda: self.service.rules,
+            publish=self.bus.publish,
+            # A shared database: the planning leader also rescues dead daemons' running jobs.
+            rescue=(lambda: self.scheduler.recover()) if isinstance(db_path, str) else None,
         )
         self.pruner = Pruner(
             store=self.store, clock=clock, rules=lambda: self.service.rules, retention=retention
@@ -275,8 +280,8 @@ class Daemon:
                 "version": __version__,
                 "pid": os.getpid(),
                 "socket": str(socket_path),
-                "database": str(db_path),
-                "synchronous": synchronous,
+                "database": self.store.location,
+                "synchronous": self.store.synchronous,  # PostgreSQL: its synchronous_commit
                 "workers": workers,
             },
             probes={"scheduler": self._scheduler_health, "workers": self._workers_health},
@@ -427,6 +432,8 @@ class Daemon:
         # systemd's socket outlives us (it queues clients while we restart): never unlink it.
         bound = None if self.listen_socket else self.socket_path.lstat()
         recovered = self.scheduler.recover()
+        # Another daemon on a shared database made a job due: look now (from its thread).
+        self.store.watch(lambda: loop.call_soon_threadsafe(self.scheduler.poke))
         app = build_app(self.service, self._extra_routes())
         self.server = _Server(
             self._server_config(app), on_started=lambda: self.notifier.ready(self._status_line())
@@ -518,6 +525,16 @@ class Daemon:
             await self.service.reload()
         except TimeOSError:
             pass  # already logged by Service.reload; old rules stay active
+
+
+def _open_store(db: Path | str, synchronous: str, clock: Clock, socket_path: Path) -> SqliteStore:
+    """The store `--db` names: a SQLite file, or a PostgreSQL URL
+    (shared: this daemon is known there by its host and socket, the same after a restart)."""
+    if isinstance(db, str):
+        from timeos.store.postgres.store import PostgresStore
+
+        return PostgresStore(db, clock=clock, daemon_id=f"{socket.gethostname()}:{socket_path}")
+    return SqliteStore(db, synchronous=synchronous, clock=clock)
 
 
 def _clock_from(environ: Mapping[str, str]) -> Clock:

@@ -2,7 +2,9 @@
 activity, asks the pure planner (time/planning.py) what is due, and writes the answer.
 
 Each rule's plan is written in one transaction (state, occurrences and jobs together), so no path
-can advance a schedule without recording what became of its occurrences.
+can advance a schedule without recording what became of its occurrences. Of several daemons
+sharing a database, one plans at a time (Store.leads_planning); the others follow, and the first
+to get the lead after the leader dies plans from the stored states.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from timeos.daemon.telemetry import Publish, no_publish
@@ -28,15 +30,29 @@ from timeos.time.planning import Plan, is_due, plan, resume
 from timeos.time.triggers import RuleClock
 
 log = logging.getLogger("timeos.occurrences")
+# A daemon that does not plan (another one leads) asks for the lead this often, so a dead
+# leader's rules are planned again within seconds.
+FOLLOW_EVERY = timedelta(seconds=2)
+# The leader of daemons sharing a database rescues the jobs of dead ones this often.
+RESCUE_EVERY = timedelta(seconds=10)
 
 
 class OccurrencePlanner:
     """Creates due occurrences' jobs for every time-based rule; returns the next deadline."""
 
     def __init__(
-        self, *, store: Store, rules: Callable[[], RuleSet], publish: Publish = no_publish
+        self,
+        *,
+        store: Store,
+        rules: Callable[[], RuleSet],
+        publish: Publish = no_publish,
+        rescue: Callable[[], object] | None = None,
     ) -> None:
         self.store = store
+        # Daemons sharing a database: the leader calls this (crash recovery: the jobs left
+        # running by daemons that stopped beating) every RESCUE_EVERY.
+        self.rescue = rescue
+        self.next_rescue: datetime | None = None
         self.rules = rules
         self.publish = publish
         self.states: dict[str, RuleState] = store.rule_states()
@@ -49,11 +65,25 @@ class OccurrencePlanner:
         # disabled, then the window it was disabled in (runtime disables carry theirs on Rule).
         self.disabled_from: dict[str, datetime] = {}
         self.windows: dict[str, tuple[datetime, datetime]] = {}
+        self.following = False  # another daemon led the last pass
 
     def plan(self, now: datetime) -> datetime | None:
         """Create jobs for every due occurrence; return the earliest next fire."""
         rules = self.rules()
-        deadline: datetime | None = None
+        if not self.store.leads_planning():
+            return self._follow(rules, now)
+        if self.following:
+            # Just took the lead: the last leader's plans are in the store, not in our memory.
+            self.states = self.store.rule_states()
+            self.clocks.clear()
+            self.following = False
+        if self.rescue is not None:
+            if self.next_rescue is None or now >= self.next_rescue:
+                self.next_rescue = now + RESCUE_EVERY
+                self.rescue()
+            deadline: datetime | None = self.next_rescue
+        else:
+            deadline = None
         loaded = {r.name for r in rules.rules if r.time_based}
         if self.loaded is None:
             # First pass of this process: a stored rule missing from the files was removed
@@ -84,25 +114,44 @@ class OccurrencePlanner:
                 deadline = nxt
         return deadline
 
-    def _plan_rule(self, rule: Rule, rules: RuleSet, now: datetime) -> datetime | None:
+    def _follow(self, rules: RuleSet, now: datetime) -> datetime:
+        """Another daemon plans: keep what `rules list` shows and when each rule was enabled
+        current (a fire after that is late, not missed, if this daemon takes the lead), and ask
+        for the lead again soon."""
+        self.following = True
+        self.states = self.store.rule_states()
+        for rule in rules.rules:
+            if rule.time_based:
+                self._watch(rule, now)
+        return now + FOLLOW_EVERY
+
+    def _watch(self, rule: Rule, now: datetime) -> bool:
+        """Note whether `rule` is enabled at `now` (when it was enabled, its disabled window);
+        return whether it is."""
         if not rule.enabled:
             self.enabled_since.pop(rule.name, None)
             if rule.disabled_at is None:
                 self.disabled_from.setdefault(rule.name, now)
+            return False
+        start = self.disabled_from.pop(rule.name, None)
+        if start is not None:
+            self.windows[rule.name] = (start, now)
+        self.enabled_since.setdefault(rule.name, now)
+        return True
+
+    def _plan_rule(self, rule: Rule, rules: RuleSet, now: datetime) -> datetime | None:
+        if not self._watch(rule, now):
             # State stays put: what it misses while disabled follows on_missed on its return,
             # which a `disable --for` schedules: wake then.
             until = rule.disabled_until
             return until if until is not None and until > now else None
-        start = self.disabled_from.pop(rule.name, None)
-        if start is not None:
-            self.windows[rule.name] = (start, now)
         stored = self.states.get(rule.name)
         clock = self.clocks.get(rule.name)
         state = stored
         if clock is None or clock.rule is not rule or stored is None:
             clock, state = resume(rule, stored, now, fresh=rule.name in self.removed)
         assert state is not None
-        since = self.enabled_since.setdefault(rule.name, now)
+        since = self.enabled_since[rule.name]
         if not is_due(state, now):
             if state is not stored:  # a fresh start: store the new phase
                 self._save(rule, state, now)

@@ -1,13 +1,13 @@
 """What the daemon needs from a store: every operation the service, scheduler and planner call.
 
-The SQLite store (store/sqlite/) implements it today; a PostgreSQL store will sit beside it. All
+The SQLite store (store/sqlite/) and the PostgreSQL store (store/postgres/) implement it. All
 instants are timezone-aware UTC; every failure of the backend is raised as StoreError, and the
 domain errors (NotFound, InvalidState, IdempotencyConflict) mean the same in every backend.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -54,6 +54,16 @@ class Store(Protocol):
 
     def close(self) -> None:
         """Release connections and background work."""
+        ...
+
+    def watch(self, wake: Callable[[], object]) -> None:
+        """Call `wake` (from another thread) when another daemon sharing the database may have
+        made a job due earlier (nothing to watch alone on a database)."""
+        ...
+
+    def leads_planning(self) -> bool:
+        """Whether this daemon plans time-based rules now (always, alone on a database; one
+        daemon at a time of those sharing one)."""
         ...
 
     # ---- events ----

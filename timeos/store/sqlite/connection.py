@@ -10,7 +10,7 @@ import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -182,6 +182,13 @@ class Connection:
     def facts(self) -> dict[str, Any]:
         """Backend numbers for health and metrics: the WAL's size."""
         return {"wal_bytes": self.wal_bytes()}
+
+    def watch(self, wake: Callable[[], object]) -> None:
+        """No other daemon writes this file: nothing to watch for."""
+
+    def leads_planning(self) -> bool:
+        """Whether this daemon plans time-based rules: always, the file is its alone."""
+        return True
 
     def wal_bytes(self) -> int:
         """Size of the WAL file now (0 when there is none)."""
