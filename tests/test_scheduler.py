@@ -472,3 +472,62 @@ def test_a_poke_from_a_worker_thread_wakes_the_loop(tmp_path):
 
     asyncio.run(go())
     store.close()
+
+
+class CascadeGlitchStore(SqliteStore):
+    """A real store whose read of a dead job's cascade fails once (e.g. database locked)."""
+
+    glitches = 1
+
+    def cascaded(self, parent):
+        if self.glitches:
+            self.glitches -= 1
+            raise StoreError("database is locked")
+        return super().cascaded(parent)
+
+
+def test_a_failed_announcement_never_strands_the_jobs_claimed_in_the_same_pass(tmp_path):
+    store = CascadeGlitchStore(tmp_path / "t.db")
+    calls: list[tuple[str, str]] = []
+
+    def boom(payload, ctx):
+        calls.append(("boom", ctx.job_id))
+        raise RuntimeError("nope")
+
+    def ok(payload, ctx):
+        calls.append(("ok", ctx.job_id))
+
+    actions = {
+        "boom": Action("boom", ActionKind.PYTHON, PythonSpec("t:boom", boom)),
+        "ok": Action("ok", ActionKind.PYTHON, PythonSpec("t:ok", ok)),
+    }
+    rules = RuleSet(
+        (
+            Rule("a", EventTrigger("e"), "boom", retry=RetryPolicy(max_attempts=1)),
+            Rule("b", EventTrigger("e"), "ok"),
+        ),
+        actions,
+    )
+    ev = Event(new_id(T0), "e", {}, T0, T0)
+    # `a` (higher priority) dies first; `b` is claimed in the pass that writes a's end, whose
+    # announcement reads the store and fails.
+    a, b = store.emit(
+        ev, [NewJob("a", "boom", T0, 5, 1, {}, ev.id), NewJob("b", "ok", T0, 0, 3, {}, ev.id)], T0
+    ).job_ids
+    clock = FakeClock(T0)
+
+    async def go() -> None:
+        runner = ActionRunner(environ={}, emitter=None)  # type: ignore[arg-type]
+        scheduler = Scheduler(
+            store=store, clock=clock, runner=runner, rules=lambda: rules, workers=1
+        )
+        task = asyncio.create_task(scheduler.run())
+        await _until(lambda: store.get_job(b).status is JobStatus.SUCCEEDED, "b ran")
+        scheduler.stop()
+        await task
+
+    asyncio.run(go())
+    assert store.glitches == 0  # the glitch happened
+    assert [c[0] for c in calls] == ["boom", "ok"]
+    assert store.get_job(a).status is JobStatus.DEAD
+    store.close()

@@ -294,14 +294,26 @@ class Scheduler:
             return self._store(now, free, busy, exclusive, limits)
         self._refused.clear()
         self.unrecorded = self.unrecorded[len(ends) :]
-        for outcome, written in zip(ends, claim.written, strict=True):
-            if written:
-                self._announce(outcome)
-            else:
-                self._dropped(outcome)
+        # The claimed jobs start first: they are `running` in the store now, and an
+        # announcement that fails (it may read the store) must not leave them never started.
         for job in claim.jobs:
             self._start(job, claim.event_types.get(job.event_id) if job.event_id else None)
+        for outcome, written in zip(ends, claim.written, strict=True):
+            if written:
+                self._announce_safely(outcome)
+            else:
+                self._dropped(outcome)
         return claim.jobs
+
+    def _announce_safely(self, outcome: _Outcome) -> None:
+        """Announce a written end; one that fails is logged, never raised: the end is stored,
+        and the pass's claimed jobs are already running."""
+        try:
+            self._announce(outcome)
+        except Exception:
+            log.exception(
+                "job end stored but not announced", extra=fields(**_job_fields(outcome.job))
+            )
 
     def _store_one(self, outcome: _Outcome) -> bool:
         """Write one end on its own: False if the store refused it (kept to retry)."""
@@ -313,7 +325,7 @@ class Scheduler:
             log.exception("job result dropped", extra=fields(**_job_fields(outcome.job)))
             return True
         if claim.written[0]:
-            self._announce(outcome)
+            self._announce_safely(outcome)
         else:
             self._dropped(outcome)
         return True
