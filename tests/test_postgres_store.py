@@ -24,8 +24,8 @@ from timeos.model import (
     occurrence_key,
 )
 from timeos.rules.limits import Limit
-from timeos.store.postgres.connection import redacted
 from timeos.store.postgres.dialect import translate
+from timeos.store.urls import redacted
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
@@ -70,6 +70,26 @@ def test_sqlite_idioms_are_rewritten_and_literals_kept(sqlite, postgres):
 def test_a_password_never_reaches_status_or_messages():
     assert redacted("postgresql://u:s3cret@db:5432/x") == "postgresql://u:***@db:5432/x"
     assert redacted("postgresql://u@db/x") == "postgresql://u@db/x"
+    # libpq's other places for a password: a URL parameter, a conninfo key.
+    assert (
+        redacted("postgresql://u@db/x?sslmode=require&password=s3cret&application_name=t")
+        == "postgresql://u@db/x?sslmode=require&password=***&application_name=t"
+    )
+    assert redacted("host=db password='s 3cret' dbname=x") == "host=db password=*** dbname=x"
+
+
+def test_print_config_never_shows_the_database_password(tmp_path):
+    import json
+
+    from timeos.daemon.config import resolve
+
+    url = "postgresql://tim:S3cretPw@db.example/timeos?password=Other9"
+    config = resolve({"db": url}, {}, (tmp_path / "none.yaml", False))
+    for shown in (config.render(), json.dumps(config.describe())):
+        assert "S3cretPw" not in shown and "Other9" not in shown
+    shown = config.render()
+    assert "S3cretPw" not in shown and "Other9" not in shown
+    assert "postgresql://tim:***@db.example/timeos?password=***" in shown
 
 
 def test_an_unreachable_server_skips_the_postgres_variants_or_fails_them_under_ci(monkeypatch):
@@ -348,3 +368,35 @@ def test_a_chain_started_by_one_daemon_continues_on_another(pg: Backend, tmp_pat
     done = Verdict(JobStatus.SUCCEEDED, T0, 3, 0)
     b.finish(running, ActionResult(Outcome.SUCCEEDED), T0, done)
     assert [j.id for j in a.claim_due(T0, 5)] == [second]  # released in b's finish, run by a
+
+
+def test_an_exclusive_rule_runs_once_across_daemons_on_the_limited_claim_too(pg, tmp_path):
+    path = tmp_path / "shared"
+    a, b = pg.open(path, daemon_id="a"), pg.open(path, daemon_id="b")
+    _emit(a, 3, rule="single", at=T0 - timedelta(seconds=1))
+    _emit(a, 1, rule="other", at=T0 - timedelta(seconds=1))
+    # A limit on any rule sends every claim down the limited path.
+    limits = {"rule:other": Limit("rule:other", RateLimit(5, "minute", 5), None)}
+    (first,) = a.claim_due(T0, 1, exclusive={"single"}, limits=limits)
+    assert first.rule == "single"
+    second = b.claim_due(T0, 5, exclusive={"single"}, limits=limits)
+    assert [j.rule for j in second] == ["other"]  # `single` runs on a: b takes none of it
+
+
+def test_the_periodic_rescue_never_takes_a_daemons_own_running_jobs(pg, tmp_path):
+    a = pg.open(tmp_path / "shared", daemon_id="a")
+    _emit(a, 1)
+    assert a.running_jobs() == []  # start-up recovery done
+    (mine,) = a.claim_due(T0, 1)
+    # a's heartbeat connection could not reach the server for a while (its pool still can).
+    a.conn.execute("UPDATE daemons SET heartbeat_at = now() - interval '1 minute' WHERE id = 'a'")
+    assert a.running_jobs() == []  # a runs it: never rescued (and rerun) by a itself
+    b = pg.open(tmp_path / "shared", daemon_id="b")
+    assert [j.id for j in b.running_jobs()] == [mine.id]  # another daemon may take it over
+
+
+def test_every_connection_detects_a_silent_server_within_seconds(pg, tmp_path):
+    store = pg.open(tmp_path / "shared", daemon_id="a")
+    with store.pool.connection() as conn:
+        given = conn.info.get_parameters()
+    assert given["keepalives_idle"] == "10" and given["tcp_user_timeout"] == "30000"

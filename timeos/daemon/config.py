@@ -20,6 +20,7 @@ from timeos.engine import MAX_IDEMPOTENCY_KEY, MAX_PAYLOAD_BYTES, MAX_PAYLOAD_DE
 from timeos.errors import UsageError
 from timeos.model import FOREVER
 from timeos.rules.source import Invalid, Map, Node, Scalar, Seq, check_keys, read_document
+from timeos.store.urls import is_database_url, redacted
 from timeos.timefmt import format_duration, parse_duration
 
 CONFIG_ENV = "TIMEOS_CONFIG"
@@ -100,6 +101,8 @@ def _show(value: Any) -> Any:
         return [_show(v) for v in value]
     if isinstance(value, Path | ListenAddress):
         return str(value)
+    if is_database_url(value):
+        return redacted(value)
     return value
 
 

@@ -28,13 +28,14 @@ _NUL = "\x00"
 _REPLACEMENT = "\ufffd"
 # A transaction of ours is a few statements long: one idle this long belongs to a stalled daemon.
 IDLE_IN_TRANSACTION_MS = 30_000
+TCP_DEAD_PEER = {
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 _SCHEMA = re.compile(r"[a-z_][a-z0-9_]{0,62}")
-_PASSWORD = re.compile(r"(://[^:/@]*:)[^@/]*@")
-
-
-def redacted(url: str) -> str:
-    """The database URL without its password, for status, health and messages."""
-    return _PASSWORD.sub(r"\1***@", url)
 
 
 class Result:
@@ -173,7 +174,10 @@ def open_pool(
         f"lock_timeout={lock_timeout_ms}",
         f"idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}",
     ]
-    kwargs: dict[str, Any] = {"autocommit": True}
+    # A server that stops answering without closing the connection (a dead host, a cut link)
+    # must not hold the event loop for the kernel's TCP timeout (minutes): libpq's keepalives
+    # find it out in ~25 s, and unacknowledged sends give up after 30 s.
+    kwargs: dict[str, Any] = {"autocommit": True, **TCP_DEAD_PEER}
     try:
         if schema is not None:
             if not _SCHEMA.fullmatch(schema):

@@ -51,9 +51,9 @@ from timeos.store.postgres.connection import (
     OwnConnection,
     Session,
     open_pool,
-    redacted,
 )
 from timeos.store.sqlite.store import _JOB_COLUMNS, SqliteStore, _job
+from timeos.store.urls import redacted
 from timeos.timefmt import to_micros
 
 # pg_advisory_xact_lock(WRITE_LOCK, hashtext(schema)): the writer lock of one schema.
@@ -293,7 +293,10 @@ class PostgresStore(SqliteStore):
             return []
         if limits:
             with self._tx():
-                jobs = super().claim_due(now, limit, blocked, exclusive, limits)
+                # The limited claim keeps an exclusive rule to one run through `blocked`, which
+                # holds this daemon's runs only: add the rules running on any daemon.
+                elsewhere = self._running_rules(exclusive)
+                jobs = super().claim_due(now, limit, {*blocked, *elsewhere}, exclusive, limits)
                 self._mark_claimed([j.id for j in jobs])
             return jobs
         stamp = to_micros(now)
@@ -328,6 +331,16 @@ class PostgresStore(SqliteStore):
                 if not (again and rows):
                     priority = self._top_priority(priority)
         return claimed
+
+    def _running_rules(self, rules: Collection[str]) -> set[str]:
+        """Which of `rules` have a job running on some daemon."""
+        if not rules:
+            return set()
+        rows = self.session.execute(
+            "SELECT DISTINCT rule FROM jobs WHERE status = 'running' AND rule = ANY(?)",
+            (sorted(rules),),
+        ).rows
+        return {r[0] for r in rows}
 
     def _top_priority(self, below: int | None) -> int | None:
         """The highest priority of a waiting job (below `below`): an index seek."""
@@ -415,12 +428,15 @@ class PostgresStore(SqliteStore):
         """Jobs marked running that no live daemon runs: those of daemons whose heartbeat
         stopped, and at the first call (start-up) this daemon's previous life's. Later calls
         (the leader's periodic rescue) never return this daemon's own jobs: it runs them."""
-        own: tuple[str, ...] = () if self._recovered else (self.daemon_id,)
+        first = not self._recovered
         self._recovered = True
+        # At start-up, this daemon's previous life's jobs (same id) are its to rerun; later, its
+        # own jobs never are, even if its heartbeat has gone stale: it is running them.
         rows = self._read(
             f"SELECT {_JOB_COLUMNS} FROM jobs WHERE status = 'running' AND (claimed_by IS NULL"
-            f"{' OR claimed_by = ?' if own else ''} OR claimed_by NOT IN (SELECT id FROM daemons"
-            " WHERE heartbeat_at > now() - make_interval(secs => ?)))",
-            (*own, LEASE_SECONDS),
+            f"{' OR claimed_by = ?' if first else ''} OR claimed_by NOT IN (SELECT id FROM daemons"
+            " WHERE heartbeat_at > now() - make_interval(secs => ?)))"
+            f"{'' if first else ' AND claimed_by IS DISTINCT FROM ?'}",
+            (self.daemon_id, LEASE_SECONDS) if first else (LEASE_SECONDS, self.daemon_id),
         )
         return [_job(r) for r in rows]
