@@ -19,6 +19,7 @@ from timeos.cli.render import (
     event_panel,
     events_sheet,
     fires_sheet,
+    health_panel,
     job_panel,
     jobs_sheet,
     output_tail,
@@ -260,6 +261,35 @@ def test_status_shows_uptime_as_a_duration_and_paths():
     assert "uptime\t3d 4h 12m 5s" in out.splitlines()
     assert "rule files\t/etc/timeos/rules.yaml" in out.splitlines()
     assert "started_at\t2026-12-04T05:00:00-05:00" in out.splitlines()
+
+
+def _health(database: dict[str, Any]) -> dict[str, Any]:
+    ok = {"status": "healthy", "message": "ok"}
+    return {"status": "degraded", "components": {"database": {**ok, **database}}, "jobs": {}}
+
+
+def test_health_lists_the_daemons_sharing_a_database_and_sqlites_health_has_no_such_table():
+    daemons = [
+        {
+            "id": f"{host}:/run/timeos.sock",
+            "host": host,
+            "pid": pid,
+            "heartbeat_at": "2026-12-04T10:00:00+00:00",
+            "alive": alive,
+            "fingerprint": fingerprint,
+        }
+        for host, pid, alive, fingerprint in [
+            ("h1", 11, True, "0123456789abcdef" * 4),
+            ("h2", 22, False, None),
+        ]
+    ]
+    out = render_panel(health_panel(_health({"daemons": daemons})), View(zone=NY, tty=False))
+    lines = out.splitlines()
+    assert "id\thost\tpid\theartbeat_at\talive\tfingerprint" in lines
+    assert "h1:/run/timeos.sock\th1\t11\t2026-12-04T05:00:00-05:00\tyes\t0123456789ab" in lines
+    assert "h2:/run/timeos.sock\th2\t22\t2026-12-04T05:00:00-05:00\tno\t" in lines
+    sqlite = render_panel(health_panel(_health({"wal_bytes": 0})), View(tty=False))
+    assert "heartbeat" not in sqlite and len(sqlite.split("\n\n")) == 3  # fields, 2 tables
 
 
 def test_next_names_the_rules_zone_and_shows_the_viewers():

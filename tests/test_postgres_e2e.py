@@ -3,6 +3,8 @@ by one of them, and a daemon killed with `kill -9` mid-run loses nothing when it
 
 from __future__ import annotations
 
+import json
+import socket
 import threading
 import uuid
 from collections import Counter
@@ -61,7 +63,8 @@ def _emit(d: Daemon, count: int) -> list[str]:
 
 
 def _succeeded(d: Daemon, ids: list[str]) -> bool:
-    counts = d.client.call("GET", "/v1/health")["jobs"]
+    # 503 while degraded (a daemon killed on purpose stays listed): the counts are there too.
+    counts = d.client.request("GET", "/v1/health", accept=(503,)).body["jobs"]
     return counts["succeeded"] == len(ids)
 
 
@@ -218,3 +221,39 @@ def test_three_daemons_under_emit_load_lose_nothing_when_one_is_killed(shared, t
         stop.set()
         for d in daemons:
             d.stop()
+
+
+def test_health_degrades_naming_a_daemon_on_other_rules_until_it_reloads_the_same(shared, tmp_path):
+    url, rules, _ = shared
+    other = tmp_path / "other.yaml"
+    other.write_text(rules.read_text() + "  - {name: extra, on_event: extra, perform: record}\n")
+    a, b = _daemon(tmp_path, "a", url, rules), _daemon(tmp_path, "b", url, other)
+    b_id = f"{socket.gethostname()}:{b.socket}"
+    try:
+        result = a.cli("health", "--json")
+        assert result.returncode == 1, result.stderr  # degraded
+        health = json.loads(result.stdout)
+        daemons = health["components"]["daemons"]
+        assert daemons["status"] == "degraded" and daemons["different_rules"] == [b_id]
+        assert f"daemon {b_id} " in daemons["message"]
+        listed = {d["id"]: d for d in health["components"]["database"]["daemons"]}
+        assert len(listed) == 2 and all(d["alive"] for d in listed.values())
+        assert listed[b_id]["fingerprint"] != daemons["fingerprint"]
+        # The table a person reads names both daemons and their rules.
+        table = a.cli("health")
+        assert table.returncode == 1 and b_id in table.stdout and "heartbeat" in table.stdout
+        # An empty list's hint reads the job counts from health, degraded (503) or not.
+        dead = a.cli("jobs", "list", "--status", "dead")
+        assert dead.returncode == 0 and "no job is dead" in dead.stderr, dead.stderr
+
+        other.write_text(rules.read_text())
+        assert b.cli("reload").returncode == 0
+        assert a.cli("health").returncode == 0  # the same rules again: healthy
+        b.stop()  # a clean stop leaves the table: still healthy, one daemon listed
+        health = json.loads(a.cli("health", "--json").stdout)
+        assert health["status"] == "healthy"
+        a_id = f"{socket.gethostname()}:{a.socket}"
+        assert [d["id"] for d in health["components"]["database"]["daemons"]] == [a_id]
+    finally:
+        a.stop()
+        b.stop()

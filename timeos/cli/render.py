@@ -444,7 +444,33 @@ def health_panel(health: dict[str, Any]) -> Panel:
         [Column("status", "status", "status"), Column("count", "count", "int")],
         [[k, v] for k, v in health.get("jobs", {}).items()],
     )
-    return Panel("Health", [("status", "status", health["status"])], [components, counts])
+    sheets = [components, counts]
+    daemons = health["components"].get("database", {}).get("daemons")
+    if daemons is not None:  # a shared (PostgreSQL) database: who shares it
+        sheets.append(
+            Sheet(
+                "Daemons",
+                [
+                    Column("id", "daemon", "id"),
+                    Column("host", "host", importance=4),
+                    Column("pid", "pid", "int", importance=2),
+                    Column("heartbeat_at", "last heartbeat", "time"),
+                    Column("alive", "alive", "bool"),
+                    Column("fingerprint", "rules", importance=3),
+                ],
+                [
+                    [d["id"], d["host"], d["pid"], d["heartbeat_at"], d["alive"], _short(d)]
+                    for d in daemons
+                ],
+            )
+        )
+    return Panel("Health", [("status", "status", health["status"])], sheets)
+
+
+def _short(daemon: dict[str, Any]) -> str | None:
+    """A daemon's rules fingerprint, its first 12 hex digits (enough to tell two apart)."""
+    fingerprint = daemon.get("fingerprint")
+    return fingerprint[:12] if fingerprint else None
 
 
 def cleanup_sheet(result: dict[str, Any]) -> Sheet:

@@ -61,6 +61,11 @@ class Store(Protocol):
         made a job due earlier (nothing to watch alone on a database)."""
         ...
 
+    def announce_rules(self, fingerprint: str) -> None:
+        """Tell the daemons sharing the database the fingerprint of the rules this one runs
+        (health compares them; alone on a database, nobody to tell)."""
+        ...
+
     def leads_planning(self) -> bool:
         """Whether this daemon plans time-based rules now (always, alone on a database; one
         daemon at a time of those sharing one)."""

@@ -90,6 +90,8 @@ class PostgresStore(SqliteStore):
         self._last_write_mono = self.clock.monotonic()
         self.daemon_id = daemon_id or f"{socket.gethostname()}:{os.getpid()}"
         self._heart: threading.Thread | None = None
+        # The rules fingerprint this daemon announced (None: not yet): every beat writes it.
+        self._fingerprint: str | None = None
         self._recovered = False  # running_jobs() has run once (start-up recovery)
         self._stop_heart = threading.Event()
         self.pool, kwargs = open_pool(
@@ -137,21 +139,29 @@ class PostgresStore(SqliteStore):
 
     def facts(self) -> dict[str, Any]:
         """Backend facts for health: this daemon's id and every daemon sharing the database
-        (host, pid, last heartbeat, alive: beat within the lease)."""
+        (host, pid, last heartbeat, alive: beat within the lease, rules fingerprint)."""
         facts: dict[str, Any] = {"daemon_id": self.daemon_id}
         try:
             rows = self.session.native(
                 "SELECT id, host, pid, heartbeat_at,"
-                " heartbeat_at > now() - make_interval(secs => %s) FROM daemons ORDER BY id",
+                " heartbeat_at > now() - make_interval(secs => %s), fingerprint"
+                " FROM daemons ORDER BY id",
                 (LEASE_SECONDS,),
             ).rows
         except StoreError:
             return facts  # health's ping reports the outage itself
         facts["daemons"] = [
-            {"id": i, "host": h, "pid": p, "heartbeat_at": at.isoformat(), "alive": alive}
-            for i, h, p, at, alive in rows
+            {
+                "id": i,
+                "host": h,
+                "pid": p,
+                "heartbeat_at": at.isoformat(),
+                "alive": alive,
+                "fingerprint": fingerprint,
+            }
+            for i, h, p, at, alive, fingerprint in rows
         ]
-        facts["daemons_alive"] = sum(1 for *_, alive in rows if alive)
+        facts["daemons_alive"] = sum(1 for d in facts["daemons"] if d["alive"])
         return facts
 
     def close(self) -> None:
@@ -194,16 +204,30 @@ class PostgresStore(SqliteStore):
     def _beat(self, register: bool = False) -> None:
         if register:
             self.session.native(
-                "INSERT INTO daemons (id, host, pid, started_at, heartbeat_at)"
-                " VALUES (%s, %s, %s, now(), now()) ON CONFLICT (id) DO UPDATE SET"
+                "INSERT INTO daemons (id, host, pid, started_at, heartbeat_at, fingerprint)"
+                " VALUES (%s, %s, %s, now(), now(), %s) ON CONFLICT (id) DO UPDATE SET"
                 " host = excluded.host, pid = excluded.pid, started_at = now(),"
-                " heartbeat_at = now()",
-                (self.daemon_id, socket.gethostname(), os.getpid()),
+                " heartbeat_at = now(), fingerprint = excluded.fingerprint",
+                (self.daemon_id, socket.gethostname(), os.getpid(), self._fingerprint),
             )
             return
+        # The fingerprint rides along: a write announce_rules could not make is made here.
         self._heart_conn.run(
-            "UPDATE daemons SET heartbeat_at = now() WHERE id = %s", (self.daemon_id,)
+            "UPDATE daemons SET heartbeat_at = now(), fingerprint = %s WHERE id = %s",
+            (self._fingerprint, self.daemon_id),
         )
+
+    def announce_rules(self, fingerprint: str) -> None:
+        """Record the fingerprint of the rules this daemon runs in its `daemons` row (at start
+        and after each reload): health compares the daemons' fingerprints. Best effort: with the
+        server away, the next heartbeat writes it."""
+        self._fingerprint = fingerprint
+        try:
+            self.session.native(
+                "UPDATE daemons SET fingerprint = %s WHERE id = %s", (fingerprint, self.daemon_id)
+            )
+        except StoreError:
+            pass  # the heartbeat thread writes self._fingerprint with its next beat
 
     def watch(self, wake: Callable[[], object]) -> None:
         """Call `wake` (from a thread of ours) when another daemon may have made a job due

@@ -186,6 +186,9 @@ class Connection:
     def watch(self, wake: Callable[[], object]) -> None:
         """No other daemon writes this file: nothing to watch for."""
 
+    def announce_rules(self, fingerprint: str) -> None:
+        """No other daemon shares this file: nobody to compare rules with."""
+
     def leads_planning(self) -> bool:
         """Whether this daemon plans time-based rules: always, the file is its alone."""
         return True
