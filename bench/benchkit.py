@@ -56,6 +56,7 @@ class TimeosDaemon:
         *,
         workers: int = 4,
         extra_args: Sequence[str] = (),
+        url: str | None = None,
     ) -> None:
         self.tmp = tmp
         if isinstance(rules, Path):
@@ -64,6 +65,8 @@ class TimeosDaemon:
             self.rules = tmp / "rules.yaml"
             self.rules.write_text(rules)
         self.db = tmp / "timeos.db"
+        # A PostgreSQL URL instead of the SQLite file (bench/pg_daemons.py: several daemons on one).
+        self.url = url
         self.socket = tmp / "run" / "timeos.sock"
         self.log = tmp / "timeosd.log"
         self.workers = workers
@@ -85,7 +88,7 @@ class TimeosDaemon:
             "--rules",
             str(self.rules),
             "--db",
-            str(self.db),
+            self.url or str(self.db),
             "--socket",
             str(self.socket),
             "--workers",
@@ -124,7 +127,15 @@ class TimeosDaemon:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def query(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Read the daemon's database (a separate read-only connection; WAL allows it)."""
+        """Read the daemon's database (a separate read-only connection; WAL allows it).
+
+        On PostgreSQL the SQL's `?` placeholders become psycopg's `%s`.
+        """
+        if self.url is not None:
+            import psycopg  # only the PostgreSQL benchmarks need the driver
+
+            with psycopg.connect(self.url, autocommit=True) as pg:
+                return pg.execute(sql.replace("?", "%s"), args).fetchall()
         conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=10)
         try:
             return conn.execute(sql, args).fetchall()
