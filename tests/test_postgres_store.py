@@ -400,3 +400,15 @@ def test_every_connection_detects_a_silent_server_within_seconds(pg, tmp_path):
     with store.pool.connection() as conn:
         given = conn.info.get_parameters()
     assert given["keepalives_idle"] == "10" and given["tcp_user_timeout"] == "30000"
+
+
+def test_a_search_path_naming_no_schema_is_refused_saying_so(pg):
+    from timeos.errors import StoreError
+    from timeos.store.postgres.store import PostgresStore
+
+    missing = f"nothere_{uuid.uuid4().hex[:8]}"
+    url = f"{stores.PG_URL}?options=-csearch_path%3D{missing}"
+    with pytest.raises(StoreError) as caught:
+        PostgresStore(url, daemon_id="a")
+    assert "search_path names does not exist" in str(caught.value)
+    assert "CREATE SCHEMA" in str(caught.value)

@@ -148,6 +148,11 @@ def _message(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     notes = getattr(exc, "__notes__", ())
     detail = text[0] if text else type(exc).__name__
+    if isinstance(exc, psycopg.errors.InvalidSchemaName):  # search_path names no schema
+        detail += (
+            ": the schema that the URL's search_path names does not exist;"
+            " create it first (CREATE SCHEMA name) or leave search_path out"
+        )
     return f"{detail} ({'; '.join(notes)})" if notes else detail
 
 
