@@ -22,7 +22,7 @@ import socket
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, cast
@@ -277,6 +277,11 @@ class PostgresStore(SqliteStore):
 
     def _read(self, sql: str, args: Any = ()) -> list[tuple[Any, ...]]:
         return self.session.execute(sql, args).rows
+
+    def _settled(self) -> AbstractContextManager[object]:
+        """Nothing to wait for: a read outside this thread's transaction runs on a pooled
+        connection of its own and sees only committed rows."""
+        return nullcontext()
 
     @contextmanager
     def _big_cache(self, rows: int) -> Iterator[None]:

@@ -44,7 +44,8 @@ class Bulk(Pruning, Deps):
 
     def find_idempotent_many(self, keys: Collection[str]) -> dict[str, tuple[str, str]]:
         """Stored events under any of `keys`: key -> (event id, payload hash)."""
-        return self._keys(self.conn, list(keys))
+        with self._settled():  # never another thread's uncommitted events (an open batch)
+            return self._keys(self.conn, list(keys))
 
     def _keys(self, conn: Any, keys: list[str]) -> dict[str, tuple[str, str]]:
         found: dict[str, tuple[str, str]] = {}

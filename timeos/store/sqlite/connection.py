@@ -11,7 +11,7 @@ import sqlite3
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -263,3 +263,9 @@ class Connection:
     def _read(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         with translated(f"{self.path}: query failed"):
             return self.conn.execute(sql, args).fetchall()
+
+    def _settled(self) -> AbstractContextManager[object]:
+        """Held around a read whose answer is acknowledged as stored (an idempotency key's
+        event): the one connection is shared by threads, so a read while another thread's
+        transaction is open would see its uncommitted rows; this waits for it to end."""
+        return self._writer

@@ -61,7 +61,10 @@ class SqliteStore(Bulk, RuleOverrides, Limited, Correlations):
 
     def find_idempotent(self, key: str, event_type: str, payload: Mapping[str, Any]) -> str | None:
         """Event id already stored under `key` with this payload; raise if it had another."""
-        rows = self._read("SELECT id, payload_hash FROM events WHERE idempotency_key = ?", (key,))
+        with self._settled():  # never another thread's uncommitted event (an open batch)
+            rows = self._read(
+                "SELECT id, payload_hash FROM events WHERE idempotency_key = ?", (key,)
+            )
         if not rows:
             return None
         event_id, stored_hash = rows[0]
