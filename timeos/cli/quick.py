@@ -19,7 +19,7 @@ import sys
 TYPE_CHECKING = False  # not `from typing import`: typing is a tenth of `timeos emit`'s start
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
     from typing import NoReturn
 
     from timeos.errors import TimeOSError
@@ -86,22 +86,32 @@ def print_result(result: dict[str, object], as_json: bool) -> None:
 def _parse(argv: list[str]) -> dict[str, str] | None:
     if len(argv) < 2 or argv[0] != "emit":
         return None
+    given = _options(argv[1:], _VALUES, positional="TYPE")
+    return given if given is not None and "TYPE" in given else None
+
+
+def _options(
+    args: list[str], values: Collection[str], positional: str | None = None
+) -> dict[str, str] | None:
+    """`--json`, each option of `values` once (`--x v` or `--x=v`) and at most one positional
+    (under the key `positional`); None for anything else (help, another option, a repeat, a
+    second positional, a value that looks like an option): typer's call."""
     given: dict[str, str] = {}
-    args = iter(argv[1:])
-    for arg in args:
+    rest = iter(args)
+    for arg in rest:
         name, eq, value = arg.partition("=")
         if arg == "--json" and arg not in given:
             given[arg] = ""
-        elif name in _VALUES and name not in given:
-            value = value if eq else next(args, "")
+        elif name in values and name not in given:
+            value = value if eq else next(rest, "")
             if not value or value.startswith("-"):
                 return None
             given[name] = value
-        elif not arg.startswith("-") and "TYPE" not in given:
-            given["TYPE"] = arg
+        elif positional and not arg.startswith("-") and positional not in given:
+            given[positional] = arg
         else:
-            return None  # help, another option, a repeat, a second positional: typer's call
-    return given if "TYPE" in given else None
+            return None
+    return given
 
 
 def _body(given: dict[str, str], environ: Mapping[str, str]) -> dict[str, object] | None:
@@ -228,19 +238,9 @@ def next_fires(argv: list[str], environ: Mapping[str, str]) -> int | None:
     """
     if len(argv) < 3 or argv[0] != "next":
         return None
-    given: dict[str, str] = {}
-    args = iter(argv[1:])
-    for arg in args:
-        name, eq, value = arg.partition("=")
-        if arg == "--json" and arg not in given:
-            given[arg] = ""
-        elif name in _NEXT_VALUES and name not in given:
-            value = value if eq else next(args, "")
-            if not value or value.startswith("-"):
-                return None
-            given[name] = value
-        else:
-            return None  # a RULE, --rules, global options, help: typer's call
+    given = _options(argv[1:], _NEXT_VALUES)  # a RULE, --rules, global options: typer's
+    if given is None:
+        return None
     count = given.get("--count", "5")
     if "--cron" not in given or not (count.isascii() and count.isdigit()):
         return None
